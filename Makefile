@@ -1,0 +1,26 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Both create or reuse the virtual environment.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Rebuilt only when what it installs changes; a second `make` reinstalls nothing.
+STAMP := $(VENV)/.densevlm_d2-env
+
+.PHONY: env test demo lint clean-env
+
+env: $(STAMP)
+
+$(STAMP): requirements.txt setup.py tools/install_extras.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(PY) tools/install_extras.py
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(PY) tools/demo.py $(DEMO_ARGS)
+
+clean-env:
+	rm -rf $(VENV)

@@ -1,0 +1,94 @@
+"""Build the supported CLIP models with upstream open_clip (and timm for the EVA02 vision towers).
+
+Names accepted by :func:`build_clip_model` (case-sensitive):
+
+================================  ==========================  ========================================
+name                              open_clip config            what it is
+================================  ==========================  ========================================
+``EVA02-CLIP-B-16``               ``EVA02-B-16``              EVA02-CLIP-B/16 (DenseVLM/CLIPSelf student)
+``EVA02-CLIP-L-14``               ``EVA02-L-14``              EVA02-CLIP-L/14 at 224 px
+``EVA02-CLIP-L-14-336``           ``EVA02-L-14-336``          EVA02-CLIP-L/14-336 (DenseVLM teacher)
+``ViT-B-16``                      ``ViT-B-16``                OpenAI-style ViT-B/16
+``EVA02-Tiny-16``                 shipped here                tiny EVA02 of the same layout, for tests
+``ViT-Tiny-16``                   shipped here                tiny OpenAI-style ViT, for tests
+================================  ==========================  ========================================
+
+open_clip's own names (``EVA02-B-16`` ...) are accepted too. Models are always built at their pretrained input
+size so that parameter shapes equal the published checkpoints'; other input sizes are handled at run time by
+:mod:`densevlm_d2.clip.towers` (position embeddings and RoPE tables for the actual token grid).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import open_clip
+import torch
+from timm.models import build_model_with_cfg, register_model
+from timm.models.eva import Eva, checkpoint_filter_fn
+
+__all__ = ["MODEL_ALIASES", "available_models", "build_clip_model", "open_clip_name"]
+
+# EVA-CLIP release names -> open_clip config names. Both spellings are accepted everywhere.
+MODEL_ALIASES = {
+    "EVA02-CLIP-B-16": "EVA02-B-16",
+    "EVA02-CLIP-L-14": "EVA02-L-14",
+    "EVA02-CLIP-L-14-336": "EVA02-L-14-336",
+}
+# Model configs that ship with this package (tiny models of the real layouts, for tests and the demo).
+_CONFIG_DIR = Path(__file__).parent / "model_configs"
+_SUPPORTED = ("EVA02-B-16", "EVA02-L-14", "EVA02-L-14-336", "ViT-B-16", "EVA02-Tiny-16", "ViT-Tiny-16")
+
+open_clip.add_model_config(_CONFIG_DIR)
+
+
+@register_model
+def densevlm_eva02_tiny_patch16_clip_224(pretrained: bool = False, **kwargs) -> Eva:
+    """EVA02-CLIP-B/16's architecture (q/k/v projections, SwiGLU with sub-LN, RoPE) at toy width and depth."""
+    if pretrained:
+        raise ValueError("densevlm_eva02_tiny_patch16_clip_224 has no pretrained weights")
+    model_args = dict(
+        img_size=224,
+        patch_size=16,
+        embed_dim=128,
+        depth=2,
+        num_heads=2,
+        qkv_fused=False,
+        mlp_ratio=4 * 2 / 3,
+        swiglu_mlp=True,
+        scale_mlp=True,
+        scale_attn_inner=True,
+        use_rot_pos_emb=True,
+        ref_feat_shape=(16, 16),
+        global_pool=kwargs.pop("global_pool", "token"),
+    )
+    return build_model_with_cfg(
+        Eva,
+        "densevlm_eva02_tiny_patch16_clip_224",
+        pretrained=False,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        **dict(model_args, **kwargs),
+    )
+
+
+def open_clip_name(name: str) -> str:
+    """The open_clip config name of a supported model; a clear error for anything else."""
+    resolved = MODEL_ALIASES.get(name, name)
+    if resolved not in _SUPPORTED:
+        raise ValueError(
+            f"unsupported CLIP model {name!r}; supported: {', '.join(available_models())}"
+        )
+    return resolved
+
+
+def available_models() -> list[str]:
+    return sorted(set(MODEL_ALIASES) | set(_SUPPORTED))
+
+
+def build_clip_model(name: str, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """A randomly initialised open_clip model of a supported architecture, in eval mode.
+
+    Weights are loaded separately and strictly with :func:`densevlm_d2.clip.checkpoint.load_checkpoint`.
+    """
+    model = open_clip.create_model(open_clip_name(name), pretrained=None, device=device)
+    return model.eval()

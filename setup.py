@@ -1,0 +1,24 @@
+"""densevlm_d2: DenseVLM region-language alignment for CLIP ViTs as a detectron2 extension."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="densevlm_d2",
+    version="0.1.0",
+    description="DenseVLM (unbiased region-language alignment) for CLIP ViTs, as a detectron2 extension",
+    packages=find_packages(exclude=("tests", "tests.*", "tools", "configs", "datasets")),
+    package_data={"densevlm_d2": ["clip/vocab/*.txt"]},
+    python_requires=">=3.10",
+    # detectron2 and panopticapi are not on PyPI: tools/install_extras.py installs them (see README).
+    install_requires=[
+        "torch>=2.1",
+        "torchvision",
+        "open_clip_torch==3.3.0",
+        "timm>=1.0.15,<1.1",
+        "fvcore",
+        "pycocotools",
+        "opencv-python-headless",
+        "numpy",
+        "Pillow",
+    ],
+)

@@ -1,0 +1,154 @@
+#!/usr/bin/env python
+"""Install the two dependencies that are not on PyPI under their own names: detectron2 and panopticapi.
+
+Run with the interpreter of the target environment (``make env`` does). Idempotent: a package that already
+imports is left alone.
+
+detectron2
+    1. the official source from GitHub, when GitHub answers within a few seconds;
+    2. otherwise the ``pb1-detectron2==0.6`` source archive from PyPI, whose Python files are the official v0.6
+       tag's but which lacks ``detectron2/layers/csrc``. We supply a minimal ``vision.cpp`` that builds an empty
+       ``detectron2._C`` (so the official ``setup.py`` runs unchanged) and install it under the distribution
+       name ``detectron2``. The compiled custom ops (deformable conv, rotated boxes, fast COCO evaluation) are
+       then absent; densevlm_d2 never uses them.
+panopticapi
+    1. the official source from GitHub when reachable;
+    2. otherwise ``panopticapi-lite==0.2.0`` (the same ``panopticapi`` module) without its dependency metadata,
+       which pins ``numpy<2`` and would downgrade numpy under opencv; the module itself needs only numpy and
+       Pillow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+D2_GIT = "git+https://github.com/facebookresearch/detectron2.git"
+PANOPTICAPI_GIT = "git+https://github.com/cocodataset/panopticapi.git"
+D2_FALLBACK = "pb1-detectron2==0.6"
+D2_FALLBACK_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
+PANOPTICAPI_FALLBACK = "panopticapi-lite==0.2.0"
+
+# An empty CPython extension module: the official setup.py compiles every file under layers/csrc into
+# detectron2._C, and only needs the directory and its main source to exist.
+EMPTY_EXTENSION = """\
+// Supplied by densevlm_d2/tools/install_extras.py: the PyPI archive of detectron2 0.6 lacks layers/csrc.
+// This builds an empty detectron2._C; the compiled custom ops are not available in this install.
+#include <Python.h>
+
+static struct PyModuleDef detectron2_C_module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+
+PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&detectron2_C_module); }
+"""
+
+
+def _log(msg: str) -> None:
+    print(f"[install_extras] {msg}", flush=True)
+
+
+def _pip(*args: str, timeout: float | None = None) -> None:
+    subprocess.run([sys.executable, "-m", "pip", *args], check=True, timeout=timeout)
+
+
+def _importable(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def _github_reachable(timeout: float) -> bool:
+    try:
+        subprocess.run(
+            ["git", "ls-remote", "--heads", "https://github.com/facebookresearch/detectron2.git"],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+        )
+        return True
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def install_detectron2_fallback() -> None:
+    with tempfile.TemporaryDirectory(prefix="d2src-") as tmp:
+        tmp = Path(tmp)
+        _pip("download", "--no-deps", "--no-binary", ":all:", "--no-build-isolation",
+             "-d", str(tmp), D2_FALLBACK)
+        archives = list(tmp.glob("*.tar.gz"))
+        if len(archives) != 1:
+            raise RuntimeError(f"expected one source archive of {D2_FALLBACK}, found {archives}")
+        digest = _sha256(archives[0])
+        if digest != D2_FALLBACK_SHA256:
+            raise RuntimeError(
+                f"{archives[0].name} has sha256 {digest}, expected {D2_FALLBACK_SHA256}: refusing to install"
+            )
+        with tarfile.open(archives[0]) as tar:
+            tar.extractall(tmp, filter="data")
+        src = next(p for p in tmp.iterdir() if p.is_dir())
+        csrc = src / "detectron2" / "layers" / "csrc"
+        csrc.mkdir(parents=True, exist_ok=True)
+        (csrc / "vision.cpp").write_text(EMPTY_EXTENSION)
+        setup_py = src / "setup.py"
+        text = setup_py.read_text()
+        if 'name="pb1-detectron2"' not in text:
+            raise RuntimeError(f"unexpected setup.py in {D2_FALLBACK}: distribution name not found")
+        setup_py.write_text(text.replace('name="pb1-detectron2"', 'name="detectron2"'))
+        _pip("install", "--no-build-isolation", str(src))
+
+
+def install_detectron2(github: bool) -> None:
+    if _importable("detectron2"):
+        _log("detectron2 already installed")
+        return
+    if github:
+        try:
+            _log(f"installing detectron2 from {D2_GIT}")
+            _pip("install", "--no-build-isolation", D2_GIT)
+            return
+        except subprocess.SubprocessError as e:
+            _log(f"official detectron2 install failed ({e}); using the PyPI fallback")
+    _log(f"installing detectron2 from {D2_FALLBACK} with a supplied empty extension")
+    install_detectron2_fallback()
+
+
+def install_panopticapi(github: bool) -> None:
+    if _importable("panopticapi"):
+        _log("panopticapi already installed")
+        return
+    if github:
+        try:
+            _pip("install", PANOPTICAPI_GIT)
+            return
+        except subprocess.SubprocessError as e:
+            _log(f"official panopticapi install failed ({e}); using {PANOPTICAPI_FALLBACK}")
+    _pip("install", "--no-deps", PANOPTICAPI_FALLBACK)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--github-timeout", type=float, default=10.0,
+                        help="seconds to wait for GitHub before using the PyPI fallbacks")
+    parser.add_argument("--no-github", action="store_true", help="use the PyPI fallbacks directly")
+    args = parser.parse_args()
+    missing = [n for n in ("detectron2", "panopticapi") if not _importable(n)]
+    github = bool(missing) and not args.no_github and _github_reachable(args.github_timeout)
+    if missing:
+        _log(f"GitHub {'reachable' if github else 'not reachable'}")
+    install_detectron2(github)
+    install_panopticapi(github)
+
+
+if __name__ == "__main__":
+    main()
