@@ -8,12 +8,30 @@ from . import compat
 
 compat.apply()
 
+from . import modeling  # noqa: E402,F401  (registers CLIPViTBackbone in detectron2's BACKBONE_REGISTRY)
+from .api import CLIPRegionEncoder, load_clip  # noqa: E402
 from .clip import (  # noqa: E402
     CheckpointFormat,
     CheckpointMismatchError,
     available_models,
     build_clip_model,
+    export_state_dict,
     load_checkpoint,
+    save_checkpoint,
 )
+from .config import add_densevlm_config  # noqa: E402
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "CLIPRegionEncoder",
+    "CheckpointFormat",
+    "CheckpointMismatchError",
+    "add_densevlm_config",
+    "available_models",
+    "build_clip_model",
+    "export_state_dict",
+    "load_checkpoint",
+    "load_clip",
+    "save_checkpoint",
+]

@@ -166,7 +166,11 @@ def eva_to_open_clip(state: Mapping[str, torch.Tensor], model: nn.Module, source
                 out[key] = value  # reported as unexpected by the strict check
                 continue
             ref = expected[0 if m.group(2) == "cos" else 1]
-            if value.shape != ref.shape or not torch.allclose(value.float(), ref, atol=1e-5, rtol=0):
+            # files may store the buffers in half precision: compare at the file's precision
+            tol = max(1e-5, 2 * torch.finfo(value.dtype).eps) if value.is_floating_point() else 0.0
+            if value.shape != ref.shape or not torch.allclose(
+                value.float(), ref.to(value.dtype).float(), atol=tol, rtol=0
+            ):
                 bad_rope.append(f"{key} {tuple(value.shape)}")
             continue
         if key.startswith("visual."):
@@ -181,8 +185,7 @@ def eva_to_open_clip(state: Mapping[str, torch.Tensor], model: nn.Module, source
 
 
 def open_clip_to_eva(state: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """open_clip layout of an EVA02 ``model`` -> EVA-CLIP release layout, RoPE buffers included, in the
-    release's key order (visual tower, then text tower)."""
+    """open_clip layout of an EVA02 ``model`` -> EVA-CLIP release layout, RoPE buffers included."""
     inverse = tuple((dst, src) for src, dst in _EVA_TO_TIMM_BLOCK)
     expected = _expected_rope(model)
     tower = vision_tower(model.visual)
@@ -202,30 +205,7 @@ def open_clip_to_eva(state: Mapping[str, torch.Tensor], model: nn.Module) -> dic
             rope[f"visual.blocks.{i}.attn.rope.freqs_cos"] = cos.clone()
             rope[f"visual.blocks.{i}.attn.rope.freqs_sin"] = sin.clone()
         out.update(rope)
-    return _release_order(out)
-
-
-def _release_order(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Order keys as the EVA-CLIP model's ``state_dict()`` does (cosmetic: loaders match by name)."""
-
-    def rank(key: str):
-        if key == "logit_scale":
-            return (0, 0, 0, key)
-        if key.startswith("visual."):
-            head = ("cls_token", "pos_embed", "patch_embed", "rope")
-            rest = key[len("visual."):]
-            m = re.match(r"blocks\.(\d+)\.(.*)", rest)
-            if m:
-                order = ("norm1", "attn.q_bias", "attn.v_bias", "attn.q_proj", "attn.k_proj", "attn.v_proj",
-                         "attn.inner_attn_ln", "attn.proj", "attn.rope", "norm2", "mlp.w1", "mlp.w2",
-                         "mlp.ffn_ln", "mlp.w3")
-                sub = next((j for j, o in enumerate(order) if m.group(2).startswith(o)), len(order))
-                return (1, 1, int(m.group(1)) * 100 + sub, key)
-            pos = next((j for j, h in enumerate(head) if rest.startswith(h)), None)
-            return (1, 0, pos, key) if pos is not None else (1, 2, 0, key)
-        return (2, 0, 0, "")  # text tower: keep its own order (stable sort)
-
-    return dict(sorted(state.items(), key=lambda kv: rank(kv[0])))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------

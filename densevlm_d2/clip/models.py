@@ -20,11 +20,12 @@ size so that parameter shapes equal the published checkpoints'; other input size
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import open_clip
 import torch
-from timm.models import build_model_with_cfg, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.eva import Eva, checkpoint_filter_fn
 
 __all__ = ["MODEL_ALIASES", "available_models", "build_clip_model", "open_clip_name"]
@@ -40,6 +41,9 @@ _CONFIG_DIR = Path(__file__).parent / "model_configs"
 _SUPPORTED = ("EVA02-B-16", "EVA02-L-14", "EVA02-L-14-336", "ViT-B-16", "EVA02-Tiny-16", "ViT-Tiny-16")
 
 open_clip.add_model_config(_CONFIG_DIR)
+
+# timm looks up a module-level ``default_cfgs`` when registering models; the tiny model has no weights.
+default_cfgs = generate_default_cfgs({"densevlm_eva02_tiny_patch16_clip_224": {"num_classes": 64}})
 
 
 @register_model
@@ -90,5 +94,14 @@ def build_clip_model(name: str, device: torch.device | str = "cpu") -> torch.nn.
 
     Weights are loaded separately and strictly with :func:`densevlm_d2.clip.checkpoint.load_checkpoint`.
     """
-    model = open_clip.create_model(open_clip_name(name), pretrained=None, device=device)
+    root = logging.getLogger()
+    root.addFilter(_drop_random_init_notice)  # weights are loaded afterwards: the notice would mislead
+    try:
+        model = open_clip.create_model(open_clip_name(name), pretrained=None, pretrained_text=False, device=device)
+    finally:
+        root.removeFilter(_drop_random_init_notice)
     return model.eval()
+
+
+def _drop_random_init_notice(record: logging.LogRecord) -> bool:
+    return "initialized randomly" not in record.getMessage()

@@ -1,0 +1,1 @@
+from .clip_vit import CLIPViTBackbone, parse_out_features
