@@ -50,7 +50,7 @@ def _resource_filename(package: str, resource: str) -> str:
 
 
 def _pkg_resources() -> None:
-    if importlib.util.find_spec("pkg_resources") is None:
+    if "pkg_resources" not in sys.modules and importlib.util.find_spec("pkg_resources") is None:
         shim = types.ModuleType("pkg_resources")
         shim.__doc__ = "densevlm_d2.compat: resource_filename only, for detectron2.model_zoo"
         shim.resource_filename = _resource_filename

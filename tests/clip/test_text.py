@@ -1,0 +1,108 @@
+"""Text embeddings: prompts as published, normalisation switch, synonyms, the on-disk cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+
+import densevlm_d2
+from densevlm_d2.clip.text import TEMPLATES, TextEmbedder, article, clean_name, load_text_embeddings, prompts
+from tests.conftest import randomize_
+
+
+def test_prompts_as_published():
+    assert len(TEMPLATES) == 63
+    p = prompts("motorcycle")
+    assert len(p) == 63
+    assert p[0] == "There is a motorcycle in the scene."
+    assert p[1] == "There is the motorcycle in the scene."
+    assert p[2] == "This is a photo of a motorcycle in the scene."
+    assert p[52] == "This is the plastic motorcycle."
+    assert prompts("elephant")[5] == "itap of an elephant."
+    assert clean_name("traffic_light/Signal.") == "traffic light or signal"
+    # the article looks at the raw name's first letter, as published
+    assert article("apple") == "an" and article("Apple") == "a" and article("umbrella") == "an"
+    assert prompts("tv, television")[8] == "This is a photo of a tv, television."
+
+
+def _straightforward(model, name):
+    tok = open_clip.get_tokenizer("EVA02-Tiny-16")
+    with torch.no_grad():
+        e = F.normalize(model.encode_text(tok(prompts(name))), dim=-1)
+    return e.mean(0)
+
+
+def test_embeddings_match_straightforward_computation(tiny_eva):
+    emb = TextEmbedder(tiny_eva, "EVA02-Tiny-16", cache_dir=None)
+    names = ["cat", "sky-other", "tv, television"]
+    unit = emb.compute(names)
+    raw = emb.compute(names, renormalize=False)
+    assert unit.shape == raw.shape == (3, 64) and unit.dtype == torch.float32
+    for i, name in enumerate(names):
+        ref = _straightforward(tiny_eva, name)
+        assert torch.allclose(raw[i], ref, atol=1e-5)
+        assert torch.allclose(unit[i], F.normalize(ref, dim=0), atol=1e-5)
+    assert torch.allclose(unit.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert (raw.norm(dim=1) < 0.9999).all()  # the published 316-class files skip re-normalisation
+
+
+def test_split_synonyms(tiny_eva):
+    emb = TextEmbedder(tiny_eva, "EVA02-Tiny-16", cache_dir=None)
+    split = emb.compute(["tv, television"], synonyms="split")[0]
+    ref = F.normalize((_straightforward(tiny_eva, "tv") + _straightforward(tiny_eva, "television")) / 2, dim=0)
+    assert torch.allclose(split, ref, atol=1e-5)
+    assert not torch.allclose(split, emb.compute(["tv, television"])[0], atol=1e-3)
+    with pytest.raises(ValueError, match="synonyms"):
+        emb.compute(["a"], synonyms="both")
+    with pytest.raises(ValueError, match="empty class vocabulary"):
+        emb.compute([])
+
+
+def test_cache_hit_and_misses(tiny_eva, tmp_path, monkeypatch):
+    emb = TextEmbedder(tiny_eva, "EVA02-Tiny-16", cache_dir=tmp_path)
+    first = emb(["cat", "grass"])
+    files = sorted(tmp_path.glob("*.npy"))
+    assert len(files) == 1
+    arr = np.load(files[0])
+    assert arr.dtype == np.float32 and arr.shape == (2, 64)  # the published metadata layout
+    assert torch.equal(torch.from_numpy(arr), first)
+
+    calls = []
+    real_compute = TextEmbedder.compute
+    monkeypatch.setattr(TextEmbedder, "compute", lambda self, *a, **k: calls.append(a) or real_compute(self, *a, **k))
+    assert torch.equal(emb(["cat", "grass"]), first) and calls == []  # hit
+    emb(["cat", "sand"])  # a changed name is a miss
+    assert len(calls) == 1
+    emb(["cat", "grass"], renormalize=False)  # other options are a miss
+    assert len(calls) == 2
+
+    other = randomize_(densevlm_d2.build_clip_model("EVA02-Tiny-16"), seed=7)  # other weights
+    second = TextEmbedder(other, "EVA02-Tiny-16", cache_dir=tmp_path)(["cat", "grass"])
+    assert len(calls) == 3 and not torch.allclose(second, first)
+    with torch.no_grad():  # weights changed in place: a miss after reset_digest()
+        tiny_eva.text.ln_final.bias.add_(1.0)
+    emb.reset_digest()
+    emb(["cat", "grass"])
+    assert len(calls) == 4
+    assert len(list(tmp_path.glob("*.npy"))) == 5
+
+
+def test_read_published_npy_checks_sizes(tmp_path):
+    path = tmp_path / "coco_panoptic_clip_hand_craft_EVACLIP_ViTB16.npy"
+    np.save(path, np.random.rand(133, 512).astype(np.float32))
+    assert load_text_embeddings(path, num_classes=133, dim=512).shape == (133, 512)
+    with pytest.raises(ValueError, match="133 class embeddings but the vocabulary has 150 classes"):
+        load_text_embeddings(path, num_classes=150)
+    with pytest.raises(ValueError, match="512-d embeddings but the model's embedding size is 768"):
+        load_text_embeddings(path, dim=768)
+    with pytest.raises(FileNotFoundError, match="missing.npy"):
+        load_text_embeddings(tmp_path / "missing.npy")
+
+
+def test_openai_style_model_text(tiny_vit):
+    emb = TextEmbedder(tiny_vit, "ViT-Tiny-16", cache_dir=None)
+    assert emb.compute(["cat"]).shape == (1, 64)
+    assert len(emb.weights_digest()) == 32

@@ -1,0 +1,91 @@
+"""The public Python API: load_clip and CLIPRegionEncoder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import densevlm_d2
+from densevlm_d2.clip.preprocess import preprocess_crop
+
+
+@pytest.fixture
+def encoder(tiny_eva, tmp_path):
+    path = densevlm_d2.save_checkpoint(tiny_eva, tmp_path / "tiny.pt", "eva_clip")
+    return densevlm_d2.load_clip("EVA02-Tiny-16", checkpoint=path, image_size=128, text_cache_dir=tmp_path / "txt")
+
+
+def _photo(h=90, w=120):
+    return Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def test_weights_and_properties(encoder, tiny_eva):
+    for k, v in tiny_eva.state_dict().items():
+        assert torch.equal(encoder.model.state_dict()[k], v)
+    assert (encoder.patch_size, encoder.embed_dim, encoder.token_grid) == (16, 64, (8, 8))
+    assert not encoder.model.training
+
+
+@torch.no_grad()
+def test_region_features(encoder):
+    photo = _photo()
+    x, scale = encoder.preprocess(photo, return_scale=True)
+    assert x.shape == (3, 128, 128) and scale == pytest.approx(128 / 120)
+    boxes = torch.tensor([[0.0, 0.0, 60.0, 45.0], [30.0, 20.0, 119.0, 89.0]])
+    masks = np.zeros((2, 90, 120), dtype=bool)
+    masks[0, :45, :60] = True
+    masks[1, 20:, 30:] = True
+    grid_masks = encoder.preprocess_masks(masks)
+    assert grid_masks.shape == (2, 8, 8) and grid_masks.dtype == torch.bool
+
+    dense = encoder.encode_dense(x)
+    assert dense.shape == (1, 64, 8, 8)
+    fb = encoder.encode_boxes(x[None], [boxes * scale])
+    fm = encoder.encode_masks(x, [grid_masks])
+    both = encoder.encode_regions(x, boxes=[boxes * scale], masks=[grid_masks])
+    assert torch.allclose(both["boxes"], fb) and torch.allclose(both["masks"], fm)
+    assert fb.shape == fm.shape == (2, 64)
+    for f in (fb, fm):
+        assert torch.allclose(f.norm(dim=-1), torch.ones(2), atol=1e-5)
+    # a mask and its box cover the same tokens here: their features agree closely, not exactly
+    assert F.cosine_similarity(fb, fm).min() > 0.5
+
+    crops = encoder.encode_crops(photo, boxes, enlarge=1.5)
+    assert crops.shape == (2, 64)
+    one = encoder.encode_image(preprocess_crop(photo, (0.0, 0.0, 75.0, 56.25)))  # 1.5x about the centre, clipped
+    assert torch.allclose(crops[0], one[0], atol=1e-5)
+    assert encoder.encode_crops(photo, torch.zeros(0, 4)).shape == (0, 64)
+
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        encoder.encode_dense(torch.zeros(2, 1, 64, 64))
+
+
+@torch.no_grad()
+def test_text_and_classification(encoder, tmp_path):
+    t = encoder.encode_text(["a photo of a cat", "sky"])
+    assert t.shape == (2, 64) and torch.allclose(t.norm(dim=-1), torch.ones(2), atol=1e-5)
+    names = ["cat", "sky", "grass"]
+    classifier = encoder.text_classifier(names)
+    assert classifier.shape == (3, 64)
+    assert len(list((tmp_path / "txt").glob("*.npy"))) == 1
+    x = encoder.preprocess(_photo())
+    logits = encoder.encode_boxes(x, [torch.tensor([[0.0, 0.0, 64.0, 64.0]])]) @ classifier.T
+    assert logits.shape == (1, 3)
+
+
+def test_save_and_reload(encoder, tmp_path):
+    for fmt in ("eva_clip", "open_clip"):
+        path = encoder.save(tmp_path / f"{fmt}.pt", fmt)
+        again = densevlm_d2.load_clip("EVA02-Tiny-16", checkpoint=path, text_cache_dir=None)
+        for k, v in encoder.model.state_dict().items():
+            assert torch.equal(again.model.state_dict()[k], v)
+
+
+def test_random_init_and_bad_name():
+    enc = densevlm_d2.load_clip("ViT-Tiny-16", image_size=(64, 96), text_cache_dir=None)
+    assert enc.token_grid == (4, 6)
+    with pytest.raises(ValueError, match="unsupported CLIP model"):
+        densevlm_d2.load_clip("ViT-Z-99")
