@@ -7,7 +7,7 @@ setup(
     version="0.1.0",
     description="DenseVLM (unbiased region-language alignment) for CLIP ViTs, as a detectron2 extension",
     packages=find_packages(exclude=("tests", "tests.*", "tools", "configs", "datasets")),
-    package_data={"densevlm_d2": ["clip/vocab/*.txt"]},
+    package_data={"densevlm_d2": ["clip/model_configs/*.json", "assets/*"]},
     python_requires=">=3.10",
     # detectron2 and panopticapi are not on PyPI: tools/install_extras.py installs them (see README).
     install_requires=[

@@ -114,3 +114,13 @@ def test_inside_stock_generalized_rcnn():
     with torch.no_grad():
         out = model([{"image": image, "height": 70, "width": 100}])
     assert isinstance(out[0]["instances"], Instances)
+
+
+def test_base_config_file():
+    from pathlib import Path
+
+    cfg = densevlm_d2.add_densevlm_config(get_cfg())
+    cfg.merge_from_file(str(Path(__file__).resolve().parents[2] / "configs" / "Base-CLIP-ViT.yaml"))
+    assert cfg.MODEL.BACKBONE.NAME == "CLIPViTBackbone" and cfg.INPUT.FORMAT == "RGB"
+    cfg.MODEL.CLIP.MODEL_NAME = "ViT-Tiny-16"
+    assert build_backbone(cfg).output_shape()["dense"].stride == 16

@@ -1,0 +1,47 @@
+"""Dense open-vocabulary prediction of one image (every token classified against a vocabulary) and its drawing
+with detectron2's Visualizer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from detectron2.data.catalog import Metadata
+from detectron2.utils.colormap import random_color
+from detectron2.utils.visualizer import Visualizer
+
+from .api import CLIPRegionEncoder
+from .clip.preprocess import to_pil_rgb
+
+__all__ = ["dense_prediction", "draw_dense_prediction"]
+
+
+@torch.no_grad()
+def dense_prediction(encoder: CLIPRegionEncoder, image, class_embeddings: torch.Tensor) -> torch.Tensor:
+    """(H, W) class indices at the image's own resolution.
+
+    Token logits (cosine similarity with each class embedding) are upsampled bilinearly to the preprocessing
+    canvas, the padding is cut away, the rest is resized to the original image size, then the argmax is taken."""
+    pil = to_pil_rgb(image)
+    x, scale = encoder.preprocess(pil, return_scale=True)
+    dense = encoder.encode_dense(x)[0]  # (D, h, w)
+    logits = torch.einsum("dhw,kd->khw", dense, class_embeddings.to(dense))
+    canvas_h, canvas_w = x.shape[-2:]
+    logits = F.interpolate(logits[None], size=(canvas_h, canvas_w), mode="bilinear", align_corners=False)
+    w, h = pil.size
+    logits = logits[:, :, : round(h * scale), : round(w * scale)]
+    logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+    return logits[0].argmax(0).cpu()
+
+
+def draw_dense_prediction(image, labels: torch.Tensor, class_names: Sequence[str], alpha: float = 0.6) -> np.ndarray:
+    """The image with each predicted class region coloured and named (detectron2's ``draw_sem_seg``): HxWx3 RGB."""
+    rng_state = np.random.get_state()
+    np.random.seed(0)  # the same colours on every run
+    colors = [[int(c) for c in random_color(rgb=True, maximum=255)] for _ in class_names]
+    np.random.set_state(rng_state)
+    meta = Metadata(name="densevlm_demo", stuff_classes=list(class_names), stuff_colors=colors)
+    vis = Visualizer(np.asarray(to_pil_rgb(image)), metadata=meta)
+    return vis.draw_sem_seg(labels, alpha=alpha).get_image()
