@@ -19,6 +19,10 @@ $(STAMP): requirements.txt setup.py tools/install_extras.py
 test: $(STAMP)
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
 
+lint: $(STAMP)
+	$(VENV)/bin/ruff check densevlm_d2 tools tests setup.py
+	$(VENV)/bin/ruff format --check densevlm_d2 tools tests setup.py
+
 demo: $(STAMP)
 	$(PY) tools/demo.py $(DEMO_ARGS)
 

@@ -5,11 +5,12 @@ from setuptools import find_packages, setup
 setup(
     name="densevlm_d2",
     version="0.1.0",
-    description="DenseVLM (unbiased region-language alignment) for CLIP ViTs, as a detectron2 extension",
+    description="DenseVLM region-language alignment for CLIP ViTs, as a detectron2 extension",
     packages=find_packages(exclude=("tests", "tests.*", "tools", "configs", "datasets")),
     package_data={"densevlm_d2": ["clip/model_configs/*.json", "assets/*"]},
     python_requires=">=3.10",
-    # detectron2 and panopticapi are not on PyPI: tools/install_extras.py installs them (see README).
+    # detectron2 and panopticapi are not on PyPI: tools/install_extras.py installs them (see
+    # README).
     install_requires=[
         "torch>=2.1",
         "torchvision",

@@ -11,7 +11,13 @@ from torch import nn
 
 from .clip.checkpoint import CheckpointFormat, load_checkpoint, save_checkpoint
 from .clip.models import build_clip_model, open_clip_name
-from .clip.preprocess import crop_box, preprocess_crop, preprocess_image, preprocess_mask, to_pil_rgb
+from .clip.preprocess import (
+    crop_box,
+    preprocess_crop,
+    preprocess_image,
+    preprocess_mask,
+    to_pil_rgb,
+)
 from .clip.text import TEMPLATES, TextEmbedder
 from .clip.towers import vision_tower
 from .modeling.region_pooling import BoxPooler, pool_masks
@@ -22,13 +28,19 @@ __all__ = ["CLIPRegionEncoder", "load_clip"]
 class CLIPRegionEncoder(nn.Module):
     """A CLIP model with dense, box, mask, crop, image and text features, all L2-normalised.
 
-    Images go through :meth:`preprocess` (longest side resized to ``image_size``, zero padding right/bottom,
-    CLIP normalisation, as published). Box coordinates given to :meth:`encode_boxes` are pixels of that
-    preprocessed canvas: multiply original-image boxes by the scale that :meth:`preprocess` returns.
+    Images go through :meth:`preprocess` (longest side resized to ``image_size``, zero padding
+    right/bottom, CLIP normalisation, as published). Box coordinates given to :meth:`encode_boxes`
+    are pixels of that preprocessed canvas: multiply original-image boxes by the scale that
+    :meth:`preprocess` returns.
     """
 
-    def __init__(self, model: nn.Module, model_name: str, image_size: int | tuple[int, int] = 512,
-                 text_cache_dir: str | os.PathLike | None = "default"):
+    def __init__(
+        self,
+        model: nn.Module,
+        model_name: str,
+        image_size: int | tuple[int, int] = 512,
+        text_cache_dir: str | os.PathLike | None = "default",
+    ):
         super().__init__()
         self.model = model
         self.model_name = open_clip_name(model_name)
@@ -37,7 +49,7 @@ class CLIPRegionEncoder(nn.Module):
         self.box_pooler = BoxPooler(self.tower.patch_size)
         self.text_embedder = TextEmbedder(model, model_name, cache_dir=text_cache_dir)
 
-    # -- properties --------------------------------------------------------------------------------------------
+    # -- properties --------------------------------------------------------------------------------
     @property
     def patch_size(self) -> int:
         return self.tower.patch_size
@@ -52,27 +64,35 @@ class CLIPRegionEncoder(nn.Module):
 
     @property
     def token_grid(self) -> tuple[int, int]:
-        size = (self.image_size, self.image_size) if isinstance(self.image_size, int) else self.image_size
+        size = (
+            (self.image_size, self.image_size)
+            if isinstance(self.image_size, int)
+            else self.image_size
+        )
         return self.tower.token_grid(*size)
 
-    # -- preprocessing -----------------------------------------------------------------------------------------
+    # -- preprocessing -----------------------------------------------------------------------------
     def preprocess(self, image, return_scale: bool = False):
-        """PIL image, HxWx3 uint8 RGB array or path -> (3, H, W) input tensor (and the image-to-canvas scale)."""
+        """PIL image, HxWx3 uint8 RGB array or path -> (3, H, W) input tensor (and the
+        image-to-canvas scale)."""
         x, scale = preprocess_image(image, self.image_size)
         return (x, scale) if return_scale else x
 
     def preprocess_masks(self, masks) -> torch.Tensor:
-        """(N, H, W) binary masks at original image resolution -> (N, h, w) boolean masks on the token grid."""
+        """(N, H, W) binary masks at original image resolution -> (N, h, w) boolean masks on the
+        token grid."""
         masks = list(masks)
         if not masks:
             return torch.zeros(0, *self.token_grid, dtype=torch.bool)
         return torch.stack([preprocess_mask(m, self.token_grid) for m in masks])
 
-    # -- features ----------------------------------------------------------------------------------------------
+    # -- features ----------------------------------------------------------------------------------
     def _batch(self, images: torch.Tensor) -> torch.Tensor:
         images = images[None] if images.ndim == 3 else images
         if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected images of shape (B, 3, H, W) or (3, H, W), got {tuple(images.shape)}")
+            raise ValueError(
+                f"expected images of shape (B, 3, H, W) or (3, H, W), got {tuple(images.shape)}"
+            )
         return images.to(self.device, dtype=next(self.model.parameters()).dtype)
 
     def encode_dense(self, images: torch.Tensor) -> torch.Tensor:
@@ -80,15 +100,21 @@ class CLIPRegionEncoder(nn.Module):
         return self.tower.forward(self._batch(images), dense=True).dense
 
     def encode_boxes(self, images: torch.Tensor, boxes: Sequence) -> torch.Tensor:
-        """Per-image (N_i, 4) pixel xyxy boxes on the input canvas -> (sum N_i, D) features, in order."""
+        """Per-image (N_i, 4) pixel xyxy boxes on the input canvas -> (sum N_i, D) features, in
+        order."""
         return self.box_pooler(self.encode_dense(images), boxes)
 
     def encode_masks(self, images: torch.Tensor, masks: Sequence) -> torch.Tensor:
-        """Per-image (N_i, h, w) token-grid masks (see :meth:`preprocess_masks`) -> (sum N_i, D) features."""
+        """Per-image (N_i, h, w) token-grid masks (see :meth:`preprocess_masks`) -> (sum N_i, D)
+        features."""
         return pool_masks(self.encode_dense(images), masks)
 
-    def encode_regions(self, images: torch.Tensor, boxes: Sequence | None = None, masks: Sequence | None = None):
-        """Boxes and masks of the same images from one dense pass: ``{"boxes": (R, D), "masks": (M, D)}``."""
+    def encode_regions(
+        self, images: torch.Tensor, boxes: Sequence | None = None, masks: Sequence | None = None
+    ):
+        """Boxes and masks of the same images from one dense pass.
+
+        Returns ``{"boxes": (R, D), "masks": (M, D)}`` for what was given."""
         dense = self.encode_dense(images)
         out = {}
         if boxes is not None:
@@ -98,35 +124,59 @@ class CLIPRegionEncoder(nn.Module):
         return out
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, D) CLS image embeddings (any input size; position embeddings resized)."""
-        return F.normalize(self.tower.forward(self._batch(images), dense=False, image=True).image, dim=-1)
+        """(B, 3, H, W) -> (B, D) CLS image embeddings (any input size; position embeddings
+        resized)."""
+        return F.normalize(
+            self.tower.forward(self._batch(images), dense=False, image=True).image, dim=-1
+        )
 
-    def encode_crops(self, image, boxes, enlarge: float = 1.0, crop_size: int = 224,
-                     batch_size: int = 64) -> torch.Tensor:
-        """CLS embeddings of region crops of the *original* image: (N, 4) pixel xyxy boxes -> (N, D).
+    def encode_crops(
+        self, image, boxes, enlarge: float = 1.0, crop_size: int = 224, batch_size: int = 64
+    ) -> torch.Tensor:
+        """CLS embeddings of crops of the *original* image: (N, 4) pixel xyxy boxes -> (N, D).
 
-        Each box is enlarged by ``enlarge`` about its centre (the published evaluation uses 1.5 for things),
-        clipped to the image, cropped, fitted into ``crop_size`` with centred zero padding."""
+        Each box is enlarged by ``enlarge`` about its centre (the published evaluation uses 1.5
+        for things), clipped to the image, cropped, fitted into ``crop_size`` with centred zero
+        padding."""
         pil = to_pil_rgb(image)
-        crops = [preprocess_crop(pil, crop_box(b, pil.size, enlarge), crop_size) for b in torch.as_tensor(boxes)]
+        crops = [
+            preprocess_crop(pil, crop_box(b, pil.size, enlarge), crop_size)
+            for b in torch.as_tensor(boxes)
+        ]
         if not crops:
             return torch.zeros(0, self.embed_dim, device=self.device)
-        return torch.cat([self.encode_image(torch.stack(crops[i:i + batch_size]))
-                          for i in range(0, len(crops), batch_size)])
+        return torch.cat(
+            [
+                self.encode_image(torch.stack(crops[i : i + batch_size]))
+                for i in range(0, len(crops), batch_size)
+            ]
+        )
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         """Raw strings -> (N, D) text embeddings (no prompt templates)."""
         return self.text_embedder.encode_texts(list(texts)).to(self.device)
 
-    def text_classifier(self, class_names: Sequence[str], templates: Sequence[str] = TEMPLATES,
-                        synonyms: str = "joint", renormalize: bool = True) -> torch.Tensor:
-        """Class names -> (K, D) prompt-ensembled class embeddings (published templates; cached on disk)."""
-        return self.text_embedder(list(class_names), templates, synonyms, renormalize).to(self.device)
+    def text_classifier(
+        self,
+        class_names: Sequence[str],
+        templates: Sequence[str] = TEMPLATES,
+        synonyms: str = "joint",
+        renormalize: bool = True,
+    ) -> torch.Tensor:
+        """Class names -> (K, D) prompt-ensembled class embeddings (published templates; cached on
+        disk)."""
+        return self.text_embedder(list(class_names), templates, synonyms, renormalize).to(
+            self.device
+        )
 
-    # -- weights -----------------------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike, fmt: CheckpointFormat | str = "eva_clip",
-             dtype: torch.dtype | None = None):
-        """Export the weights in the EVA-CLIP release layout (EVA02 models) or upstream open_clip's."""
+    # -- weights -----------------------------------------------------------------------------------
+    def save(
+        self,
+        path: str | os.PathLike,
+        fmt: CheckpointFormat | str = "eva_clip",
+        dtype: torch.dtype | None = None,
+    ):
+        """Export the weights in the EVA-CLIP release layout (EVA02 only) or open_clip's."""
         return save_checkpoint(self.model, path, fmt, dtype)
 
 
@@ -137,10 +187,12 @@ def load_clip(
     device: str | torch.device = "cpu",
     text_cache_dir: str | os.PathLike | None = "default",
 ) -> CLIPRegionEncoder:
-    """Build a CLIP model and strictly load ``checkpoint`` (EVA-CLIP, DenseVLM/CLIPSelf or open_clip layout).
+    """Build a CLIP model and strictly load ``checkpoint`` (EVA-CLIP, DenseVLM/CLIPSelf or open_clip
+    layout).
 
-    ``checkpoint=None`` leaves the model randomly initialised (no weights are downloaded). ``image_size`` is the
-    preprocessing canvas (512 in the published evaluation); the model itself runs at any size.
+    ``checkpoint=None`` leaves the model randomly initialised (no weights are downloaded).
+    ``image_size`` is the preprocessing canvas (512 in the published evaluation); the model itself
+    runs at any size.
     """
     model = build_clip_model(model_name)
     if checkpoint is not None:

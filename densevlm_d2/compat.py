@@ -1,16 +1,18 @@
 """Run the detectron2 0.6 release against today's numpy, Pillow and setuptools.
 
-detectron2's last release (0.6, 2021), and the PyPI archive of it that ``tools/install_extras.py`` falls back to,
-use names that newer libraries removed. Each fix adds a missing name only when the installed detectron2's source
-uses it, so with detectron2 main (which fixed the Pillow and numpy ones) or with older libraries nothing changes.
-It is applied on ``import densevlm_d2``, which must therefore come before the first import of ``detectron2.data``.
+detectron2's last release (0.6, 2021), and the PyPI archive of it that ``tools/install_extras.py``
+falls back to, use names that newer libraries removed. Each fix adds a missing name only when the
+installed detectron2's source uses it, so with detectron2 main (which fixed the Pillow and numpy
+ones) or with older libraries nothing changes. It is applied on ``import densevlm_d2``, which must
+therefore come before the first import of ``detectron2.data``.
 
-* Pillow >= 10 removed ``Image.LINEAR`` (an alias of ``BILINEAR``); detectron2 0.6 uses it as a default argument
-  in ``data/transforms/transform.py``, so that import fails.
-* numpy >= 1.24 removed the aliases ``np.int``, ``np.float``, ``np.str`` (the builtins), used by detectron2 0.6 in
-  ``data/build.py`` (class histogram), ``evaluation/sem_seg_evaluation.py`` and ``data/datasets/pascal_voc.py``.
-* setuptools >= 82 no longer ships ``pkg_resources``, which ``detectron2.model_zoo`` imports (0.6 and main) only
-  to call ``resource_filename``.
+* Pillow >= 10 removed ``Image.LINEAR`` (an alias of ``BILINEAR``); detectron2 0.6 uses it as a
+  default argument in ``data/transforms/transform.py``, so that import fails.
+* numpy >= 1.24 removed the aliases ``np.int``, ``np.float``, ``np.str`` (the builtins), used by
+  detectron2 0.6 in ``data/build.py`` (class histogram), ``evaluation/sem_seg_evaluation.py`` and
+  ``data/datasets/pascal_voc.py``.
+* setuptools >= 82 no longer ships ``pkg_resources``, which ``detectron2.model_zoo`` imports (0.6
+  and main) only to call ``resource_filename``.
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ def _detectron2_source(relpath: str) -> str:
 def _pillow(applied: list[str]) -> None:
     from PIL import Image
 
-    if not hasattr(Image, "LINEAR") and "Image.LINEAR" in _detectron2_source("data/transforms/transform.py"):
+    if not hasattr(Image, "LINEAR") and "Image.LINEAR" in _detectron2_source(
+        "data/transforms/transform.py"
+    ):
         Image.LINEAR = Image.BILINEAR
         applied.append("PIL.Image.LINEAR")
 

@@ -1,5 +1,5 @@
-"""Dense open-vocabulary prediction of one image (every token classified against a vocabulary) and its drawing
-with detectron2's Visualizer."""
+"""Dense open-vocabulary prediction of one image (every token classified against a vocabulary) and
+its drawing with detectron2's Visualizer."""
 
 from __future__ import annotations
 
@@ -19,25 +19,34 @@ __all__ = ["dense_prediction", "draw_dense_prediction"]
 
 
 @torch.no_grad()
-def dense_prediction(encoder: CLIPRegionEncoder, image, class_embeddings: torch.Tensor) -> torch.Tensor:
+def dense_prediction(
+    encoder: CLIPRegionEncoder, image, class_embeddings: torch.Tensor
+) -> torch.Tensor:
     """(H, W) class indices at the image's own resolution.
 
-    Token logits (cosine similarity with each class embedding) are upsampled bilinearly to the preprocessing
-    canvas, the padding is cut away, the rest is resized to the original image size, then the argmax is taken."""
+    Token logits (cosine similarity with each class embedding) are upsampled bilinearly to the
+    preprocessing canvas, the padding is cut away, the rest is resized to the original image size,
+    then the argmax is taken.
+    """
     pil = to_pil_rgb(image)
     x, scale = encoder.preprocess(pil, return_scale=True)
     dense = encoder.encode_dense(x)[0]  # (D, h, w)
     logits = torch.einsum("dhw,kd->khw", dense, class_embeddings.to(dense))
     canvas_h, canvas_w = x.shape[-2:]
-    logits = F.interpolate(logits[None], size=(canvas_h, canvas_w), mode="bilinear", align_corners=False)
+    logits = F.interpolate(
+        logits[None], size=(canvas_h, canvas_w), mode="bilinear", align_corners=False
+    )
     w, h = pil.size
     logits = logits[:, :, : round(h * scale), : round(w * scale)]
     logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
     return logits[0].argmax(0).cpu()
 
 
-def draw_dense_prediction(image, labels: torch.Tensor, class_names: Sequence[str], alpha: float = 0.6) -> np.ndarray:
-    """The image with each predicted class region coloured and named (detectron2's ``draw_sem_seg``): HxWx3 RGB."""
+def draw_dense_prediction(
+    image, labels: torch.Tensor, class_names: Sequence[str], alpha: float = 0.6
+) -> np.ndarray:
+    """The image with each predicted class region coloured and named (detectron2's
+    ``draw_sem_seg``): HxWx3 RGB."""
     rng_state = np.random.get_state()
     np.random.seed(0)  # the same colours on every run
     colors = [[int(c) for c in random_color(rgb=True, maximum=255)] for _ in class_names]

@@ -28,8 +28,10 @@ def release_key_shapes(name: str) -> dict[str, tuple[int, ...]]:
 
 def published_rope(grid, head_dim: int = 64, pt_seq_len: int = 16):
     """The published VisionRotaryEmbeddingFast buffers, written out independently in float64:
-    per axis t = arange(n) / n * pt_seq_len, each frequency repeated twice (interleaved), rows then columns.
-    ``grid`` is n (square, as published) or (rows, cols). Returns (cos, sin), each (rows * cols, head_dim)."""
+    per axis t = arange(n) / n * pt_seq_len, each frequency repeated twice (interleaved), rows then
+    columns. ``grid`` is n (square, as published) or (rows, cols). Returns (cos, sin), each
+    (rows * cols, head_dim).
+    """
     rows, cols = (grid, grid) if isinstance(grid, int) else grid
     d = head_dim // 2
     inv = [1.0 / (10000 ** (i / d)) for i in range(0, d, 2)][: d // 2]
@@ -48,11 +50,12 @@ def published_rope(grid, head_dim: int = 64, pt_seq_len: int = 16):
 
 
 def random_release_state(name: str, seed: int = 0, dtype=torch.float32) -> dict[str, torch.Tensor]:
-    """A random checkpoint with exactly the release's keys and shapes (RoPE buffers with their real values)."""
+    """A random checkpoint with exactly the release's keys and shapes (RoPE buffers with their real
+    values)."""
     shapes = release_key_shapes(name)
     g = torch.Generator().manual_seed(seed)
     rope_n = shapes["visual.rope.freqs_cos"][0]
-    cos, sin = published_rope(int(round(rope_n ** 0.5)))
+    cos, sin = published_rope(int(round(rope_n**0.5)))
     state = {}
     for key, shape in shapes.items():
         if key.endswith("rope.freqs_cos"):
@@ -80,7 +83,10 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * (0.2 if p.ndim > 1 else 0.1) + (1.0 if p.ndim == 1 else 0))
+            p.copy_(
+                torch.randn(p.shape, generator=g) * (0.2 if p.ndim > 1 else 0.1)
+                + (1.0 if p.ndim == 1 else 0)
+            )
     return model
 
 

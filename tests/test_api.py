@@ -15,7 +15,9 @@ from densevlm_d2.clip.preprocess import preprocess_crop
 @pytest.fixture
 def encoder(tiny_eva, tmp_path):
     path = densevlm_d2.save_checkpoint(tiny_eva, tmp_path / "tiny.pt", "eva_clip")
-    return densevlm_d2.load_clip("EVA02-Tiny-16", checkpoint=path, image_size=128, text_cache_dir=tmp_path / "txt")
+    return densevlm_d2.load_clip(
+        "EVA02-Tiny-16", checkpoint=path, image_size=128, text_cache_dir=tmp_path / "txt"
+    )
 
 
 def _photo(h=90, w=120):
@@ -55,7 +57,9 @@ def test_region_features(encoder):
 
     crops = encoder.encode_crops(photo, boxes, enlarge=1.5)
     assert crops.shape == (2, 64)
-    one = encoder.encode_image(preprocess_crop(photo, (0.0, 0.0, 75.0, 56.25)))  # 1.5x about the centre, clipped
+    one = encoder.encode_image(
+        preprocess_crop(photo, (0.0, 0.0, 75.0, 56.25))
+    )  # 1.5x about the centre, clipped
     assert torch.allclose(crops[0], one[0], atol=1e-5)
     assert encoder.encode_crops(photo, torch.zeros(0, 4)).shape == (0, 64)
 

@@ -11,7 +11,9 @@ from densevlm_d2.visualization import dense_prediction, draw_dense_prediction
 
 
 def test_dense_prediction_and_drawing(tiny_vit):
-    encoder = densevlm_d2.CLIPRegionEncoder(tiny_vit, "ViT-Tiny-16", image_size=96, text_cache_dir=None)
+    encoder = densevlm_d2.CLIPRegionEncoder(
+        tiny_vit, "ViT-Tiny-16", image_size=96, text_cache_dir=None
+    )
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 80, 3), dtype=np.uint8))
     names = ["cat", "sky", "grass"]
     classifier = encoder.text_classifier(names)
@@ -33,6 +35,16 @@ def test_demo_tool_runs(tmp_path):
 
     tool = Path(__file__).resolve().parents[1] / "tools" / "demo.py"
     out = tmp_path / "dense.png"
-    runpy.run_path(str(tool))["main"](["--model", "EVA02-Tiny-16", "--image-size", "128", "--vocabulary", "cat, sky",
-                                       "--output", str(out)])
+    runpy.run_path(str(tool))["main"](
+        [
+            "--model",
+            "EVA02-Tiny-16",
+            "--image-size",
+            "128",
+            "--vocabulary",
+            "cat, sky",
+            "--output",
+            str(out),
+        ]
+    )
     assert Image.open(out).size == (451, 300)

@@ -1,12 +1,13 @@
 #!/usr/bin/env python
-"""Dense open-vocabulary prediction: every token of a CLIP ViT classified against a vocabulary, drawn with
-detectron2's Visualizer.
+"""Dense open-vocabulary prediction: every token of a CLIP ViT classified against a vocabulary,
+drawn with detectron2's Visualizer.
 
-    python tools/demo.py --model EVA02-CLIP-B-16 --checkpoint densevlm_coco_6_save6_512_eva_vib16_12layers.pt \
-        --image street.jpg --vocabulary "car, road, sky, building, tree, person" --output street_dense.png
+    python tools/demo.py --model EVA02-CLIP-B-16 \
+        --checkpoint densevlm_coco_6_save6_512_eva_vib16_12layers.pt --image street.jpg \
+        --vocabulary "car, road, sky, building, tree, person" --output street_dense.png
 
-Without --checkpoint the model is randomly initialised (no weights can be downloaded here): the drawing then
-shows the pipeline working, not a meaningful prediction.
+Without --checkpoint the model is randomly initialised (no weights can be downloaded here): the
+drawing then shows the pipeline working, not a meaningful prediction.
 """
 
 import argparse
@@ -24,12 +25,24 @@ DEFAULT_VOCABULARY = "cat, wall, floor, blanket, sky, grass, tree, person"
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="EVA02-CLIP-B-16", help="one of " + ", ".join(densevlm_d2.available_models()))
-    parser.add_argument("--checkpoint", default=None, help="EVA-CLIP, DenseVLM/CLIPSelf or open_clip checkpoint")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model",
+        default="EVA02-CLIP-B-16",
+        help="one of " + ", ".join(densevlm_d2.available_models()),
+    )
+    parser.add_argument(
+        "--checkpoint", default=None, help="EVA-CLIP, DenseVLM/CLIPSelf or open_clip checkpoint"
+    )
     parser.add_argument("--image", default=str(DEFAULT_IMAGE))
-    parser.add_argument("--vocabulary", default=DEFAULT_VOCABULARY, help="comma-separated class names")
-    parser.add_argument("--image-size", type=int, default=512, help="preprocessing canvas (published: 512)")
+    parser.add_argument(
+        "--vocabulary", default=DEFAULT_VOCABULARY, help="comma-separated class names"
+    )
+    parser.add_argument(
+        "--image-size", type=int, default=512, help="preprocessing canvas (published: 512)"
+    )
     parser.add_argument("--output", default="output/demo/dense_prediction.png")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
@@ -40,18 +53,27 @@ def main(argv=None):
     if not names:
         parser.error("--vocabulary names no classes")
     if args.checkpoint is None:
-        print(f"NOTE: no --checkpoint: {args.model} is RANDOMLY INITIALISED; the prediction below is meaningless "
-              "and only shows the pipeline running end to end.")
+        print(
+            f"NOTE: no --checkpoint: {args.model} is RANDOMLY INITIALISED; the prediction below "
+            "is meaningless and only shows the pipeline running end to end."
+        )
     t0 = time.time()
-    encoder = densevlm_d2.load_clip(args.model, args.checkpoint, image_size=args.image_size, device=args.device)
+    encoder = densevlm_d2.load_clip(
+        args.model, args.checkpoint, image_size=args.image_size, device=args.device
+    )
     print(f"[1/3] built {args.model} in {time.time() - t0:.1f}s")
     t0 = time.time()
     classifier = encoder.text_classifier(names)
-    print(f"[2/3] text embeddings of {len(names)} classes x 63 templates in {time.time() - t0:.1f}s")
+    print(
+        f"[2/3] text embeddings of {len(names)} classes x 63 templates in {time.time() - t0:.1f}s"
+    )
     t0 = time.time()
     image = Image.open(args.image).convert("RGB")
     labels = dense_prediction(encoder, image, classifier)
-    print(f"[3/3] dense prediction of {args.image} ({image.width}x{image.height}) in {time.time() - t0:.1f}s")
+    print(
+        f"[3/3] dense prediction of {args.image} ({image.width}x{image.height}) "
+        f"in {time.time() - t0:.1f}s"
+    )
     counts = labels.flatten().bincount(minlength=len(names)).float() / labels.numel()
     for i in counts.argsort(descending=True)[:5].tolist():
         print(f"    {names[i]:>12s}: {100 * counts[i]:5.1f}% of pixels")

@@ -1,21 +1,23 @@
 #!/usr/bin/env python
-"""Install the two dependencies that are not on PyPI under their own names: detectron2 and panopticapi.
+"""Install the two dependencies that are not on PyPI under their own names: detectron2 and
+panopticapi.
 
-Run with the interpreter of the target environment (``make env`` does). Idempotent: a package that already
-imports is left alone.
+Run with the interpreter of the target environment (``make env`` does). Idempotent: a package that
+already imports is left alone.
 
 detectron2
     1. the official source from GitHub, when GitHub answers within a few seconds;
-    2. otherwise the ``pb1-detectron2==0.6`` source archive from PyPI, whose Python files are the official v0.6
-       tag's but which lacks ``detectron2/layers/csrc``. We supply a minimal ``vision.cpp`` that builds an empty
-       ``detectron2._C`` (so the official ``setup.py`` runs unchanged) and install it under the distribution
-       name ``detectron2``. The compiled custom ops (deformable conv, rotated boxes, fast COCO evaluation) are
-       then absent; densevlm_d2 never uses them.
+    2. otherwise the ``pb1-detectron2==0.6`` source archive from PyPI, whose Python files are the
+       official v0.6 tag's but which lacks ``detectron2/layers/csrc``. We supply a minimal
+       ``vision.cpp`` that builds an empty ``detectron2._C`` (so the official ``setup.py`` runs
+       unchanged) and install it under the distribution name ``detectron2``. The compiled custom ops
+       (deformable conv, rotated boxes, fast COCO evaluation) are then absent; densevlm_d2 never
+       uses them.
 panopticapi
     1. the official source from GitHub when reachable;
-    2. otherwise ``panopticapi-lite==0.2.0`` (the same ``panopticapi`` module) without its dependency metadata,
-       which pins ``numpy<2`` and would downgrade numpy under opencv; the module itself needs only numpy and
-       Pillow.
+    2. otherwise ``panopticapi-lite==0.2.0`` (the same ``panopticapi`` module) without its
+       dependency metadata, which pins ``numpy<2`` and would downgrade numpy under opencv; the
+       module itself needs only numpy and Pillow.
 """
 
 from __future__ import annotations
@@ -35,12 +37,12 @@ D2_FALLBACK = "pb1-detectron2==0.6"
 D2_FALLBACK_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
 PANOPTICAPI_FALLBACK = "panopticapi-lite==0.2.0"
 
-# An empty CPython extension module: the official setup.py compiles every file under layers/csrc into
-# detectron2._C, and only needs the directory and its main source to exist.
+# An empty CPython extension module: the official setup.py compiles every file under layers/csrc
+# into detectron2._C, and only needs the directory and its main source to exist.
 EMPTY_EXTENSION = """\
-// Supplied by densevlm_d2/tools/install_extras.py: the PyPI archive of detectron2 0.6 lacks layers/csrc.
-// This builds an empty detectron2._C; the compiled custom ops are not available in this install.
-#include <Python.h>
+// Supplied by densevlm_d2/tools/install_extras.py: the PyPI archive of detectron2 0.6 lacks
+layers/csrc. // This builds an empty detectron2._C; the compiled custom ops are not available in
+this install. #include <Python.h>
 
 static struct PyModuleDef detectron2_C_module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
 
@@ -84,15 +86,24 @@ def _sha256(path: Path) -> str:
 def install_detectron2_fallback() -> None:
     with tempfile.TemporaryDirectory(prefix="d2src-") as tmp:
         tmp = Path(tmp)
-        _pip("download", "--no-deps", "--no-binary", ":all:", "--no-build-isolation",
-             "-d", str(tmp), D2_FALLBACK)
+        _pip(
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--no-build-isolation",
+            "-d",
+            str(tmp),
+            D2_FALLBACK,
+        )
         archives = list(tmp.glob("*.tar.gz"))
         if len(archives) != 1:
             raise RuntimeError(f"expected one source archive of {D2_FALLBACK}, found {archives}")
         digest = _sha256(archives[0])
         if digest != D2_FALLBACK_SHA256:
             raise RuntimeError(
-                f"{archives[0].name} has sha256 {digest}, expected {D2_FALLBACK_SHA256}: refusing to install"
+                f"{archives[0].name} has sha256 {digest}, expected {D2_FALLBACK_SHA256}: "
+                "refusing to install"
             )
         with tarfile.open(archives[0]) as tar:
             tar.extractall(tmp, filter="data")
@@ -137,9 +148,15 @@ def install_panopticapi(github: bool) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--github-timeout", type=float, default=10.0,
-                        help="seconds to wait for GitHub before using the PyPI fallbacks")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--github-timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait for GitHub before using the PyPI fallbacks",
+    )
     parser.add_argument("--no-github", action="store_true", help="use the PyPI fallbacks directly")
     args = parser.parse_args()
     missing = [n for n in ("detectron2", "panopticapi") if not _importable(n)]

@@ -3,19 +3,21 @@
 Formats (``CheckpointFormat``):
 
 ``eva_clip``
-    The EVA-CLIP release layout (``EVA02_CLIP_B_psz16_s8B.pt``) that the DenseVLM and CLIPSelf releases share:
-    ``visual.*`` in EVA naming (``attn.q_proj/k_proj/v_proj.weight``, ``attn.q_bias``, ``attn.v_bias``,
-    ``attn.inner_attn_ln``, SwiGLU ``mlp.w1/w2/w3``, ``mlp.ffn_ln``, RoPE buffers ``visual.rope.freqs_{cos,sin}``
-    and one copy per block under ``attn.rope``), ``text.*`` and ``logit_scale``. Fine-tuned releases may nest it
-    under ``state_dict`` (DenseVLM/CLIPSelf save ``{"epoch", "name", "state_dict", "optimizer", "scaler"}``) and
-    prefix keys with ``module.``.
+    The EVA-CLIP release layout (``EVA02_CLIP_B_psz16_s8B.pt``) that the DenseVLM and CLIPSelf
+    releases share: ``visual.*`` in EVA naming (``attn.q_proj/k_proj/v_proj.weight``,
+    ``attn.q_bias``, ``attn.v_bias``, ``attn.inner_attn_ln``, SwiGLU ``mlp.w1/w2/w3``,
+    ``mlp.ffn_ln``, RoPE buffers ``visual.rope.freqs_{cos,sin}`` and one copy per block under
+    ``attn.rope``), ``text.*`` and ``logit_scale``. Fine-tuned releases may nest it under
+    ``state_dict`` (DenseVLM/CLIPSelf save ``{"epoch", "name", "state_dict", "optimizer",
+    "scaler"}``) and prefix keys with ``module.``.
 ``open_clip``
     Upstream open_clip's ``model.state_dict()``: ``visual.trunk.*`` (timm naming) for EVA02 models,
     ``visual.conv1`` ... for OpenAI-style ViTs.
 
-Loading is strict: every tensor of the target model must come from the file, nothing may be left over and every
-shape must match; otherwise :class:`CheckpointMismatchError` names the keys. RoPE buffers in an ``eva_clip`` file
-are not model state (they are recomputed for the actual grid) but are checked against the published formula.
+Loading is strict: every tensor of the target model must come from the file, nothing may be left
+over and every shape must match; otherwise :class:`CheckpointMismatchError` names the keys. RoPE
+buffers in an ``eva_clip`` file are not model state (they are recomputed for the actual grid) but
+are checked against the published formula.
 """
 
 from __future__ import annotations
@@ -46,8 +48,9 @@ __all__ = [
 
 # Wrapper keys under which training scripts store the model's state dict.
 _WRAPPER_KEYS = ("state_dict", "model", "module")
-# Per-block renames between EVA-CLIP naming (left) and timm's Eva naming (right), applied to the key suffix
-# after ``visual.blocks.N.``; everything else in the visual tower keeps its name under ``visual.trunk.``.
+# Per-block renames between EVA-CLIP naming (left) and timm's Eva naming (right), applied to the key
+# suffix after ``visual.blocks.N.``; everything else in the visual tower keeps its name under
+# ``visual.trunk.``.
 _EVA_TO_TIMM_BLOCK = (
     ("attn.q_bias", "attn.q_proj.bias"),
     ("attn.v_bias", "attn.v_proj.bias"),
@@ -72,7 +75,11 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint does not fit the model: lists the missing, unexpected and mis-shaped keys."""
 
     def __init__(self, source: str, missing=(), unexpected=(), mismatched=(), detail: str = ""):
-        self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), list(mismatched)
+        self.missing, self.unexpected, self.mismatched = (
+            list(missing),
+            list(unexpected),
+            list(mismatched),
+        )
         parts = [f"checkpoint {source} does not match the model"]
         if detail:
             parts.append(detail)
@@ -91,12 +98,13 @@ def _preview(items: list[str], n: int = 8) -> str:
     return shown + (f", ... ({len(items) - n} more)" if len(items) > n else "")
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Reading
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def read_state_dict(source: str | os.PathLike | Mapping) -> dict[str, torch.Tensor]:
-    """The tensor dict of a checkpoint file or loaded object, unwrapped from ``state_dict``/``model``/``module``
-    and stripped of a ``module.`` prefix (DistributedDataParallel). Files are read with ``weights_only=True``."""
+    """The tensor dict of a checkpoint file or loaded object, unwrapped from
+    ``state_dict``/``model``/``module`` and stripped of a ``module.`` prefix
+    (DistributedDataParallel). Files are read with ``weights_only=True``."""
     if isinstance(source, Mapping):
         obj, name = source, "<state dict>"
     else:
@@ -112,7 +120,7 @@ def read_state_dict(source: str | os.PathLike | Mapping) -> dict[str, torch.Tens
         raise ValueError(f"{name} holds no state dict (got {type(obj).__name__})")
     state = dict(obj)
     if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     non_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if non_tensors:
         raise ValueError(f"{name}: entries that are not tensors: {_preview(non_tensors)}")
@@ -125,14 +133,16 @@ def detect_format(state: Mapping[str, torch.Tensor]) -> CheckpointFormat:
     if "visual.patch_embed.proj.weight" in state:
         return CheckpointFormat.EVA_CLIP
     raise ValueError(
-        "unrecognised CLIP checkpoint layout: expected EVA-CLIP keys (visual.patch_embed.proj.weight) or "
-        f"open_clip keys (visual.trunk.* or visual.conv1.weight); first keys: {_preview(sorted(state))}"
+        "unrecognised CLIP checkpoint layout: expected EVA-CLIP keys "
+        "(visual.patch_embed.proj.weight) or open_clip keys (visual.trunk.* or "
+        "visual.conv1.weight); "
+        f"first keys: {_preview(sorted(state))}"
     )
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # EVA-CLIP <-> open_clip
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def _rename_block_key(key: str, table) -> str:
     m = _BLOCK_KEY.match(key)
     if not m:
@@ -140,23 +150,28 @@ def _rename_block_key(key: str, table) -> str:
     prefix, rest = m.groups()
     for src, dst in table:
         if rest.startswith(src):
-            return prefix + dst + rest[len(src):]
+            return prefix + dst + rest[len(src) :]
     return key
 
 
 def _expected_rope(model: nn.Module) -> torch.Tensor | None:
-    """The ``(N, head_dim)`` cos/sin pair the published code stores for the pretrained grid, stacked."""
+    """The ``(N, head_dim)`` cos/sin pair the published code stores for the pretrained grid,
+    stacked."""
     tower = vision_tower(model.visual)
     if not isinstance(tower, EvaTower) or tower.module.rope is None:
         return None
-    table = eva_rope_table(tower.pretrained_grid, tower.head_dim, tower.rope_ref_len, tower.rope_theta)
+    table = eva_rope_table(
+        tower.pretrained_grid, tower.head_dim, tower.rope_ref_len, tower.rope_theta
+    )
     sin, cos = table.chunk(2, dim=-1)
     return torch.stack([cos, sin])
 
 
-def eva_to_open_clip(state: Mapping[str, torch.Tensor], model: nn.Module, source: str = "<state dict>"):
-    """EVA-CLIP layout -> open_clip layout of ``model`` (an open_clip EVA02 model). RoPE buffers are checked
-    against the published formula for the model's pretrained grid and dropped."""
+def eva_to_open_clip(
+    state: Mapping[str, torch.Tensor], model: nn.Module, source: str = "<state dict>"
+):
+    """EVA-CLIP layout -> open_clip layout of ``model`` (an open_clip EVA02 model). RoPE buffers are
+    checked against the published formula for the model's pretrained grid and dropped."""
     expected = _expected_rope(model)
     out, bad_rope = {}, []
     for key, value in state.items():
@@ -174,17 +189,20 @@ def eva_to_open_clip(state: Mapping[str, torch.Tensor], model: nn.Module, source
                 bad_rope.append(f"{key} {tuple(value.shape)}")
             continue
         if key.startswith("visual."):
-            key = "visual.trunk." + _rename_block_key(key[len("visual."):], _EVA_TO_TIMM_BLOCK)
+            key = "visual.trunk." + _rename_block_key(key[len("visual.") :], _EVA_TO_TIMM_BLOCK)
         out[key] = value
     if bad_rope:
         raise CheckpointMismatchError(
-            source, detail="RoPE buffers differ from the published formula for this model's pretrained grid "
-            f"{vision_tower(model.visual).pretrained_grid}: {_preview(bad_rope)}"
+            source,
+            detail="RoPE buffers differ from the published formula for this model's pretrained "
+            f"grid {vision_tower(model.visual).pretrained_grid}: {_preview(bad_rope)}",
         )
     return out
 
 
-def open_clip_to_eva(state: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+def open_clip_to_eva(
+    state: Mapping[str, torch.Tensor], model: nn.Module
+) -> dict[str, torch.Tensor]:
     """open_clip layout of an EVA02 ``model`` -> EVA-CLIP release layout, RoPE buffers included."""
     inverse = tuple((dst, src) for src, dst in _EVA_TO_TIMM_BLOCK)
     expected = _expected_rope(model)
@@ -194,7 +212,7 @@ def open_clip_to_eva(state: Mapping[str, torch.Tensor], model: nn.Module) -> dic
         out["logit_scale"] = state["logit_scale"]
     for key, value in state.items():
         if key.startswith("visual.trunk."):
-            out["visual." + _rename_block_key(key[len("visual.trunk."):], inverse)] = value
+            out["visual." + _rename_block_key(key[len("visual.trunk.") :], inverse)] = value
         elif key != "logit_scale":
             out[key] = value
     if expected is not None:
@@ -208,33 +226,41 @@ def open_clip_to_eva(state: Mapping[str, torch.Tensor], model: nn.Module) -> dic
     return out
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Strict loading
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def convert_state_dict(
     state: Mapping[str, torch.Tensor], model: nn.Module, source: str = "<state dict>"
 ) -> dict[str, torch.Tensor]:
-    """Any supported layout -> ``model``'s own (open_clip) layout, checked strictly against ``model``."""
+    """Any supported layout -> ``model``'s own (open_clip) layout, checked strictly against
+    ``model``."""
     fmt = detect_format(state)
     if fmt is CheckpointFormat.EVA_CLIP:
         if not isinstance(vision_tower(model.visual), EvaTower):
-            raise CheckpointMismatchError(source, detail="an EVA-CLIP layout file cannot load into a non-EVA model")
+            raise CheckpointMismatchError(
+                source, detail="an EVA-CLIP layout file cannot load into a non-EVA model"
+            )
         state = eva_to_open_clip(state, model, source)
     else:
         state = {k: v for k, v in state.items() if k not in _OPENAI_CONFIG_KEYS}
     target = model.state_dict()
     missing = [k for k in target if k not in state]
     unexpected = [k for k in state if k not in target]
-    mismatched = [(k, state[k].shape, target[k].shape) for k in target if k in state
-                  and state[k].shape != target[k].shape]
+    mismatched = [
+        (k, state[k].shape, target[k].shape)
+        for k in target
+        if k in state and state[k].shape != target[k].shape
+    ]
     if missing or unexpected or mismatched:
-        raise CheckpointMismatchError(source, missing, unexpected, mismatched,
-                                      detail=f"read as {fmt.value} layout")
+        raise CheckpointMismatchError(
+            source, missing, unexpected, mismatched, detail=f"read as {fmt.value} layout"
+        )
     return {k: state[k] for k in target}
 
 
 def load_checkpoint(model: nn.Module, source: str | os.PathLike | Mapping) -> CheckpointFormat:
-    """Strictly load a checkpoint of any supported layout into an open_clip ``model``; returns its format."""
+    """Strictly load a checkpoint of any supported layout into an open_clip ``model``; returns its
+    format."""
     name = str(source) if not isinstance(source, Mapping) else "<state dict>"
     state = read_state_dict(source)
     fmt = detect_format(state)
@@ -242,16 +268,19 @@ def load_checkpoint(model: nn.Module, source: str | os.PathLike | Mapping) -> Ch
     return fmt
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Export
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def export_state_dict(
     model: nn.Module, fmt: CheckpointFormat | str, dtype: torch.dtype | None = None
 ) -> dict[str, torch.Tensor]:
-    """``model``'s weights in the given layout (``eva_clip`` only for EVA02 models), detached, on the CPU."""
+    """``model``'s weights in the given layout (``eva_clip`` only for EVA02 models), detached, on
+    the CPU."""
     fmt = CheckpointFormat(fmt)
-    state = {k: v.detach().to("cpu", dtype=dtype if v.is_floating_point() and dtype else v.dtype).clone()
-             for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().to("cpu", dtype=dtype if v.is_floating_point() and dtype else v.dtype).clone()
+        for k, v in model.state_dict().items()
+    }
     if fmt is CheckpointFormat.OPEN_CLIP:
         return state
     if not isinstance(vision_tower(model.visual), EvaTower):
@@ -260,7 +289,8 @@ def export_state_dict(
 
 
 def atomic_save(obj, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file next to ``path``, then rename: a crash never leaves half a file."""
+    """``torch.save`` to a temporary file next to ``path``, then rename: a crash never leaves half a
+    file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -278,7 +308,10 @@ def atomic_save(obj, path: str | os.PathLike) -> Path:
 
 
 def save_checkpoint(
-    model: nn.Module, path: str | os.PathLike, fmt: CheckpointFormat | str, dtype: torch.dtype | None = None
+    model: nn.Module,
+    path: str | os.PathLike,
+    fmt: CheckpointFormat | str,
+    dtype: torch.dtype | None = None,
 ) -> Path:
     """Write ``model`` as a plain state dict in the given layout (atomically)."""
     return atomic_save(export_state_dict(model, fmt, dtype), path)

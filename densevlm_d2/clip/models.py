@@ -2,20 +2,16 @@
 
 Names accepted by :func:`build_clip_model` (case-sensitive):
 
-================================  ==========================  ========================================
-name                              open_clip config            what it is
-================================  ==========================  ========================================
-``EVA02-CLIP-B-16``               ``EVA02-B-16``              EVA02-CLIP-B/16 (DenseVLM/CLIPSelf student)
-``EVA02-CLIP-L-14``               ``EVA02-L-14``              EVA02-CLIP-L/14 at 224 px
-``EVA02-CLIP-L-14-336``           ``EVA02-L-14-336``          EVA02-CLIP-L/14-336 (DenseVLM teacher)
-``ViT-B-16``                      ``ViT-B-16``                OpenAI-style ViT-B/16
-``EVA02-Tiny-16``                 shipped here                tiny EVA02 of the same layout, for tests
-``ViT-Tiny-16``                   shipped here                tiny OpenAI-style ViT, for tests
-================================  ==========================  ========================================
+* ``EVA02-CLIP-B-16`` (open_clip ``EVA02-B-16``): EVA02-CLIP-B/16, the DenseVLM/CLIPSelf student;
+* ``EVA02-CLIP-L-14`` (``EVA02-L-14``): EVA02-CLIP-L/14 at 224 px;
+* ``EVA02-CLIP-L-14-336`` (``EVA02-L-14-336``): EVA02-CLIP-L/14-336, the DenseVLM teacher;
+* ``ViT-B-16``: OpenAI-style ViT-B/16;
+* ``EVA02-Tiny-16``, ``ViT-Tiny-16`` (configs shipped here): tiny versions of those, for tests.
 
-open_clip's own names (``EVA02-B-16`` ...) are accepted too. Models are always built at their pretrained input
-size so that parameter shapes equal the published checkpoints'; other input sizes are handled at run time by
-:mod:`densevlm_d2.clip.towers` (position embeddings and RoPE tables for the actual token grid).
+open_clip's own names (``EVA02-B-16`` ...) are accepted too. Models are always built at their
+pretrained input size so that parameter shapes equal the published checkpoints'; other input sizes
+are handled at run time by :mod:`densevlm_d2.clip.towers` (position embeddings and RoPE tables for
+the actual token grid).
 """
 
 from __future__ import annotations
@@ -36,19 +32,29 @@ MODEL_ALIASES = {
     "EVA02-CLIP-L-14": "EVA02-L-14",
     "EVA02-CLIP-L-14-336": "EVA02-L-14-336",
 }
-# Model configs that ship with this package (tiny models of the real layouts, for tests and the demo).
+# Model configs that ship with this package (tiny models of the real layouts, for tests and the
+# demo).
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
-_SUPPORTED = ("EVA02-B-16", "EVA02-L-14", "EVA02-L-14-336", "ViT-B-16", "EVA02-Tiny-16", "ViT-Tiny-16")
+_SUPPORTED = (
+    "EVA02-B-16",
+    "EVA02-L-14",
+    "EVA02-L-14-336",
+    "ViT-B-16",
+    "EVA02-Tiny-16",
+    "ViT-Tiny-16",
+)
 
 open_clip.add_model_config(_CONFIG_DIR)
 
-# timm looks up a module-level ``default_cfgs`` when registering models; the tiny model has no weights.
+# timm looks up a module-level ``default_cfgs`` when registering models; the tiny model has no
+# weights.
 default_cfgs = generate_default_cfgs({"densevlm_eva02_tiny_patch16_clip_224": {"num_classes": 64}})
 
 
 @register_model
 def densevlm_eva02_tiny_patch16_clip_224(pretrained: bool = False, **kwargs) -> Eva:
-    """EVA02-CLIP-B/16's architecture (q/k/v projections, SwiGLU with sub-LN, RoPE) at toy width and depth."""
+    """EVA02-CLIP-B/16's architecture (q/k/v projections, SwiGLU with sub-LN, RoPE) at toy width and
+    depth."""
     if pretrained:
         raise ValueError("densevlm_eva02_tiny_patch16_clip_224 has no pretrained weights")
     model_args = dict(
@@ -92,12 +98,17 @@ def available_models() -> list[str]:
 def build_clip_model(name: str, device: torch.device | str = "cpu") -> torch.nn.Module:
     """A randomly initialised open_clip model of a supported architecture, in eval mode.
 
-    Weights are loaded separately and strictly with :func:`densevlm_d2.clip.checkpoint.load_checkpoint`.
+    Weights are loaded separately and strictly with
+    :func:`densevlm_d2.clip.checkpoint.load_checkpoint`.
     """
     root = logging.getLogger()
-    root.addFilter(_drop_random_init_notice)  # weights are loaded afterwards: the notice would mislead
+    root.addFilter(
+        _drop_random_init_notice
+    )  # weights are loaded afterwards: the notice would mislead
     try:
-        model = open_clip.create_model(open_clip_name(name), pretrained=None, pretrained_text=False, device=device)
+        model = open_clip.create_model(
+            open_clip_name(name), pretrained=None, pretrained_text=False, device=device
+        )
     finally:
         root.removeFilter(_drop_random_init_notice)
     return model.eval()

@@ -1,11 +1,14 @@
-"""Preprocessing exactly as the published DenseVLM/CLIPSelf evaluation does it (reference.md section 5).
+"""Preprocessing exactly as the published DenseVLM/CLIPSelf evaluation does it.
 
-* Images: PIL bicubic resize so the image fits the canvas (longest side to 512 for a square canvas), new size
-  ``round(side * scale)``, zero (black) padding on the right and bottom, then ToTensor and Normalize with the
-  OpenAI CLIP mean/std, so the padding is ``(0 - mean) / std`` after normalisation.
-* Masks: the float mask is resized like the image but to the token grid (bicubic on the tensor, *without*
-  antialiasing as torchvision 0.15 did; newer torchvision antialiases by default, which dilates small masks after
-  the threshold), zero padded, then thresholded at ``> 0``.
+See reference.md section 5 of the project brief.
+
+* Images: PIL bicubic resize so the image fits the canvas (longest side to 512 for a square canvas),
+  new size ``round(side * scale)``, zero (black) padding on the right and bottom, then ToTensor and
+  Normalize with the OpenAI CLIP mean/std, so the padding is ``(0 - mean) / std`` after
+  normalisation.
+* Masks: the float mask is resized like the image but to the token grid (bicubic on the tensor,
+  *without* antialiasing as torchvision 0.15 did; newer torchvision antialiases by default, which
+  dilates small masks after the threshold), zero padded, then thresholded at ``> 0``.
 * Crops: the region crop is resized so its longest side is 224 (bicubic) and zero padded centred.
 
 Canvas sizes may be an int (square, as published) or ``(height, width)``.
@@ -40,7 +43,8 @@ def _canvas(size: int | tuple[int, int]) -> tuple[int, int]:
 
 
 def fit_scale(image_hw: tuple[int, int], size: int | tuple[int, int]) -> float:
-    """Scale that fits an image of ``(h, w)`` into the canvas (``512 / max(h, w)`` for a square canvas)."""
+    """Scale that fits an image of ``(h, w)`` into the canvas (``512 / max(h, w)`` for a square
+    canvas)."""
     ch, cw = _canvas(size)
     h, w = image_hw
     return min(ch / float(h), cw / float(w))
@@ -58,8 +62,11 @@ def to_pil_rgb(image) -> Image.Image:
         return img.convert("RGB")
 
 
-def resize_longest(image: Image.Image, size: int | tuple[int, int], center: bool = False) -> tuple[Image.Image, float]:
-    """Bicubic resize to fit the canvas, zero padding right/bottom (or centred). Returns (canvas, scale)."""
+def resize_longest(
+    image: Image.Image, size: int | tuple[int, int], center: bool = False
+) -> tuple[Image.Image, float]:
+    """Bicubic resize to fit the canvas, zero padding right/bottom (or centred). Returns (canvas,
+    scale)."""
     ch, cw = _canvas(size)
     w, h = image.size
     scale = fit_scale((h, w), (ch, cw))
@@ -80,13 +87,15 @@ def normalize(image: Image.Image) -> torch.Tensor:
 
 
 def preprocess_image(image, size: int | tuple[int, int] = 512) -> tuple[torch.Tensor, float]:
-    """Image (PIL, HWC uint8 RGB array or path) -> ((3, H, W) normalised canvas, scale from image to canvas)."""
+    """Image (PIL, HWC uint8 RGB array or path) -> ((3, H, W) normalised canvas, scale from image to
+    canvas)."""
     canvas, scale = resize_longest(to_pil_rgb(image), size)
     return normalize(canvas), scale
 
 
 def preprocess_mask(mask, grid: int | tuple[int, int]) -> torch.Tensor:
-    """Binary mask at image resolution -> boolean mask on the token grid, as the published evaluation does."""
+    """Binary mask at image resolution -> boolean mask on the token grid, as the published
+    evaluation does."""
     m = torch.as_tensor(np.asarray(mask)).float()
     if m.ndim != 2:
         raise ValueError(f"expected a 2-D (H, W) mask, got shape {tuple(m.shape)}")
@@ -94,24 +103,34 @@ def preprocess_mask(mask, grid: int | tuple[int, int]) -> torch.Tensor:
     h, w = m.shape
     scale = fit_scale((h, w), (gh, gw))
     nh, nw = round(h * scale), round(w * scale)
-    resized = F.interpolate(m[None, None], size=(nh, nw), mode="bicubic", align_corners=False, antialias=False)[0, 0]
+    resized = F.interpolate(
+        m[None, None], size=(nh, nw), mode="bicubic", align_corners=False, antialias=False
+    )[0, 0]
     out = torch.zeros(gh, gw)
     out[:nh, :nw] = resized
     return out > 0
 
 
-def crop_box(box, image_wh: tuple[int, int], enlarge: float = 1.0) -> tuple[float, float, float, float]:
-    """``box`` (x0, y0, x1, y1) enlarged about its centre by ``enlarge`` and clipped to the image (the published
-    evaluation crops things at 1.5x, stuff tightly)."""
+def crop_box(
+    box, image_wh: tuple[int, int], enlarge: float = 1.0
+) -> tuple[float, float, float, float]:
+    """``box`` (x0, y0, x1, y1) enlarged about its centre by ``enlarge`` and clipped to the image
+    (the published evaluation crops things at 1.5x, stuff tightly)."""
     x0, y0, x1, y1 = (float(v) for v in box)
     if enlarge != 1.0:
-        cx, cy, hw, hh = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) * enlarge / 2, (y1 - y0) * enlarge / 2
+        cx, cy, hw, hh = (
+            (x0 + x1) / 2,
+            (y0 + y1) / 2,
+            (x1 - x0) * enlarge / 2,
+            (y1 - y0) * enlarge / 2,
+        )
         x0, y0, x1, y1 = cx - hw, cy - hh, cx + hw, cy + hh
     w, h = image_wh
     return max(x0, 0.0), max(y0, 0.0), min(x1, float(w)), min(y1, float(h))
 
 
 def preprocess_crop(image: Image.Image, box, size: int = 224) -> torch.Tensor:
-    """Crop ``box`` (pixel xyxy) from ``image``, fit into ``size`` x ``size`` centred, normalise: (3, size, size)."""
+    """Crop ``box`` (pixel xyxy) from ``image``, fit into ``size`` x ``size`` centred, normalise:
+    (3, size, size)."""
     canvas, _ = resize_longest(image.crop(tuple(box)), size, center=True)
     return normalize(canvas)

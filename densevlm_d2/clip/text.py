@@ -1,17 +1,18 @@
 """Class names -> text embeddings, as the published generator builds them (reference.md section 3).
 
-Each name is cleaned (``_`` -> space, ``/`` -> `` or ``, lower case, trailing dots removed), put into the 63
-prompt templates (the ViLD set; templates that start with "a" or "the" get the prefix "This is "), encoded by the
-CLIP text tower, L2-normalised per template and averaged over templates. The average is re-normalised unless
-``renormalize=False``, which reproduces the published 316-class files (row norms about 0.90-0.94; the 133-class
-COCO and 150-class ADE20K files are unit norm).
+Each name is cleaned (``_`` -> space, ``/`` -> `` or ``, lower case, trailing dots removed), put
+into the 63 prompt templates (the ViLD set; templates that start with "a" or "the" get the prefix
+"This is "), encoded by the CLIP text tower, L2-normalised per template and averaged over templates.
+The average is re-normalised unless ``renormalize=False``, which reproduces the published 316-class
+files (row norms about 0.90-0.94; the 133-class COCO and 150-class ADE20K files are unit norm).
 
-Synonyms: a comma-separated name (``"tv, television"``) is, by default, put into each template as one string, as
-the published 316-class generator does (``synonyms="joint"``). ``synonyms="split"`` encodes each synonym separately
-and averages them (the published code's unused alternative).
+Synonyms: a comma-separated name (``"tv, television"``) is, by default, put into each template as
+one string, as the published 316-class generator does (``synonyms="joint"``). ``synonyms="split"``
+encodes each synonym separately and averages them (the published code's unused alternative).
 
-Embeddings are cached on disk as ``.npy`` files in the published metadata layout (float32, one row per class),
-keyed by the model, the text tower's weights, the names, the templates and the options; see :class:`TextEmbedder`.
+Embeddings are cached on disk as ``.npy`` files in the published metadata layout (float32, one row
+per class), keyed by the model, the text tower's weights, the names, the templates and the options;
+see :class:`TextEmbedder`.
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ def clean_name(name: str) -> str:
 
 
 def article(name: str) -> str:
-    """'an' when the raw name starts with a lower-case vowel letter, as published (the raw name, not the cleaned)."""
+    """'an' when the raw name starts with a lower-case vowel letter, as published (the raw name, not
+    the cleaned)."""
     return "an" if name[:1] in ("a", "e", "i", "o", "u") else "a"
 
 
@@ -126,15 +128,17 @@ def prompts(name: str, templates: Sequence[str] = TEMPLATES) -> list[str]:
 
 def default_cache_dir() -> Path:
     """``$DENSEVLM_CACHE`` or ``~/.cache/densevlm_d2``, then ``text_embeddings/``."""
-    root = os.environ.get("DENSEVLM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "densevlm_d2")
+    root = os.environ.get("DENSEVLM_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "densevlm_d2"
+    )
     return Path(root) / "text_embeddings"
 
 
 def load_text_embeddings(
     path: str | os.PathLike, num_classes: int | None = None, dim: int | None = None
 ) -> torch.Tensor:
-    """Read a ``.npy`` embedding file (published metadata layout: float32, one row per class), checking its size
-    against the vocabulary and the model."""
+    """Read a ``.npy`` embedding file (published metadata layout: float32, one row per class),
+    checking its size against the vocabulary and the model."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"text embedding file not found: {path}")
@@ -142,9 +146,14 @@ def load_text_embeddings(
     if arr.ndim != 2:
         raise ValueError(f"{path}: expected a (num_classes, dim) array, got shape {arr.shape}")
     if num_classes is not None and arr.shape[0] != num_classes:
-        raise ValueError(f"{path} has {arr.shape[0]} class embeddings but the vocabulary has {num_classes} classes")
+        raise ValueError(
+            f"{path} has {arr.shape[0]} class embeddings but the vocabulary has "
+            f"{num_classes} classes"
+        )
     if dim is not None and arr.shape[1] != dim:
-        raise ValueError(f"{path} has {arr.shape[1]}-d embeddings but the model's embedding size is {dim}")
+        raise ValueError(
+            f"{path} has {arr.shape[1]}-d embeddings but the model's embedding size is {dim}"
+        )
     return torch.from_numpy(arr.astype(np.float32, copy=False))
 
 
@@ -159,11 +168,19 @@ def save_text_embeddings(embeddings: torch.Tensor, path: str | os.PathLike) -> P
     return path
 
 
-_TEXT_KEYS = ("text.", "token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection")
+_TEXT_KEYS = (
+    "text.",
+    "token_embedding.",
+    "positional_embedding",
+    "transformer.",
+    "ln_final.",
+    "text_projection",
+)
 
 
 def text_tower_digest(model: torch.nn.Module) -> str:
-    """Digest of an open_clip model's text-tower tensors (``text.*`` or the top-level text modules of ``CLIP``)."""
+    """Digest of an open_clip model's text-tower tensors (``text.*`` or the top-level text modules
+    of ``CLIP``)."""
     h = hashlib.blake2b(digest_size=16)
     state = {k: v for k, v in model.state_dict().items() if k.startswith(_TEXT_KEYS)}
     if not state:
@@ -178,8 +195,8 @@ def text_tower_digest(model: torch.nn.Module) -> str:
 class TextEmbedder:
     """Class names -> (K, D) text embeddings with an open_clip model's text tower, cached on disk.
 
-    The cache key covers the model name, a digest of the text tower's weights (a changed checkpoint is a miss),
-    the names, the templates and the options. ``cache_dir=None`` disables caching.
+    The cache key covers the model name, a digest of the text tower's weights (a changed checkpoint
+    is a miss), the names, the templates and the options. ``cache_dir=None`` disables caching.
     """
 
     def __init__(
@@ -194,12 +211,17 @@ class TextEmbedder:
         self.model = model
         self.model_name = open_clip_name(model_name)
         self.tokenizer = open_clip.get_tokenizer(self.model_name)
-        self.cache_dir = default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
+        self.cache_dir = (
+            default_cache_dir()
+            if cache_dir == "default"
+            else (Path(cache_dir) if cache_dir else None)
+        )
         self.batch_size = batch_size
         self._weights_digest: str | None = None
 
     def weights_digest(self) -> str:
-        """Digest of the text tower (token embedding, transformer, final norm, projection); computed once."""
+        """Digest of the text tower (token embedding, transformer, final norm, projection); computed
+        once."""
         if self._weights_digest is None:
             self._weights_digest = text_tower_digest(self.model)
         return self._weights_digest
@@ -208,10 +230,18 @@ class TextEmbedder:
         """Call after changing the text tower's weights in place."""
         self._weights_digest = None
 
-    def cache_key(self, names: Sequence[str], templates: Sequence[str], synonyms: str, renormalize: bool) -> str:
+    def cache_key(
+        self, names: Sequence[str], templates: Sequence[str], synonyms: str, renormalize: bool
+    ) -> str:
         payload = json.dumps(
-            {"model": self.model_name, "weights": self.weights_digest(), "names": list(names),
-             "templates": list(templates), "synonyms": synonyms, "renormalize": renormalize},
+            {
+                "model": self.model_name,
+                "weights": self.weights_digest(),
+                "names": list(names),
+                "templates": list(templates),
+                "synonyms": synonyms,
+                "renormalize": renormalize,
+            },
             sort_keys=True,
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:32]
@@ -224,7 +254,7 @@ class TextEmbedder:
         device = next(self.model.parameters()).device
         out = []
         for i in range(0, len(texts), self.batch_size):
-            tokens = self.tokenizer(list(texts[i:i + self.batch_size])).to(device)
+            tokens = self.tokenizer(list(texts[i : i + self.batch_size])).to(device)
             out.append(F.normalize(self.model.encode_text(tokens).float(), dim=-1))
         return torch.cat(out)
 
@@ -271,7 +301,12 @@ class TextEmbedder:
         logger.info("text embeddings: computing %d classes (cache miss %s)", len(names), path)
         emb = self.compute(names, templates, synonyms, renormalize)
         save_text_embeddings(emb, path)
-        meta = {"model": self.model_name, "names": list(names), "synonyms": synonyms, "renormalize": renormalize,
-                "num_templates": len(templates)}
+        meta = {
+            "model": self.model_name,
+            "names": list(names),
+            "synonyms": synonyms,
+            "renormalize": renormalize,
+            "num_templates": len(templates),
+        }
         path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
         return emb

@@ -1,20 +1,21 @@
 """Dense and image features of open_clip vision towers at any input size.
 
-A :class:`VisionTower` wraps the vision tower of an open_clip model (a timm ``Eva`` trunk for EVA02-CLIP, open_clip's
-``VisionTransformer`` for OpenAI-style ViTs) without copying it: it calls the tower's own modules in the order of
-the published DenseVLM/CLIPSelf ``encode_dense`` (reference.md section 2):
+A :class:`VisionTower` wraps the vision tower of an open_clip model (a timm ``Eva`` trunk for
+EVA02-CLIP, open_clip's ``VisionTransformer`` for OpenAI-style ViTs) without copying it: it calls
+the tower's own modules in the order of the published DenseVLM/CLIPSelf ``encode_dense``
+(reference.md section 2):
 
-1. patch embedding, CLS token, absolute position embedding resized bicubically (``align_corners=False``, no
-   antialias) from the pretrained grid to the actual token grid; for EVA02 a RoPE table built for the actual grid
-   with the published formula ``t = arange(n) / n * 16`` per axis (rows and columns separately, so non-square
-   grids work);
+1. patch embedding, CLS token, absolute position embedding resized bicubically
+   (``align_corners=False``, no antialias) from the pretrained grid to the actual token grid; for
+   EVA02 a RoPE table built for the actual grid with the published formula ``t = arange(n) / n *
+   16`` per axis (rows and columns separately, so non-square grids work);
 2. blocks ``0 .. L-2`` as usual;
-3. the last block with its attention replaced by the value path alone (MaskCLIP-style): ``x + proj(norm(v(x)))``
-   then the MLP as usual;
+3. the last block with its attention replaced by the value path alone (MaskCLIP-style): ``x +
+   proj(norm(v(x)))`` then the MLP as usual;
 4. drop CLS, final norm, projection, L2-normalise every token, reshape to ``(B, D, H/p, W/p)``.
 
-The same pass also gives the CLS image embedding (last block run normally) and intermediate block outputs for
-detectors, sharing the first ``L-1`` blocks.
+The same pass also gives the CLS image embedding (last block run normally) and intermediate block
+outputs for detectors, sharing the first ``L-1`` blocks.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ from torch.utils.checkpoint import checkpoint
 __all__ = ["TowerOutput", "VisionTower", "eva_rope_table", "resize_pos_embed", "vision_tower"]
 
 
-def resize_pos_embed(pos_embed: torch.Tensor, src_grid: tuple[int, int], dst_grid: tuple[int, int]) -> torch.Tensor:
+def resize_pos_embed(
+    pos_embed: torch.Tensor, src_grid: tuple[int, int], dst_grid: tuple[int, int]
+) -> torch.Tensor:
     """Resize ``(1 + h*w, C)`` position embeddings (CLS first) as the published code does.
 
-    Bicubic, ``align_corners=False``, no antialias: timm's ``resample_abs_pos_embed`` antialiases by default and
-    gives different values, even when upsampling.
+    Bicubic, ``align_corners=False``, no antialias: timm's ``resample_abs_pos_embed`` antialiases by
+    default and gives different values, even when upsampling.
     """
     if tuple(src_grid) == tuple(dst_grid):
         return pos_embed
@@ -47,20 +50,24 @@ def resize_pos_embed(pos_embed: torch.Tensor, src_grid: tuple[int, int], dst_gri
 def eva_rope_table(
     grid: tuple[int, int], head_dim: int, ref_len: float = 16.0, theta: float = 10000.0
 ) -> torch.Tensor:
-    """EVA02's 2-D rotary table for a ``grid = (H, W)`` token grid, in timm's ``[sin | cos]`` layout.
+    """EVA02's 2-D rotary table for a ``grid = (H, W)`` token grid, in timm's ``[sin | cos]``
+    layout.
 
-    Per axis of length ``n`` the positions are ``arange(n) / n * ref_len`` (EVA's ``pt_seq_len``); frequencies are
-    ``theta ** -(2i / d)`` for ``d = head_dim / 2`` and each is repeated twice (interleaved rotation). The first
-    half of each head's channels rotates with the row, the second half with the column. Returns
-    ``(H * W, 2 * head_dim)``, float32.
+    Per axis of length ``n`` the positions are ``arange(n) / n * ref_len`` (EVA's ``pt_seq_len``);
+    frequencies are ``theta ** -(2i / d)`` for ``d = head_dim / 2`` and each is repeated twice
+    (interleaved rotation). The first half of each head's channels rotates with the row, the second
+    half with the column. Returns ``(H * W, 2 * head_dim)``, float32.
     """
     axis_dim = head_dim // 2
     freqs = 1.0 / (theta ** (torch.arange(0, axis_dim, 2)[: axis_dim // 2].float() / axis_dim))
     rows, cols = (
-        torch.einsum("i,f->if", torch.arange(n) / n * ref_len, freqs).repeat_interleave(2, dim=-1) for n in grid
+        torch.einsum("i,f->if", torch.arange(n) / n * ref_len, freqs).repeat_interleave(2, dim=-1)
+        for n in grid
     )
     h, w = grid
-    angles = torch.cat([rows[:, None, :].expand(h, w, axis_dim), cols[None, :, :].expand(h, w, axis_dim)], dim=-1)
+    angles = torch.cat(
+        [rows[:, None, :].expand(h, w, axis_dim), cols[None, :, :].expand(h, w, axis_dim)], dim=-1
+    )
     angles = angles.reshape(h * w, head_dim)
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
@@ -70,8 +77,8 @@ class TowerOutput:
     """What one pass of :meth:`VisionTower.forward` computed.
 
     ``dense``: (B, D, H, W) L2-normalised projected tokens (value path in the last block).
-    ``image``: (B, D) projected CLS embedding (not normalised), when asked for.
-    ``blocks``: block index -> (B, C, H, W) token map after that block; for the last block, its value path.
+    ``image``: (B, D) projected CLS embedding (not normalised), when asked for. ``blocks``: block
+    index -> (B, C, H, W) token map after that block; for the last block, its value path.
     """
 
     grid: tuple[int, int]
@@ -81,13 +88,14 @@ class TowerOutput:
 
 
 class VisionTower:
-    """Architecture-independent driver; subclasses say how to embed, run a block, run the value path, project."""
+    """Architecture-independent driver; subclasses say how to embed, run a block, run the value
+    path, project."""
 
     def __init__(self, module: nn.Module):
         self.module = module
         self.grad_checkpointing = False
 
-    # -- to implement ------------------------------------------------------------------------------------------
+    # -- to implement ------------------------------------------------------------------------------
     patch_size: int
     pretrained_grid: tuple[int, int]
     width: int
@@ -102,7 +110,8 @@ class VisionTower:
         raise NotImplementedError
 
     def value_block(self, index: int, x: torch.Tensor, ctx: object) -> torch.Tensor:
-        """Block ``index`` with attention replaced by its value path (MaskCLIP-style identity attention)."""
+        """Block ``index`` with attention replaced by its value path (MaskCLIP-style identity
+        attention)."""
         raise NotImplementedError
 
     def project_tokens(self, x: torch.Tensor) -> torch.Tensor:
@@ -113,7 +122,7 @@ class VisionTower:
         """Pooled CLS embedding of the full token sequence (B, 1+N, C) -> (B, D)."""
         raise NotImplementedError
 
-    # -- shared ------------------------------------------------------------------------------------------------
+    # -- shared ------------------------------------------------------------------------------------
     def token_grid(self, height: int, width: int) -> tuple[int, int]:
         return height // self.patch_size, width // self.patch_size
 
@@ -130,11 +139,13 @@ class VisionTower:
         image: bool = False,
         block_indices: tuple[int, ...] | list[int] = (),
     ) -> TowerOutput:
-        """One pass computing only what is asked for; blocks after the last one needed are skipped."""
+        """One pass computing only what is asked for, skipping blocks after the last one needed."""
         last = self.num_blocks - 1
         for i in block_indices:
             if not 0 <= i <= last:
-                raise ValueError(f"block index {i} out of range for a tower with {self.num_blocks} blocks")
+                raise ValueError(
+                    f"block index {i} out of range for a tower with {self.num_blocks} blocks"
+                )
         tokens, grid, ctx = self.embed(x)
         out = TowerOutput(grid=grid)
         wanted = set(block_indices)
@@ -148,7 +159,9 @@ class VisionTower:
             if last in wanted:
                 out.blocks[last] = self._to_map(value[:, 1:], grid)
             if dense:
-                out.dense = self._to_map(F.normalize(self.project_tokens(value[:, 1:]), dim=-1), grid)
+                out.dense = self._to_map(
+                    F.normalize(self.project_tokens(value[:, 1:]), dim=-1), grid
+                )
         if image:
             out.image = self.project_cls(self._run_block(self.block, last, tokens, ctx))
         return out
@@ -164,8 +177,15 @@ class EvaTower(VisionTower):
 
     def __init__(self, trunk: nn.Module):
         super().__init__(trunk)
-        if trunk.cls_token is None or trunk.pos_embed is None or trunk.no_embed_class or trunk.reg_token is not None:
-            raise ValueError("EvaTower expects an EVA02-CLIP trunk: CLS token, position embedding covering it")
+        if (
+            trunk.cls_token is None
+            or trunk.pos_embed is None
+            or trunk.no_embed_class
+            or trunk.reg_token is not None
+        ):
+            raise ValueError(
+                "EvaTower expects an EVA02-CLIP trunk: CLS token, position embedding covering it"
+            )
         self.patch_size = int(trunk.patch_embed.patch_size[0])
         self.pretrained_grid = tuple(int(g) for g in trunk.patch_embed.grid_size)
         self.width = trunk.embed_dim
@@ -174,7 +194,9 @@ class EvaTower(VisionTower):
         attn = trunk.blocks[0].attn
         self.head_dim = attn.head_dim
         rope = trunk.rope
-        self.rope_ref_len = float(rope.ref_feat_shape[0]) if rope is not None and rope.ref_feat_shape else None
+        self.rope_ref_len = (
+            float(rope.ref_feat_shape[0]) if rope is not None and rope.ref_feat_shape else None
+        )
         self.rope_theta = float(rope.temperature) if rope is not None else None
         self._rope_cache: dict[tuple, torch.Tensor] = {}
 
@@ -183,7 +205,9 @@ class EvaTower(VisionTower):
             return None
         key = (grid, device)
         if key not in self._rope_cache:
-            self._rope_cache[key] = eva_rope_table(grid, self.head_dim, self.rope_ref_len, self.rope_theta).to(device)
+            self._rope_cache[key] = eva_rope_table(
+                grid, self.head_dim, self.rope_ref_len, self.rope_theta
+            ).to(device)
         return self._rope_cache[key]
 
     def embed(self, x):
@@ -205,7 +229,7 @@ class EvaTower(VisionTower):
         if attn.v_proj is None:  # fused qkv layout: slice the value rows
             c = attn.num_heads * attn.head_dim
             bias = attn.v_bias
-            v = F.linear(blk.norm1(x), attn.qkv.weight[2 * c:], bias)
+            v = F.linear(blk.norm1(x), attn.qkv.weight[2 * c :], bias)
         else:
             v = attn.v_proj(blk.norm1(x))
         v = attn.proj_drop(attn.proj(attn.norm(v)))
@@ -261,7 +285,7 @@ class OpenAIViTTower(VisionTower):
         blk = self.module.transformer.resblocks[index]
         attn = blk.attn
         c = attn.embed_dim
-        v = F.linear(blk.ln_1(x), attn.in_proj_weight[2 * c:], attn.in_proj_bias[2 * c:])
+        v = F.linear(blk.ln_1(x), attn.in_proj_weight[2 * c :], attn.in_proj_bias[2 * c :])
         x = x + blk.ls_1(attn.out_proj(v))
         return x + blk.ls_2(blk.mlp(blk.ln_2(x)))
 
@@ -282,7 +306,9 @@ def vision_tower(visual: nn.Module) -> VisionTower:
 
     if isinstance(visual, TimmModel) and isinstance(visual.trunk, Eva):
         if len(visual.head) > 0:
-            raise ValueError("EVA02 towers with an extra open_clip projection head are not supported")
+            raise ValueError(
+                "EVA02 towers with an extra open_clip projection head are not supported"
+            )
         return EvaTower(visual.trunk)
     if isinstance(visual, VisionTransformer):
         return OpenAIViTTower(visual)

@@ -2,3 +2,5 @@
 
 from .backbone import CLIPViTBackbone
 from .region_pooling import BoxPooler, pool_masks
+
+__all__ = ["BoxPooler", "CLIPViTBackbone", "pool_masks"]

@@ -1,4 +1,5 @@
-"""Checkpoint layouts: strict loading, every error, export and round trips (files written by the tests)."""
+"""Checkpoint layouts: strict loading, every error, export and round trips (files written by the
+tests)."""
 
 from __future__ import annotations
 
@@ -43,9 +44,9 @@ def _assert_same_state(a: dict, b: dict):
         assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # EVA-CLIP release layout, full size
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def test_release_layout_loads_every_tensor(eva_b16_release_state, tmp_path):
     path = tmp_path / "EVA02_CLIP_B_psz16_s8B.pt"
     torch.save(eva_b16_release_state, path)
@@ -54,13 +55,25 @@ def test_release_layout_loads_every_tensor(eva_b16_release_state, tmp_path):
     src, dst = eva_b16_release_state, model.state_dict()
     for blk in (0, 11):
         for eva_key, timm_key in BLOCK_MAP.items():
-            assert torch.equal(dst[f"visual.trunk.blocks.{blk}.{timm_key}"], src[f"visual.blocks.{blk}.{eva_key}"])
-    for eva_key in ("cls_token", "pos_embed", "patch_embed.proj.weight", "norm.bias", "head.weight", "head.bias"):
+            assert torch.equal(
+                dst[f"visual.trunk.blocks.{blk}.{timm_key}"], src[f"visual.blocks.{blk}.{eva_key}"]
+            )
+    for eva_key in (
+        "cls_token",
+        "pos_embed",
+        "patch_embed.proj.weight",
+        "norm.bias",
+        "head.weight",
+        "head.bias",
+    ):
         assert torch.equal(dst[f"visual.trunk.{eva_key}"], src[f"visual.{eva_key}"])
     assert torch.equal(dst["logit_scale"], src["logit_scale"])
-    assert torch.equal(dst["text.transformer.resblocks.3.attn.in_proj_weight"],
-                       src["text.transformer.resblocks.3.attn.in_proj_weight"])
-    # every model tensor came from the file: all 410 non-RoPE release tensors map one-to-one onto the model
+    assert torch.equal(
+        dst["text.transformer.resblocks.3.attn.in_proj_weight"],
+        src["text.transformer.resblocks.3.attn.in_proj_weight"],
+    )
+    # every model tensor came from the file: all 410 non-RoPE release tensors map one-to-one onto
+    # the model
     non_rope = [k for k in src if "rope" not in k]
     assert len(non_rope) == len(dst)
     file_values = sorted(float(v.double().sum()) for k, v in src.items() if "rope" not in k)
@@ -71,14 +84,17 @@ def test_release_layout_loads_every_tensor(eva_b16_release_state, tmp_path):
 def test_release_mapping_agrees_with_timm(eva_b16_release_state, eva_b16):
     ours = eva_to_open_clip(eva_b16_release_state, eva_b16)
     timm_visual = checkpoint_filter_fn(eva_b16_release_state, eva_b16.visual.trunk)
-    ours_visual = {k[len("visual.trunk."):]: v for k, v in ours.items() if k.startswith("visual.trunk.")}
+    ours_visual = {
+        k[len("visual.trunk.") :]: v for k, v in ours.items() if k.startswith("visual.trunk.")
+    }
     assert set(ours_visual) == set(timm_visual)
     for k, v in timm_visual.items():
         assert torch.equal(ours_visual[k], v), k
 
 
 def test_fine_tuned_release_wrapped_and_prefixed(eva_b16_release_state, tmp_path):
-    """DenseVLM/CLIPSelf save {'epoch', 'name', 'state_dict', 'optimizer', 'scaler'}, keys with 'module.'."""
+    """DenseVLM/CLIPSelf save {'epoch', 'name', 'state_dict', 'optimizer', 'scaler'}, keys with
+    'module.'."""
     wrapped = {
         "epoch": 6,
         "name": "densevlm_coco_6_save6_512_eva_vib16_12layers",
@@ -90,15 +106,19 @@ def test_fine_tuned_release_wrapped_and_prefixed(eva_b16_release_state, tmp_path
     torch.save(wrapped, path)
     model = densevlm_d2.build_clip_model("EVA02-CLIP-B-16")
     assert load_checkpoint(model, path) is CheckpointFormat.EVA_CLIP
-    assert torch.equal(model.state_dict()["visual.trunk.blocks.5.attn.q_proj.bias"],
-                       eva_b16_release_state["visual.blocks.5.attn.q_bias"])
+    assert torch.equal(
+        model.state_dict()["visual.trunk.blocks.5.attn.q_proj.bias"],
+        eva_b16_release_state["visual.blocks.5.attn.q_bias"],
+    )
 
 
 def test_fp16_release_loads(tmp_path):
     state = random_release_state("EVA02-CLIP-B-16", seed=3, dtype=torch.float16)
     model = densevlm_d2.build_clip_model("EVA02-CLIP-B-16")
     load_checkpoint(model, state)
-    assert torch.equal(model.state_dict()["visual.trunk.head.weight"], state["visual.head.weight"].float())
+    assert torch.equal(
+        model.state_dict()["visual.trunk.head.weight"], state["visual.head.weight"].float()
+    )
 
 
 def test_export_release_layout_keys_and_shapes(eva_b16_release_state, eva_b16):
@@ -107,7 +127,9 @@ def test_export_release_layout_keys_and_shapes(eva_b16_release_state, eva_b16):
     expected = release_key_shapes("EVA02-CLIP-B-16")
     assert {k: tuple(v.shape) for k, v in exported.items()} == expected
     for k, v in eva_b16_release_state.items():
-        if "rope" in k:  # recomputed in float32 as published; the test's values are computed in float64
+        if (
+            "rope" in k
+        ):  # recomputed in float32 as published; the test's values are computed in float64
             assert torch.allclose(exported[k], v, atol=1e-5), k
         else:
             assert torch.equal(exported[k], v), k
@@ -116,16 +138,18 @@ def test_export_release_layout_keys_and_shapes(eva_b16_release_state, eva_b16):
 def test_export_release_layout_large_model():
     model = densevlm_d2.build_clip_model("EVA02-CLIP-L-14-336")
     exported = export_state_dict(model, "eva_clip")
-    assert {k: tuple(v.shape) for k, v in exported.items()} == release_key_shapes("EVA02-CLIP-L-14-336")
+    assert {k: tuple(v.shape) for k, v in exported.items()} == release_key_shapes(
+        "EVA02-CLIP-L-14-336"
+    )
     cos, sin = published_rope(24)
     assert torch.allclose(exported["visual.rope.freqs_cos"], cos, atol=1e-5)
     assert torch.allclose(exported["visual.blocks.23.attn.rope.freqs_sin"], sin, atol=1e-5)
     load_checkpoint(densevlm_d2.build_clip_model("EVA02-CLIP-L-14-336"), exported)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Round trips
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fmt", ["eva_clip", "open_clip"])
 def test_round_trip_is_bit_exact_full_size(eva_b16_release_state, fmt, tmp_path):
     a = densevlm_d2.build_clip_model("EVA02-CLIP-B-16")
@@ -138,8 +162,10 @@ def test_round_trip_is_bit_exact_full_size(eva_b16_release_state, fmt, tmp_path)
     _assert_same_state(a.state_dict(), b.state_dict())
 
 
-@pytest.mark.parametrize("name,fmt", [("EVA02-Tiny-16", "eva_clip"), ("EVA02-Tiny-16", "open_clip"),
-                                      ("ViT-Tiny-16", "open_clip")])
+@pytest.mark.parametrize(
+    "name,fmt",
+    [("EVA02-Tiny-16", "eva_clip"), ("EVA02-Tiny-16", "open_clip"), ("ViT-Tiny-16", "open_clip")],
+)
 def test_round_trip_tiny(name, fmt, tmp_path, request):
     a = request.getfixturevalue("tiny_eva" if "EVA" in name else "tiny_vit")
     path = densevlm_d2.save_checkpoint(a, tmp_path / "tiny.pt", fmt)
@@ -151,25 +177,34 @@ def test_round_trip_tiny(name, fmt, tmp_path, request):
 
 
 def test_fp16_export_then_load(tiny_eva, tmp_path):
-    path = densevlm_d2.save_checkpoint(tiny_eva, tmp_path / "half.pt", "eva_clip", dtype=torch.float16)
+    path = densevlm_d2.save_checkpoint(
+        tiny_eva, tmp_path / "half.pt", "eva_clip", dtype=torch.float16
+    )
     state = read_state_dict(path)
     assert all(v.dtype == torch.float16 for v in state.values())
     b = densevlm_d2.build_clip_model("EVA02-Tiny-16")
     load_checkpoint(b, path)
-    assert torch.equal(b.state_dict()["visual.trunk.pos_embed"], tiny_eva.state_dict()["visual.trunk.pos_embed"].half().float())
+    assert torch.equal(
+        b.state_dict()["visual.trunk.pos_embed"],
+        tiny_eva.state_dict()["visual.trunk.pos_embed"].half().float(),
+    )
 
 
 def test_openai_state_dict_config_entries_are_ignored(tiny_vit):
     state = dict(tiny_vit.state_dict())
-    state.update(input_resolution=torch.tensor(224), context_length=torch.tensor(77), vocab_size=torch.tensor(49408))
+    state.update(
+        input_resolution=torch.tensor(224),
+        context_length=torch.tensor(77),
+        vocab_size=torch.tensor(49408),
+    )
     b = densevlm_d2.build_clip_model("ViT-Tiny-16")
     assert load_checkpoint(b, state) is CheckpointFormat.OPEN_CLIP
     _assert_same_state(tiny_vit.state_dict(), b.state_dict())
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Errors
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def _eva_tiny_state(tiny_eva):
     return export_state_dict(tiny_eva, "eva_clip")
 
@@ -188,7 +223,9 @@ def test_missing_key_is_named(tiny_eva):
 def test_unexpected_key_is_named(tiny_eva):
     state = _eva_tiny_state(tiny_eva)
     state["visual.blocks.0.attn.relative_position_bias_table"] = torch.zeros(3, 2)
-    with pytest.raises(CheckpointMismatchError, match="1 unexpected key.*relative_position_bias_table"):
+    with pytest.raises(
+        CheckpointMismatchError, match="1 unexpected key.*relative_position_bias_table"
+    ):
         load_checkpoint(densevlm_d2.build_clip_model("EVA02-Tiny-16"), state)
 
 
@@ -201,7 +238,9 @@ def test_shape_mismatch_is_named(tiny_eva):
 
 
 def test_wrong_architecture_is_an_error(eva_b16_release_state):
-    with pytest.raises(CheckpointMismatchError, match="unexpected key.*shape mismatch.*visual.trunk.cls_token"):
+    with pytest.raises(
+        CheckpointMismatchError, match="unexpected key.*shape mismatch.*visual.trunk.cls_token"
+    ):
         load_checkpoint(densevlm_d2.build_clip_model("EVA02-Tiny-16"), eva_b16_release_state)
     with pytest.raises(CheckpointMismatchError, match="non-EVA model"):
         load_checkpoint(densevlm_d2.build_clip_model("ViT-Tiny-16"), eva_b16_release_state)
@@ -209,8 +248,12 @@ def test_wrong_architecture_is_an_error(eva_b16_release_state):
 
 def test_wrong_rope_buffers_are_an_error(tiny_eva):
     state = _eva_tiny_state(tiny_eva)
-    state["visual.blocks.1.attn.rope.freqs_sin"] = state["visual.blocks.1.attn.rope.freqs_sin"] + 0.01
-    with pytest.raises(CheckpointMismatchError, match="RoPE buffers differ.*blocks.1.attn.rope.freqs_sin"):
+    state["visual.blocks.1.attn.rope.freqs_sin"] = (
+        state["visual.blocks.1.attn.rope.freqs_sin"] + 0.01
+    )
+    with pytest.raises(
+        CheckpointMismatchError, match="RoPE buffers differ.*blocks.1.attn.rope.freqs_sin"
+    ):
         load_checkpoint(densevlm_d2.build_clip_model("EVA02-Tiny-16"), state)
 
 
@@ -223,7 +266,9 @@ def test_rope_buffers_are_optional(tiny_eva):
 
 def test_unrecognised_layout(tmp_path):
     torch.save({"backbone.conv1.weight": torch.zeros(1)}, tmp_path / "x.pt")
-    with pytest.raises(ValueError, match="unrecognised CLIP checkpoint layout.*backbone.conv1.weight"):
+    with pytest.raises(
+        ValueError, match="unrecognised CLIP checkpoint layout.*backbone.conv1.weight"
+    ):
         load_checkpoint(densevlm_d2.build_clip_model("ViT-Tiny-16"), tmp_path / "x.pt")
 
 

@@ -1,4 +1,5 @@
-"""Preprocessing: resize of the longest side, padding, normalisation, masks on the token grid, crops."""
+"""Preprocessing: resize of the longest side, padding, normalisation, masks on the token grid,
+crops."""
 
 from __future__ import annotations
 
@@ -29,11 +30,14 @@ def test_image_resized_padded_and_normalised():
     assert x.shape == (3, 512, 512) and scale == pytest.approx(512 / 450)
     new_h = round(300 * 512 / 450)  # 341
     expected = np.asarray(img.resize((512, new_h), Image.BICUBIC), dtype=np.float32) / 255.0
-    expected = (torch.from_numpy(expected).permute(2, 0, 1) - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(
-        CLIP_STD)[:, None, None]
+    expected = (
+        torch.from_numpy(expected).permute(2, 0, 1) - torch.tensor(CLIP_MEAN)[:, None, None]
+    ) / torch.tensor(CLIP_STD)[:, None, None]
     assert torch.allclose(x[:, :new_h], expected, atol=1e-6)
     pad = (-torch.tensor(CLIP_MEAN) / torch.tensor(CLIP_STD))[:, None, None]
-    assert torch.allclose(x[:, new_h:], pad.expand(3, 512 - new_h, 512))  # black padding, then normalised
+    assert torch.allclose(
+        x[:, new_h:], pad.expand(3, 512 - new_h, 512)
+    )  # black padding, then normalised
 
 
 def test_portrait_and_array_and_rectangular_canvas():
@@ -54,13 +58,29 @@ def test_mask_to_token_grid_without_antialiasing():
     grid = preprocess_mask(mask, 32)
     scale = 32 / 450
     nh, nw = round(300 * scale), round(450 * scale)
-    ref = F.interpolate(torch.from_numpy(mask).float()[None, None], size=(nh, nw), mode="bicubic",
-                        align_corners=False, antialias=False)[0, 0] > 0
+    ref = (
+        F.interpolate(
+            torch.from_numpy(mask).float()[None, None],
+            size=(nh, nw),
+            mode="bicubic",
+            align_corners=False,
+            antialias=False,
+        )[0, 0]
+        > 0
+    )
     assert grid.shape == (32, 32) and grid.dtype == torch.bool
     assert torch.equal(grid[:nh, :nw], ref) and not grid[nh:].any()
     assert grid.any()
-    antialiased = F.interpolate(torch.from_numpy(mask).float()[None, None], size=(nh, nw), mode="bicubic",
-                                align_corners=False, antialias=True)[0, 0] > 0
+    antialiased = (
+        F.interpolate(
+            torch.from_numpy(mask).float()[None, None],
+            size=(nh, nw),
+            mode="bicubic",
+            align_corners=False,
+            antialias=True,
+        )[0, 0]
+        > 0
+    )
     assert antialiased.sum() > ref.sum()  # newer torchvision's default would dilate the mask
     with pytest.raises(ValueError, match="2-D"):
         preprocess_mask(np.zeros((1, 4, 4)), 32)
@@ -73,7 +93,9 @@ def test_crop_box_enlarge_and_clip():
 
 def test_crop_is_centred_and_padded():
     img = _image(100, 200)
-    x = preprocess_crop(img, (0, 0, 200, 50), size=224)  # 200x50 crop -> 224x56, padded 84 above and below
+    x = preprocess_crop(
+        img, (0, 0, 200, 50), size=224
+    )  # 200x50 crop -> 224x56, padded 84 above and below
     pad = (-torch.tensor(CLIP_MEAN) / torch.tensor(CLIP_STD))[:, None, None]
     assert torch.allclose(x[:, :84], pad.expand(3, 84, 224))
     assert torch.allclose(x[:, 140:], pad.expand(3, 84, 224))

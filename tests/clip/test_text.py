@@ -9,7 +9,14 @@ import torch
 import torch.nn.functional as F
 
 import densevlm_d2
-from densevlm_d2.clip.text import TEMPLATES, TextEmbedder, article, clean_name, load_text_embeddings, prompts
+from densevlm_d2.clip.text import (
+    TEMPLATES,
+    TextEmbedder,
+    article,
+    clean_name,
+    load_text_embeddings,
+    prompts,
+)
 from tests.conftest import randomize_
 
 
@@ -52,7 +59,9 @@ def test_embeddings_match_straightforward_computation(tiny_eva):
 def test_split_synonyms(tiny_eva):
     emb = TextEmbedder(tiny_eva, "EVA02-Tiny-16", cache_dir=None)
     split = emb.compute(["tv, television"], synonyms="split")[0]
-    ref = F.normalize((_straightforward(tiny_eva, "tv") + _straightforward(tiny_eva, "television")) / 2, dim=0)
+    ref = F.normalize(
+        (_straightforward(tiny_eva, "tv") + _straightforward(tiny_eva, "television")) / 2, dim=0
+    )
     assert torch.allclose(split, ref, atol=1e-5)
     assert not torch.allclose(split, emb.compute(["tv, television"])[0], atol=1e-3)
     with pytest.raises(ValueError, match="synonyms"):
@@ -72,7 +81,11 @@ def test_cache_hit_and_misses(tiny_eva, tmp_path, monkeypatch):
 
     calls = []
     real_compute = TextEmbedder.compute
-    monkeypatch.setattr(TextEmbedder, "compute", lambda self, *a, **k: calls.append(a) or real_compute(self, *a, **k))
+    monkeypatch.setattr(
+        TextEmbedder,
+        "compute",
+        lambda self, *a, **k: calls.append(a) or real_compute(self, *a, **k),
+    )
     assert torch.equal(emb(["cat", "grass"]), first) and calls == []  # hit
     emb(["cat", "sand"])  # a changed name is a miss
     assert len(calls) == 1

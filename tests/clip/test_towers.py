@@ -30,7 +30,11 @@ def _attention(q, k, v):
 
 def eva_reference(model, x, heads: int):
     """EVA02-CLIP dense map and CLS embedding, written as the published model computes them."""
-    sd = {k[len("visual.trunk."):]: v for k, v in model.state_dict().items() if k.startswith("visual.trunk.")}
+    sd = {
+        k[len("visual.trunk.") :]: v
+        for k, v in model.state_dict().items()
+        if k.startswith("visual.trunk.")
+    }
     depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
     patch = sd["patch_embed.proj.weight"].shape[-1]
     t = F.conv2d(x, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=patch)
@@ -47,7 +51,8 @@ def eva_reference(model, x, heads: int):
     def mlp(t, p):
         h = _ln(t, sd, p + "norm2", 1e-6)
         h = F.silu(F.linear(h, sd[p + "mlp.fc1_g.weight"], sd[p + "mlp.fc1_g.bias"])) * F.linear(
-            h, sd[p + "mlp.fc1_x.weight"], sd[p + "mlp.fc1_x.bias"])
+            h, sd[p + "mlp.fc1_x.weight"], sd[p + "mlp.fc1_x.bias"]
+        )
         h = _ln(h, sd, p + "mlp.norm", 1e-6)
         return t + F.linear(h, sd[p + "mlp.fc2.weight"], sd[p + "mlp.fc2.bias"])
 
@@ -61,20 +66,24 @@ def eva_reference(model, x, heads: int):
             k = F.linear(h, sd[p + "attn.k_proj.weight"])
             q, k, v = (z.reshape(b, n, heads, -1).transpose(1, 2) for z in (q, k, v))
             v = _attention(rope(q), rope(k), v).transpose(1, 2).reshape(b, n, c)
-        a = F.linear(_ln(v, sd, p + "attn.norm", 1e-6), sd[p + "attn.proj.weight"], sd[p + "attn.proj.bias"])
+        a = F.linear(
+            _ln(v, sd, p + "attn.norm", 1e-6), sd[p + "attn.proj.weight"], sd[p + "attn.proj.bias"]
+        )
         return mlp(t + a, p)
 
     for i in range(depth - 1):
         t = block(t, i, False)
     dense = _ln(block(t, depth - 1, True)[:, 1:], sd, "norm", 1e-6)
     dense = F.normalize(F.linear(dense, sd["head.weight"], sd["head.bias"]), dim=-1)
-    image = F.linear(_ln(block(t, depth - 1, False)[:, 0], sd, "norm", 1e-6), sd["head.weight"], sd["head.bias"])
+    image = F.linear(
+        _ln(block(t, depth - 1, False)[:, 0], sd, "norm", 1e-6), sd["head.weight"], sd["head.bias"]
+    )
     return dense.transpose(1, 2).reshape(b, -1, gh, gw), image
 
 
 def vit_reference(model, x, heads: int):
     """OpenAI-style ViT dense map (value path in the last block) and CLS embedding, written out."""
-    sd = {k[len("visual."):]: v for k, v in model.state_dict().items() if k.startswith("visual.")}
+    sd = {k[len("visual.") :]: v for k, v in model.state_dict().items() if k.startswith("visual.")}
     depth = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("transformer.resblocks."))
     patch = sd["conv1.weight"].shape[-1]
     t = F.conv2d(x, sd["conv1.weight"], stride=patch)
@@ -85,18 +94,26 @@ def vit_reference(model, x, heads: int):
     def block(t, i, value_only):
         p = f"transformer.resblocks.{i}."
         h = _ln(t, sd, p + "ln_1", 1e-5)
-        q, k, v = F.linear(h, sd[p + "attn.in_proj_weight"], sd[p + "attn.in_proj_bias"]).chunk(3, -1)
+        q, k, v = F.linear(h, sd[p + "attn.in_proj_weight"], sd[p + "attn.in_proj_bias"]).chunk(
+            3, -1
+        )
         if not value_only:
             n = t.shape[1]
             q, k, v = (z.reshape(b, n, heads, -1).transpose(1, 2) for z in (q, k, v))
             v = _attention(q, k, v).transpose(1, 2).reshape(b, n, c)
         t = t + F.linear(v, sd[p + "attn.out_proj.weight"], sd[p + "attn.out_proj.bias"])
-        h = F.gelu(F.linear(_ln(t, sd, p + "ln_2", 1e-5), sd[p + "mlp.c_fc.weight"], sd[p + "mlp.c_fc.bias"]))
+        h = F.gelu(
+            F.linear(
+                _ln(t, sd, p + "ln_2", 1e-5), sd[p + "mlp.c_fc.weight"], sd[p + "mlp.c_fc.bias"]
+            )
+        )
         return t + F.linear(h, sd[p + "mlp.c_proj.weight"], sd[p + "mlp.c_proj.bias"])
 
     for i in range(depth - 1):
         t = block(t, i, False)
-    dense = F.normalize(_ln(block(t, depth - 1, True)[:, 1:], sd, "ln_post", 1e-5) @ sd["proj"], dim=-1)
+    dense = F.normalize(
+        _ln(block(t, depth - 1, True)[:, 1:], sd, "ln_post", 1e-5) @ sd["proj"], dim=-1
+    )
     image = _ln(block(t, depth - 1, False)[:, 0], sd, "ln_post", 1e-5) @ sd["proj"]
     return dense.transpose(1, 2).reshape(b, -1, gh, gw), image
 
@@ -154,7 +171,9 @@ def test_block_outputs_and_early_stop(tiny_vit):
     assert full.blocks[0].shape == (1, 128, 4, 6)
     # the last block's output is its value path: projecting it gives the dense map
     tokens = full.blocks[1].flatten(2).transpose(1, 2)
-    projected = F.normalize(tower.project_tokens(tokens), dim=-1).transpose(1, 2).reshape(1, 64, 4, 6)
+    projected = (
+        F.normalize(tower.project_tokens(tokens), dim=-1).transpose(1, 2).reshape(1, 64, 4, 6)
+    )
     assert torch.allclose(projected, full.dense, atol=1e-6)
     assert torch.equal(out.blocks[0], full.blocks[0])
     with pytest.raises(ValueError, match="block index 2 out of range"):
@@ -171,9 +190,13 @@ def test_full_size_eva_b16_dense_at_512(eva_b16):
     tower = vision_tower(eva_b16.visual)
     assert (tower.patch_size, tower.width, tower.output_dim, tower.num_blocks) == (16, 768, 512, 12)
     with torch.no_grad():
-        out = tower.forward(torch.randn(1, 3, 512, 512), dense=True, image=True, block_indices=[3, 5, 7, 11])
+        out = tower.forward(
+            torch.randn(1, 3, 512, 512), dense=True, image=True, block_indices=[3, 5, 7, 11]
+        )
     assert out.dense.shape == (1, 512, 32, 32) and out.image.shape == (1, 512)
-    assert {i: tuple(t.shape) for i, t in out.blocks.items()} == {i: (1, 768, 32, 32) for i in (3, 5, 7, 11)}
+    assert {i: tuple(t.shape) for i, t in out.blocks.items()} == {
+        i: (1, 768, 32, 32) for i in (3, 5, 7, 11)
+    }
 
 
 def test_unsupported_models():

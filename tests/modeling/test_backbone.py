@@ -1,4 +1,5 @@
-"""The CLIP ViT backbone through detectron2's registry and config, alone and inside a stock meta-architecture."""
+"""The CLIP ViT backbone through detectron2's registry and config, alone and inside a stock
+meta-architecture."""
 
 from __future__ import annotations
 
@@ -37,7 +38,10 @@ def test_build_output_shape_and_features(tiny_eva, tmp_path):
     backbone = build_backbone(cfg)
     shapes = backbone.output_shape()
     assert {k: (s.channels, s.stride) for k, s in shapes.items()} == {
-        "block0": (128, 16), "block1": (128, 16), "dense": (64, 16)}
+        "block0": (128, 16),
+        "block1": (128, 16),
+        "dense": (64, 16),
+    }
     assert backbone.size_divisibility == 16
     for k, v in tiny_eva.state_dict().items():  # the checkpoint was loaded
         assert torch.equal(backbone.clip.state_dict()[k], v), k
@@ -60,9 +64,13 @@ def test_frozen_and_trainable_blocks():
 
     b = build_backbone(_cfg("ViT-Tiny-16", frozen=False, trainable_blocks=1))
     trainable = {n for n, p in b.named_parameters() if p.requires_grad}
-    assert trainable and all(n.startswith("clip.visual.transformer.resblocks.1.") for n in trainable)
+    assert trainable and all(
+        n.startswith("clip.visual.transformer.resblocks.1.") for n in trainable
+    )
     b.train()
-    assert b.clip.visual.training and not b.clip.transformer.training  # the text tower stays in eval mode
+    assert (
+        b.clip.visual.training and not b.clip.transformer.training
+    )  # the text tower stays in eval mode
     out = b(torch.randn(1, 3, 32, 32))["dense"]
     out.sum().backward()
     assert b.clip.visual.transformer.resblocks[1].mlp.c_fc.weight.grad is not None
@@ -78,14 +86,16 @@ def test_grad_checkpointing_gives_the_same_gradients(tiny_eva, tmp_path):
     path = densevlm_d2.save_checkpoint(tiny_eva, tmp_path / "t.pt", "open_clip")
     grads = []
     for ckpt in (False, True):
-        b = build_backbone(_cfg(frozen=False, trainable_blocks=2, grad_checkpointing=ckpt, checkpoint=str(path)))
+        b = build_backbone(
+            _cfg(frozen=False, trainable_blocks=2, grad_checkpointing=ckpt, checkpoint=str(path))
+        )
         b(torch.ones(1, 3, 48, 48))["dense"].square().sum().backward()
         grads.append(b.clip.visual.trunk.blocks[0].attn.q_proj.weight.grad.clone())
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
 
 
 def test_inside_stock_generalized_rcnn():
-    """A stock detectron2 Faster R-CNN built from a config, with the CLIP backbone's block output."""
+    """A stock detectron2 Faster R-CNN built from a config, on the CLIP backbone's block output."""
     cfg = _cfg(out_features=("block1",))
     cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
     cfg.MODEL.PIXEL_MEAN = [122.7709383, 116.7460125, 104.09373615]
@@ -103,8 +113,11 @@ def test_inside_stock_generalized_rcnn():
     model = build_model(cfg)
     assert model.backbone.size_divisibility == 16
     image = torch.randint(0, 255, (3, 70, 100), dtype=torch.uint8)
-    inst = Instances((70, 100), gt_boxes=Boxes(torch.tensor([[10.0, 10.0, 50.0, 60.0]])),
-                     gt_classes=torch.tensor([1]))
+    inst = Instances(
+        (70, 100),
+        gt_boxes=Boxes(torch.tensor([[10.0, 10.0, 50.0, 60.0]])),
+        gt_classes=torch.tensor([1]),
+    )
     model.train()
     with EventStorage():
         losses = model([{"image": image, "instances": inst}])

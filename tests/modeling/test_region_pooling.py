@@ -30,12 +30,17 @@ def _bilinear(fmap, y, x):
     else:
         x1 = x0 + 1
     ly, lx = y - y0, x - x0
-    return ((1 - ly) * (1 - lx) * fmap[:, y0, x0] + (1 - ly) * lx * fmap[:, y0, x1]
-            + ly * (1 - lx) * fmap[:, y1, x0] + ly * lx * fmap[:, y1, x1])
+    return (
+        (1 - ly) * (1 - lx) * fmap[:, y0, x0]
+        + (1 - ly) * lx * fmap[:, y0, x1]
+        + ly * (1 - lx) * fmap[:, y1, x0]
+        + ly * lx * fmap[:, y1, x1]
+    )
 
 
 def roi_align_1x1(fmap, box, stride):
-    """1x1 RoIAlign, aligned (half-pixel offset), adaptive sampling: mean of ceil(h) x ceil(w) bilinear samples."""
+    """1x1 RoIAlign, aligned (half-pixel offset), adaptive sampling: mean of ceil(h) x ceil(w)
+    bilinear samples."""
     fmap = fmap.double()
     x0, y0, x1, y1 = (v / stride - 0.5 for v in box)
     bw, bh = x1 - x0, y1 - y0
@@ -50,18 +55,27 @@ def roi_align_1x1(fmap, box, stride):
 def test_boxes_match_hand_written_roi_align():
     g = torch.Generator().manual_seed(0)
     dense = F.normalize(torch.randn(2, 8, 6, 10, generator=g), dim=1)
-    boxes = [torch.tensor([[0.0, 0.0, 160.0, 96.0], [17.0, 5.0, 60.0, 90.5], [150.0, 80.0, 170.0, 100.0]]),
-             torch.tensor([[33.3, 12.0, 47.0, 31.0]])]
+    boxes = [
+        torch.tensor(
+            [[0.0, 0.0, 160.0, 96.0], [17.0, 5.0, 60.0, 90.5], [150.0, 80.0, 170.0, 100.0]]
+        ),
+        torch.tensor([[33.3, 12.0, 47.0, 31.0]]),
+    ]
     feats = BoxPooler(stride=16)(dense, boxes)
     assert feats.shape == (4, 8)
-    expected = [roi_align_1x1(dense[0], b.tolist(), 16) for b in boxes[0]] + [roi_align_1x1(dense[1], boxes[1][0].tolist(), 16)]
+    expected = [roi_align_1x1(dense[0], b.tolist(), 16) for b in boxes[0]] + [
+        roi_align_1x1(dense[1], boxes[1][0].tolist(), 16)
+    ]
     expected = F.normalize(torch.stack(expected).float(), dim=-1)
     assert torch.allclose(feats, expected, atol=1e-5)
     # Boxes objects, stride 14 (ViT-L/14), and an image without boxes
     feats14 = BoxPooler(stride=14)(dense, [Boxes(boxes[0]), torch.zeros(0, 4)])
     assert feats14.shape == (3, 8)
-    assert torch.allclose(feats14[1], F.normalize(roi_align_1x1(dense[0], boxes[0][1].tolist(), 14).float(), dim=0),
-                          atol=1e-5)
+    assert torch.allclose(
+        feats14[1],
+        F.normalize(roi_align_1x1(dense[0], boxes[0][1].tolist(), 14).float(), dim=0),
+        atol=1e-5,
+    )
 
 
 def test_box_batch_mismatch_is_an_error():

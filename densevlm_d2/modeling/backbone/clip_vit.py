@@ -20,7 +20,8 @@ logger = logging.getLogger(__name__)
 
 
 def parse_out_features(names, num_blocks: int) -> tuple[bool, list[int]]:
-    """``["dense", "block3", ...]`` -> (dense wanted, sorted block indices); a clear error for anything else."""
+    """``["dense", "block3", ...]`` -> (dense wanted, sorted block indices); a clear error for
+    anything else."""
     dense, blocks = False, []
     for name in names:
         if name == "dense":
@@ -28,8 +29,10 @@ def parse_out_features(names, num_blocks: int) -> tuple[bool, list[int]]:
         elif name.startswith("block") and name[5:].isdigit() and int(name[5:]) < num_blocks:
             blocks.append(int(name[5:]))
         else:
-            raise ValueError(f"unknown CLIP backbone output {name!r}: use 'dense' or 'block<i>' with "
-                             f"0 <= i < {num_blocks}")
+            raise ValueError(
+                f"unknown CLIP backbone output {name!r}: use 'dense' or 'block<i>' with "
+                f"0 <= i < {num_blocks}"
+            )
     if not dense and not blocks:
         raise ValueError("the CLIP backbone needs at least one output feature")
     return dense, sorted(set(blocks))
@@ -39,12 +42,13 @@ def parse_out_features(names, num_blocks: int) -> tuple[bool, list[int]]:
 class CLIPViTBackbone(Backbone):
     """Dense CLIP features and intermediate block outputs, all at stride = patch size.
 
-    The whole open_clip model (vision and text towers) is held as ``self.clip`` so that checkpoints round-trip
-    strictly and the text tower can build classifiers; only the vision tower runs in :meth:`forward`.
+    The whole open_clip model (vision and text towers) is held as ``self.clip`` so that checkpoints
+    round-trip strictly and the text tower can build classifiers; only the vision tower runs in
+    :meth:`forward`.
 
-    Outputs (``out_features``): ``"dense"`` -> (B, D, H/p, W/p) L2-normalised projected tokens, the last block
-    through its value path, as the published ``encode_dense``; ``"block<i>"`` -> (B, C, H/p, W/p) tokens after
-    block ``i`` (the last block through its value path, as F-ViT takes it).
+    Outputs (``out_features``): ``"dense"`` -> (B, D, H/p, W/p) L2-normalised projected tokens, the
+    last block through its value path, as the published ``encode_dense``; ``"block<i>"`` -> (B, C,
+    H/p, W/p) tokens after block ``i`` (the last block through its value path, as F-ViT takes it).
     """
 
     @configurable
@@ -63,7 +67,9 @@ class CLIPViTBackbone(Backbone):
         self.clip = build_clip_model(model_name)
         if checkpoint:
             fmt = load_checkpoint(self.clip, checkpoint)
-            logger.info("CLIP backbone %s: loaded %s (%s layout)", model_name, checkpoint, fmt.value)
+            logger.info(
+                "CLIP backbone %s: loaded %s (%s layout)", model_name, checkpoint, fmt.value
+            )
         self.tower = vision_tower(self.clip.visual)
         self.tower.grad_checkpointing = grad_checkpointing
         self._dense, self._blocks = parse_out_features(out_features, self.tower.num_blocks)
@@ -71,7 +77,8 @@ class CLIPViTBackbone(Backbone):
         p = self.tower.patch_size
         self._out_feature_strides = {name: p for name in self._out_features}
         self._out_feature_channels = {
-            name: self.tower.output_dim if name == "dense" else self.tower.width for name in self._out_features
+            name: self.tower.output_dim if name == "dense" else self.tower.width
+            for name in self._out_features
         }
         self.set_trainable(0 if frozen else trainable_blocks)
 
@@ -88,13 +95,14 @@ class CLIPViTBackbone(Backbone):
         }
 
     def set_trainable(self, num_blocks: int) -> None:
-        """Freeze everything except the last ``num_blocks`` vision blocks (published ``lock_image_tower``)."""
+        """Freeze everything except the last ``num_blocks`` vision blocks (published
+        ``lock_image_tower``)."""
         n = self.tower.num_blocks
         if not 0 <= num_blocks <= n:
             raise ValueError(f"trainable_blocks must be in [0, {n}], got {num_blocks}")
         for p in self.clip.parameters():
             p.requires_grad_(False)
-        for block in self.vision_blocks[n - num_blocks:] if num_blocks else []:
+        for block in self.vision_blocks[n - num_blocks :] if num_blocks else []:
             for p in block.parameters():
                 p.requires_grad_(True)
         self.num_trainable_blocks = num_blocks
@@ -114,7 +122,8 @@ class CLIPViTBackbone(Backbone):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        # Frozen parts stay in eval mode (no dropout or drop path): all of CLIP when frozen, else the text tower.
+        # Frozen parts stay in eval mode (no dropout or drop path): all of CLIP when frozen, else
+        # the text tower.
         if self.num_trainable_blocks == 0:
             self.clip.eval()
         else:
@@ -133,6 +142,8 @@ class CLIPViTBackbone(Backbone):
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         return {
-            name: ShapeSpec(channels=self._out_feature_channels[name], stride=self._out_feature_strides[name])
+            name: ShapeSpec(
+                channels=self._out_feature_channels[name], stride=self._out_feature_strides[name]
+            )
             for name in self._out_features
         }
