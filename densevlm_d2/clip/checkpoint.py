@@ -104,14 +104,21 @@ def _preview(items: list[str], n: int = 8) -> str:
 def read_state_dict(source: str | os.PathLike | Mapping) -> dict[str, torch.Tensor]:
     """The tensor dict of a checkpoint file or loaded object, unwrapped from
     ``state_dict``/``model``/``module`` and stripped of a ``module.`` prefix
-    (DistributedDataParallel). Files are read with ``weights_only=True``."""
+    (DistributedDataParallel). ``.pt``/``.pth``/``.bin`` files are read with ``torch.load(...,
+    weights_only=True)``, ``.safetensors`` files with safetensors."""
     if isinstance(source, Mapping):
         obj, name = source, "<state dict>"
     else:
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(f"CLIP checkpoint not found: {path}")
-        obj, name = torch.load(path, map_location="cpu", weights_only=True), str(path)
+        if path.suffix == ".safetensors":  # how open_clip's hub checkpoints are often published
+            from safetensors.torch import load_file
+
+            obj = load_file(path, device="cpu")
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        name = str(path)
     for key in _WRAPPER_KEYS:
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]

@@ -144,7 +144,13 @@ def test_export_release_layout_large_model():
     cos, sin = published_rope(24)
     assert torch.allclose(exported["visual.rope.freqs_cos"], cos, atol=1e-5)
     assert torch.allclose(exported["visual.blocks.23.attn.rope.freqs_sin"], sin, atol=1e-5)
-    load_checkpoint(densevlm_d2.build_clip_model("EVA02-CLIP-L-14-336"), exported)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    load_checkpoint(model, exported)  # strict: the export holds every tensor the model needs
+    assert torch.equal(
+        model.visual.trunk.blocks[7].mlp.fc1_g.weight, exported["visual.blocks.7.mlp.w1.weight"]
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -188,6 +194,16 @@ def test_fp16_export_then_load(tiny_eva, tmp_path):
         b.state_dict()["visual.trunk.pos_embed"],
         tiny_eva.state_dict()["visual.trunk.pos_embed"].half().float(),
     )
+
+
+def test_open_clip_safetensors(tiny_vit, tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "open_clip_model.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_vit.state_dict().items()}, str(path))
+    b = densevlm_d2.build_clip_model("ViT-Tiny-16")
+    assert load_checkpoint(b, path) is CheckpointFormat.OPEN_CLIP
+    _assert_same_state(tiny_vit.state_dict(), b.state_dict())
 
 
 def test_openai_state_dict_config_entries_are_ignored(tiny_vit):
