@@ -23,7 +23,8 @@ __all__ = ["BoxPooler", "pool_masks"]
 
 
 class BoxPooler(nn.Module):
-    """(B, D, H, W) dense map + per-image pixel xyxy boxes -> (R, D) L2-normalised box features."""
+    """(B, D, H, W) dense map + per-image pixel xyxy boxes -> (R, D) L2-normalised float32 box
+    features."""
 
     def __init__(self, stride: int):
         super().__init__()
@@ -37,14 +38,13 @@ class BoxPooler(nn.Module):
             raise ValueError(
                 f"got boxes for {len(boxes)} images but a batch of {dense.shape[0]} feature maps"
             )
+        # float32 throughout: pixel coordinates in half precision would be off by pixels
         box_lists = [
-            b
-            if isinstance(b, Boxes)
-            else Boxes(torch.as_tensor(b, dtype=dense.dtype).reshape(-1, 4))
+            Boxes((b.tensor if isinstance(b, Boxes) else torch.as_tensor(b)).float().reshape(-1, 4))
             for b in boxes
         ]
         rois = convert_boxes_to_pooler_format([b.to(dense.device) for b in box_lists])
-        feats = self.align(dense, rois.to(dense.dtype)).flatten(1)
+        feats = self.align(dense.float(), rois).flatten(1)
         return F.normalize(feats, dim=-1)
 
 
@@ -70,7 +70,7 @@ def pool_masks(
                 f"masks of image {i} have shape {tuple(m.shape)}; expected (N, {grid[0]}, "
                 f"{grid[1]}), the token grid (preprocess_mask brings image-resolution masks to it)"
             )
-        m = m.to(dense.dtype).flatten(1)
-        feats = m @ dense[i].flatten(1).T / (m.sum(1, keepdim=True) + eps)
+        m = m.float().flatten(1)
+        feats = m @ dense[i].float().flatten(1).T / (m.sum(1, keepdim=True) + eps)
         out.append(feats)
     return F.normalize(torch.cat(out), dim=-1)

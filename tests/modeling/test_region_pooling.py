@@ -99,3 +99,15 @@ def test_masks_mean_of_tokens_inside():
         pool_masks(dense, [torch.zeros(1, 64, 96), m1])
     with pytest.raises(ValueError, match="masks for 1 images"):
         pool_masks(dense, [m0])
+
+
+def test_half_precision_maps_pool_in_float32():
+    """Box coordinates must not be rounded to the map's precision (bf16 spacing is 2 px at 300 px)."""
+    dense = F.normalize(torch.randn(1, 8, 32, 32, generator=torch.Generator().manual_seed(2)), dim=1)
+    boxes = [torch.tensor([[100.3, 200.7, 301.1, 411.9]])]
+    full = BoxPooler(16)(dense, boxes)
+    half = BoxPooler(16)(dense.bfloat16(), boxes)
+    assert half.dtype == torch.float32
+    assert torch.allclose(half, full, atol=1e-2)
+    masks = [torch.rand(2, 32, 32, generator=torch.Generator().manual_seed(3)) > 0.5]
+    assert torch.allclose(pool_masks(dense.bfloat16(), masks), pool_masks(dense, masks), atol=1e-2)
