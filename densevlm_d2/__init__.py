@@ -8,7 +8,7 @@ from . import compat
 
 compat.apply()
 
-from . import modeling  # noqa: E402,F401  (registers CLIPViTBackbone in detectron2's BACKBONE_REGISTRY)
+from . import data, modeling  # noqa: E402,F401  (registers datasets, backbone, meta-architectures)
 from .api import CLIPRegionEncoder, load_clip  # noqa: E402
 from .clip import (  # noqa: E402
     CheckpointFormat,

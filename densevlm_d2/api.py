@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,7 +16,7 @@ from .clip.preprocess import (
     crop_box,
     preprocess_crop,
     preprocess_image,
-    preprocess_mask,
+    preprocess_masks,
     to_pil_rgb,
 )
 from .clip.text import TEMPLATES, TextEmbedder
@@ -81,10 +82,10 @@ class CLIPRegionEncoder(nn.Module):
     def preprocess_masks(self, masks) -> torch.Tensor:
         """(N, H, W) binary masks at original image resolution -> (N, h, w) boolean masks on the
         token grid."""
-        masks = list(masks)
-        if not masks:
+        masks = np.asarray(masks, dtype=bool)
+        if masks.size == 0:
             return torch.zeros(0, *self.token_grid, dtype=torch.bool)
-        return torch.stack([preprocess_mask(m, self.token_grid) for m in masks])
+        return preprocess_masks(masks, self.token_grid)
 
     # -- features ----------------------------------------------------------------------------------
     def _batch(self, images: torch.Tensor) -> torch.Tensor:

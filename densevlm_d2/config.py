@@ -33,4 +33,26 @@ def add_densevlm_config(cfg: CN) -> CN:
     # Directory of the text-embedding cache ("default": $DENSEVLM_CACHE or ~/.cache/densevlm_d2; ""
     # disables).
     cfg.MODEL.CLIP.TEXT_CACHE_DIR = "default"
+
+    # Region-classification evaluation (reference.md section 5).
+    cfg.TEST.REGIONS = CN()
+    # Region features to score: "rois" (boxes), "maskpool" (masks), "crops" (slow: one CLS pass
+    # each).
+    cfg.TEST.REGIONS.TYPES = ["rois", "maskpool"]
+    # Images per forward pass (the published evaluation runs one at a time).
+    cfg.TEST.REGIONS.IMS_PER_BATCH = 4
+    # Only the first this-many segments of an image are considered (filtered ones count), as
+    # published.
+    cfg.TEST.REGIONS.MAX_PER_IMAGE = 100
+    # Regions whose box area (original pixels) is below MIN_SIZE**2 or above MAX_SIZE**2 are
+    # skipped.
+    cfg.TEST.REGIONS.MIN_SIZE = 8
+    cfg.TEST.REGIONS.MAX_SIZE = 1024
+    # Crops of things are the box enlarged by this factor about its centre; stuff crops are tight.
+    cfg.TEST.REGIONS.THING_CROP_SCALE = 1.5
+    # Crops are fitted into CROP_SIZE x CROP_SIZE (the CLIP models' pretraining size).
+    cfg.TEST.REGIONS.CROP_SIZE = 224
+    # Class embeddings as a published-layout .npy (rows in the dataset's class order); "" = build
+    # them with the text classifier from the registered class names.
+    cfg.TEST.REGIONS.TEXT_EMBEDDINGS = ""
     return cfg

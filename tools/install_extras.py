@@ -37,16 +37,36 @@ D2_FALLBACK = "pb1-detectron2==0.6"
 D2_FALLBACK_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
 PANOPTICAPI_FALLBACK = "panopticapi-lite==0.2.0"
 
-# An empty CPython extension module: the official setup.py compiles every file under layers/csrc
-# into detectron2._C, and only needs the directory and its main source to exist.
-EMPTY_EXTENSION = """\
-// Supplied by densevlm_d2/tools/install_extras.py: the PyPI archive of detectron2 0.6 lacks
-layers/csrc. // This builds an empty detectron2._C; the compiled custom ops are not available in
-this install. #include <Python.h>
+# The official setup.py compiles every file under layers/csrc into detectron2._C and only needs the
+# directory and its main source to exist; detectron2's collect_env asks _C for these three
+# functions.
+STUB_EXTENSION = """\
+// Supplied by densevlm_d2's tools/install_extras.py: the PyPI archive of detectron2 0.6 lacks
+// layers/csrc. This builds a detectron2._C without the custom ops (deformable convolution, rotated
+// boxes, fast COCO evaluation); it only answers detectron2's environment report.
+#include <Python.h>
 
-static struct PyModuleDef detectron2_C_module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+static PyObject* compiler_version(PyObject*, PyObject*) {
+#if defined(__GNUC__) && !defined(__clang__)
+  return PyUnicode_FromFormat("GCC %d.%d", __GNUC__, __GNUC_MINOR__);
+#else
+  return PyUnicode_FromString("unknown");
+#endif
+}
+static PyObject* cuda_version(PyObject*, PyObject*) {
+  return PyUnicode_FromString("not built (densevlm_d2 stub extension)");
+}
+static PyObject* has_cuda(PyObject*, PyObject*) { Py_RETURN_FALSE; }
 
-PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&detectron2_C_module); }
+static PyMethodDef methods[] = {
+    {"get_compiler_version", compiler_version, METH_NOARGS, nullptr},
+    {"get_cuda_version", cuda_version, METH_NOARGS, nullptr},
+    {"has_cuda", has_cuda, METH_NOARGS, nullptr},
+    {nullptr, nullptr, 0, nullptr}};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, methods};
+
+PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&module); }
 """
 
 
@@ -110,7 +130,7 @@ def install_detectron2_fallback() -> None:
         src = next(p for p in tmp.iterdir() if p.is_dir())
         csrc = src / "detectron2" / "layers" / "csrc"
         csrc.mkdir(parents=True, exist_ok=True)
-        (csrc / "vision.cpp").write_text(EMPTY_EXTENSION)
+        (csrc / "vision.cpp").write_text(STUB_EXTENSION)
         setup_py = src / "setup.py"
         text = setup_py.read_text()
         if 'name="pb1-detectron2"' not in text:
@@ -119,10 +139,19 @@ def install_detectron2_fallback() -> None:
         _pip("install", "--no-build-isolation", str(src))
 
 
+def _detectron2_works() -> bool:
+    """detectron2 imports and its _C answers the environment report (our first stub did not)."""
+    probe = "import detectron2._C as c; c.get_compiler_version(); c.get_cuda_version()"
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
+
+
 def install_detectron2(github: bool) -> None:
     if _importable("detectron2"):
-        _log("detectron2 already installed")
-        return
+        if _detectron2_works():
+            _log("detectron2 already installed")
+            return
+        _log("detectron2 is installed with an outdated extension stub: reinstalling")
+        _pip("uninstall", "-y", "detectron2")
     if github:
         try:
             _log(f"installing detectron2 from {D2_GIT}")
@@ -130,7 +159,7 @@ def install_detectron2(github: bool) -> None:
             return
         except subprocess.SubprocessError as e:
             _log(f"official detectron2 install failed ({e}); using the PyPI fallback")
-    _log(f"installing detectron2 from {D2_FALLBACK} with a supplied empty extension")
+    _log(f"installing detectron2 from {D2_FALLBACK} with a supplied stub extension")
     install_detectron2_fallback()
 
 
@@ -160,6 +189,8 @@ def main() -> None:
     parser.add_argument("--no-github", action="store_true", help="use the PyPI fallbacks directly")
     args = parser.parse_args()
     missing = [n for n in ("detectron2", "panopticapi") if not _importable(n)]
+    if "detectron2" not in missing and not _detectron2_works():
+        missing.append("detectron2")
     github = bool(missing) and not args.no_github and _github_reachable(args.github_timeout)
     if missing:
         _log(f"GitHub {'reachable' if github else 'not reachable'}")

@@ -17,6 +17,7 @@ the actual token grid).
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import open_clip
@@ -24,7 +25,13 @@ import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.eva import Eva, checkpoint_filter_fn
 
-__all__ = ["MODEL_ALIASES", "available_models", "build_clip_model", "open_clip_name"]
+__all__ = [
+    "MODEL_ALIASES",
+    "available_models",
+    "build_clip_model",
+    "open_clip_name",
+    "patch_size_of",
+]
 
 # EVA-CLIP release names -> open_clip config names. Both spellings are accepted everywhere.
 MODEL_ALIASES = {
@@ -89,6 +96,17 @@ def open_clip_name(name: str) -> str:
             f"unsupported CLIP model {name!r}; supported: {', '.join(available_models())}"
         )
     return resolved
+
+
+def patch_size_of(name: str) -> int:
+    """The patch size of a supported model, read from its open_clip config (no model is built)."""
+    vision = open_clip.get_model_config(open_clip_name(name))["vision_cfg"]
+    if "patch_size" in vision:
+        return int(vision["patch_size"])
+    match = re.search(r"patch(\d+)", vision["timm_model_name"])
+    if not match:
+        raise ValueError(f"cannot tell the patch size of {name} ({vision['timm_model_name']})")
+    return int(match.group(1))
 
 
 def available_models() -> list[str]:

@@ -30,6 +30,7 @@ __all__ = [
     "preprocess_crop",
     "preprocess_image",
     "preprocess_mask",
+    "preprocess_masks",
     "resize_longest",
     "to_pil_rgb",
 ]
@@ -94,21 +95,34 @@ def preprocess_image(image, size: int | tuple[int, int] = 512) -> tuple[torch.Te
 
 
 def preprocess_mask(mask, grid: int | tuple[int, int]) -> torch.Tensor:
-    """Binary mask at image resolution -> boolean mask on the token grid, as the published
+    """Binary (H, W) mask at image resolution -> boolean mask on the token grid, as the published
     evaluation does."""
-    m = torch.as_tensor(np.asarray(mask)).float()
+    m = torch.as_tensor(np.asarray(mask))
     if m.ndim != 2:
         raise ValueError(f"expected a 2-D (H, W) mask, got shape {tuple(m.shape)}")
+    return preprocess_masks(m[None], grid)[0]
+
+
+def preprocess_masks(masks, grid: int | tuple[int, int], chunk: int = 16) -> torch.Tensor:
+    """(N, H, W) binary masks -> (N, h, w) boolean masks on the token grid, resized in chunks."""
+    m = torch.as_tensor(np.asarray(masks))
+    if m.ndim != 3:
+        raise ValueError(f"expected (N, H, W) masks, got shape {tuple(m.shape)}")
     gh, gw = _canvas(grid)
-    h, w = m.shape
+    n, h, w = m.shape
     scale = fit_scale((h, w), (gh, gw))
     nh, nw = round(h * scale), round(w * scale)
-    resized = F.interpolate(
-        m[None, None], size=(nh, nw), mode="bicubic", align_corners=False, antialias=False
-    )[0, 0]
-    out = torch.zeros(gh, gw)
-    out[:nh, :nw] = resized
-    return out > 0
+    out = torch.zeros(n, gh, gw, dtype=torch.bool)
+    for i in range(0, n, chunk):
+        resized = F.interpolate(
+            m[i : i + chunk, None].float(),
+            size=(nh, nw),
+            mode="bicubic",
+            align_corners=False,
+            antialias=False,
+        )
+        out[i : i + chunk, :nh, :nw] = resized[:, 0] > 0
+    return out
 
 
 def crop_box(

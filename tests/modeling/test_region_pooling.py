@@ -102,8 +102,10 @@ def test_masks_mean_of_tokens_inside():
 
 
 def test_half_precision_maps_pool_in_float32():
-    """Box coordinates must not be rounded to the map's precision (bf16 spacing is 2 px at 300 px)."""
-    dense = F.normalize(torch.randn(1, 8, 32, 32, generator=torch.Generator().manual_seed(2)), dim=1)
+    """Box coordinates are not rounded to the map's precision (bf16 spacing: 2 px at 300 px)."""
+    dense = F.normalize(
+        torch.randn(1, 8, 32, 32, generator=torch.Generator().manual_seed(2)), dim=1
+    )
     boxes = [torch.tensor([[100.3, 200.7, 301.1, 411.9]])]
     full = BoxPooler(16)(dense, boxes)
     half = BoxPooler(16)(dense.bfloat16(), boxes)

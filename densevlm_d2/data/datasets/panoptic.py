@@ -1,0 +1,143 @@
+"""Panoptic datasets in the COCO panoptic on-disk format: loading, layout checks, registration.
+
+The dataset dicts follow detectron2's panoptic format (``file_name``, ``image_id``,
+``pan_seg_file_name``, ``segments_info`` with contiguous ``category_id`` and ``isthing``) plus
+``height``/``width``. Contiguous ids are the index of the category id in the sorted list of the
+dataset's category ids, as the published evaluation labels classes. Image ids may be strings
+(ADE20K) or integers (COCO).
+
+Metadata: ``classes`` (all class names in contiguous order), ``class_is_thing``, ``class_colors``
+and ``category_id_to_contiguous_id`` are this project's explicit keys; detectron2's "standard"
+panoptic keys (``thing_classes``/``stuff_classes`` both listing every class,
+``thing_dataset_id_to_contiguous_id``, ``stuff_dataset_id_to_contiguous_id``, colours) are set too
+so detectron2's tools work on these datasets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+__all__ = [
+    "DatasetLayoutError",
+    "check_layout",
+    "load_panoptic_json",
+    "panoptic_metadata",
+    "register_panoptic",
+]
+
+
+class DatasetLayoutError(FileNotFoundError):
+    """A file or folder of a registered dataset is missing; the message names it and the layout."""
+
+
+def check_layout(paths: dict[str, str], layout: str) -> None:
+    """Raise :class:`DatasetLayoutError` naming the first missing path and the documented
+    ``layout``."""
+    for what, path in paths.items():
+        exists = os.path.isdir(path) if what.endswith("dir") else os.path.isfile(path)
+        if not exists:
+            root = os.environ.get("DETECTRON2_DATASETS", "datasets")
+            raise DatasetLayoutError(
+                f"{what} not found: {path}\nExpected layout under $DETECTRON2_DATASETS "
+                f"(now {root!r}; see datasets/README.md):\n{layout}"
+            )
+
+
+def panoptic_metadata(categories: Sequence[dict]) -> dict:
+    """Metadata for a list of ``{"id", "name", "isthing", "color"}`` categories."""
+    cats = sorted(categories, key=lambda c: c["id"])
+    names = [c["name"] for c in cats]
+    colors = [list(c["color"]) for c in cats]
+    is_thing = [bool(c["isthing"]) for c in cats]
+    to_contiguous = {c["id"]: i for i, c in enumerate(cats)}
+    return {
+        "classes": names,
+        "class_is_thing": is_thing,
+        "class_colors": colors,
+        "category_id_to_contiguous_id": to_contiguous,
+        # detectron2's "standard" panoptic convention: both lists hold every class
+        "thing_classes": names,
+        "thing_colors": colors,
+        "stuff_classes": names,
+        "stuff_colors": colors,
+        "thing_dataset_id_to_contiguous_id": {
+            c["id"]: i for i, c in enumerate(cats) if c["isthing"]
+        },
+        "stuff_dataset_id_to_contiguous_id": {
+            c["id"]: i for i, c in enumerate(cats) if not c["isthing"]
+        },
+    }
+
+
+def load_panoptic_json(
+    json_file: str, image_dir: str, gt_dir: str, meta: dict, layout: str = ""
+) -> list[dict]:
+    """A COCO-panoptic-format json -> detectron2 dataset dicts, images in the json's order."""
+    check_layout(
+        {"panoptic json": json_file, "image dir": image_dir, "panoptic PNG dir": gt_dir}, layout
+    )
+    with open(json_file) as f:
+        data = json.load(f)
+    to_contiguous = meta["category_id_to_contiguous_id"]
+    file_ids = {c["id"] for c in data.get("categories", [])}
+    if file_ids and file_ids != set(to_contiguous):
+        raise ValueError(
+            f"{json_file}: its {len(file_ids)} categories do not match the registered vocabulary "
+            f"of {len(to_contiguous)} classes (ids that differ: "
+            f"{sorted(file_ids ^ set(to_contiguous))[:10]})"
+        )
+    annotations = {ann["image_id"]: ann for ann in data["annotations"]}
+    dicts = []
+    for img in data["images"]:
+        ann = annotations.get(img["id"])
+        if ann is None:
+            continue
+        segments = []
+        for seg in ann["segments_info"]:
+            seg = dict(seg)
+            seg["category_id"] = to_contiguous[seg["category_id"]]
+            seg["isthing"] = meta["class_is_thing"][seg["category_id"]]
+            segments.append(seg)
+        dicts.append(
+            {
+                "file_name": os.path.join(image_dir, img["file_name"]),
+                "image_id": img["id"],
+                "height": img["height"],
+                "width": img["width"],
+                "pan_seg_file_name": os.path.join(gt_dir, ann["file_name"]),
+                "segments_info": segments,
+            }
+        )
+    if not dicts:
+        raise ValueError(f"{json_file} has no annotated images")
+    return dicts
+
+
+def register_panoptic(
+    name: str,
+    categories: Sequence[dict],
+    image_root: str,
+    panoptic_root: str,
+    panoptic_json: str,
+    layout: str,
+) -> None:
+    """Register ``name`` lazily (files are read on first use); a second call is a no-op."""
+    if name in DatasetCatalog.list():
+        return
+    meta = panoptic_metadata(categories)
+    DatasetCatalog.register(
+        name, lambda: load_panoptic_json(panoptic_json, image_root, panoptic_root, meta, layout)
+    )
+    MetadataCatalog.get(name).set(
+        image_root=image_root,
+        panoptic_root=panoptic_root,
+        panoptic_json=panoptic_json,
+        evaluator_type="region_accuracy",
+        ignore_label=255,
+        label_divisor=1000,
+        **meta,
+    )

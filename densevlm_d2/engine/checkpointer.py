@@ -1,0 +1,90 @@
+"""detectron2 checkpointing that also reads raw CLIP checkpoints, strictly.
+
+``MODEL.WEIGHTS`` may name a detectron2 checkpoint of a densevlm_d2 model (``model_final.pth``) or a
+raw CLIP checkpoint in any layout :mod:`densevlm_d2.clip.checkpoint` reads (EVA-CLIP release,
+DenseVLM/CLIPSelf release, open_clip). A raw CLIP file is converted, checked strictly against the
+model's CLIP module and loaded under the model's ``clip_weights_prefix`` (the rest of the model,
+such as a frozen teacher, keeps its weights). A detectron2 checkpoint must match the model exactly:
+missing, unexpected or mis-shaped keys raise :class:`CheckpointMismatchError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+
+from ..clip.checkpoint import (
+    CheckpointMismatchError,
+    convert_state_dict,
+    detect_format,
+    read_state_dict,
+)
+
+__all__ = ["CLIPCheckpointer"]
+
+_RAW_CLIP = "densevlm_d2:raw-clip"
+
+
+def _raw_clip_state(obj) -> dict | None:
+    """The CLIP state dict if ``obj`` is a raw CLIP checkpoint, else None."""
+    try:
+        state = read_state_dict(obj)
+        detect_format(state)
+    except (ValueError, TypeError):
+        return None
+    return state
+
+
+class CLIPCheckpointer(DetectionCheckpointer):
+    def __init__(self, model, save_dir: str = "", *, strict: bool = True, **kwargs):
+        super().__init__(model, save_dir, **kwargs)
+        self.strict = strict
+
+    def _target(self) -> tuple[str, torch.nn.Module]:
+        model = self.model.module if hasattr(self.model, "module") else self.model
+        prefix = getattr(model, "clip_weights_prefix", "backbone.clip.")
+        return prefix, model.get_submodule(prefix.rstrip("."))
+
+    def _load_file(self, filename: str):
+        if filename.endswith((".pkl", ".pyth")):
+            return super()._load_file(filename)
+        if filename.endswith(".safetensors"):
+            loaded = read_state_dict(filename)
+        else:
+            loaded = torch.load(filename, map_location="cpu", weights_only=True)
+        state = _raw_clip_state(loaded)
+        if state is not None:
+            prefix, clip = self._target()
+            converted = convert_state_dict(state, clip, source=filename)
+            self.logger.info(
+                "Read a %s-layout CLIP checkpoint into %s*", detect_format(state).value, prefix
+            )
+            return {
+                "model": {prefix + k: v for k, v in converted.items()},
+                "__author__": _RAW_CLIP,
+                "matching_heuristics": False,
+            }
+        if not isinstance(loaded, Mapping):
+            raise ValueError(f"{filename} is neither a detectron2 nor a CLIP checkpoint")
+        return dict(loaded) if "model" in loaded else {"model": dict(loaded)}
+
+    def _load_model(self, checkpoint):
+        raw_clip = checkpoint.get("__author__") == _RAW_CLIP
+        incompatible = super()._load_model(checkpoint)
+        if raw_clip:  # the CLIP part was checked strictly in _load_file; the rest keeps its weights
+            incompatible.missing_keys.clear()
+        elif self.strict and (
+            incompatible.missing_keys
+            or incompatible.unexpected_keys
+            or incompatible.incorrect_shapes
+        ):
+            raise CheckpointMismatchError(
+                "(MODEL.WEIGHTS)",
+                incompatible.missing_keys,
+                incompatible.unexpected_keys,
+                incompatible.incorrect_shapes,
+                detail="read as a detectron2 checkpoint",
+            )
+        return incompatible

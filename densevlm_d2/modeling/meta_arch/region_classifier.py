@@ -1,0 +1,156 @@
+"""Open-vocabulary region classification with a CLIP backbone: the evaluation meta-architecture.
+
+Inputs come from :class:`~densevlm_d2.data.mappers.RegionEvalMapper` (uint8 canvases of one size,
+regions per image). Several images run in one forward. For every region type asked for (``rois``,
+``maskpool``, ``crops``) the output holds the cosine similarities of the region features with the
+class embeddings of the input's dataset vocabulary, which the region-accuracy evaluator scores.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
+from torch import nn
+
+from ...clip.text import TextEmbedder, load_text_embeddings
+from ..region_pooling import BoxPooler, pool_masks
+
+__all__ = ["CLIPRegionClassifier", "dataset_vocabulary"]
+
+logger = logging.getLogger(__name__)
+
+
+def dataset_vocabulary(dataset_name: str) -> tuple[list[str], list[bool]]:
+    """(class names, is-thing flags) of a registered dataset, in contiguous-id order."""
+    meta = MetadataCatalog.get(dataset_name)
+    if not hasattr(meta, "classes") or not hasattr(meta, "class_is_thing"):
+        raise ValueError(
+            f"dataset {dataset_name!r} has no 'classes'/'class_is_thing' metadata; "
+            "register it with densevlm_d2.data.datasets.register_panoptic"
+        )
+    return list(meta.classes), [bool(t) for t in meta.class_is_thing]
+
+
+@META_ARCH_REGISTRY.register()
+class CLIPRegionClassifier(nn.Module):
+    """Classifies given regions (boxes, masks, crops) against a dataset's class names."""
+
+    # where a raw CLIP checkpoint's tensors go in this model's state dict (CLIPCheckpointer)
+    clip_weights_prefix = "backbone.clip."
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        pixel_mean: tuple[float, ...],
+        pixel_std: tuple[float, ...],
+        region_types=("rois", "maskpool"),
+        text_embeddings_file: str = "",
+        text_cache_dir: str | None = "default",
+        crop_batch_size: int = 64,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.region_types = tuple(region_types)
+        self.text_embeddings_file = text_embeddings_file
+        self.text_cache_dir = text_cache_dir
+        self.crop_batch_size = crop_batch_size
+        self.box_pooler = BoxPooler(backbone.patch_size)
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self._class_embeddings: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def from_config(cls, cfg):
+        backbone = build_backbone(cfg)
+        if "dense" not in backbone.output_shape():
+            raise ValueError(
+                "CLIPRegionClassifier needs the backbone's 'dense' output (MODEL.CLIP.OUT_FEATURES)"
+            )
+        return {
+            "backbone": backbone,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "region_types": list(cfg.TEST.REGIONS.TYPES),
+            "text_embeddings_file": cfg.TEST.REGIONS.TEXT_EMBEDDINGS,
+            "text_cache_dir": cfg.MODEL.CLIP.TEXT_CACHE_DIR or None,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def class_embeddings(self, dataset_name: str) -> torch.Tensor:
+        """(K, D) unit-norm class embeddings of a dataset's vocabulary: read from
+        ``TEST.REGIONS.TEXT_EMBEDDINGS`` (a published-layout ``.npy``) when given, else built by the
+        text classifier from the registered class names (cached on disk)."""
+        if dataset_name not in self._class_embeddings:
+            names, _ = dataset_vocabulary(dataset_name)
+            clip = self.backbone.clip
+            if self.text_embeddings_file:
+                emb = load_text_embeddings(
+                    self.text_embeddings_file,
+                    num_classes=len(names),
+                    dim=self.backbone.tower.output_dim,
+                )
+            else:
+                emb = TextEmbedder(clip, self.backbone.model_name, self.text_cache_dir)(names)
+            self._class_embeddings[dataset_name] = F.normalize(emb.float(), dim=-1).to(self.device)
+        return self._class_embeddings[dataset_name]
+
+    def preprocess_image(self, batched_inputs) -> torch.Tensor:
+        images = [x["image"] for x in batched_inputs]
+        sizes = {tuple(im.shape) for im in images}
+        if len(sizes) != 1:
+            raise ValueError(f"all canvases of a batch must have one size, got {sorted(sizes)}")
+        x = torch.stack(images).to(self.device, non_blocking=True).float()
+        return (x - self.pixel_mean) / self.pixel_std
+
+    def region_features(self, batched_inputs) -> list[dict[str, torch.Tensor]]:
+        """Per image ``{region type: (N_i, D) L2-normalised features}``."""
+        regions = [x["regions"] for x in batched_inputs]
+        need_dense = any(t in self.region_types for t in ("rois", "maskpool"))
+        dense = (
+            self.backbone(self.preprocess_image(batched_inputs))["dense"] if need_dense else None
+        )
+        counts = [len(r["classes"]) for r in regions]
+        feats: dict[str, torch.Tensor] = {}
+        if "rois" in self.region_types:
+            feats["rois"] = self.box_pooler(dense, [r["boxes"] for r in regions])
+        if "maskpool" in self.region_types:
+            feats["maskpool"] = pool_masks(dense, [r["masks"].to(self.device) for r in regions])
+        if "crops" in self.region_types:
+            feats["crops"] = self.encode_crops(torch.cat([r["crops"] for r in regions]))
+        split = {k: v.split(counts) for k, v in feats.items()}
+        return [{k: split[k][i] for k in split} for i in range(len(regions))]
+
+    def encode_crops(self, crops: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 224, 224) normalised crops -> (N, D) CLS embeddings, L2-normalised."""
+        tower = self.backbone.tower
+        out = [
+            tower.forward(
+                crops[i : i + self.crop_batch_size].to(self.device), dense=False, image=True
+            ).image
+            for i in range(0, len(crops), self.crop_batch_size)
+        ]
+        if not out:
+            return torch.zeros(0, tower.output_dim, device=self.device)
+        return F.normalize(torch.cat(out).float(), dim=-1)
+
+    def forward(self, batched_inputs):
+        if self.training:
+            raise NotImplementedError(
+                "CLIPRegionClassifier only evaluates; train with the DenseVLM, CLIPSelf or "
+                "RegionCLIP meta-architecture"
+            )
+        results = []
+        for inp, feats in zip(batched_inputs, self.region_features(batched_inputs), strict=True):
+            emb = self.class_embeddings(inp["dataset_name"])
+            results.append({"region_scores": {k: f.float() @ emb.T for k, f in feats.items()}})
+        return results

@@ -1,0 +1,58 @@
+#!/usr/bin/env python
+"""Train and evaluate densevlm_d2 models through detectron2's launcher.
+
+    # region-classification accuracy of a CLIP checkpoint on COCO panoptic val2017
+    python tools/train_net.py --config-file configs/eval/coco_panoptic_eva02_b16.yaml --eval-only \
+        MODEL.WEIGHTS checkpoints/EVA02_CLIP_B_psz16_s8B.pt
+
+``--num-gpus N`` starts N processes (N CPU processes with gloo when no GPU is available).
+"""
+
+import logging
+
+import torch
+from detectron2.config import get_cfg
+from detectron2.engine import default_argument_parser, default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+import densevlm_d2  # noqa: I001  (first: makes detectron2 0.6 importable with today's libraries)
+from densevlm_d2.engine import CLIPCheckpointer, Trainer, launch
+
+
+def setup(args):
+    cfg = densevlm_d2.add_densevlm_config(get_cfg())
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logging.getLogger("densevlm_d2").warning("no GPU available: running on the CPU")
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="densevlm_d2")
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        CLIPCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        return Trainer.test(cfg, model)
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
