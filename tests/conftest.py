@@ -11,7 +11,7 @@ import torch
 
 import densevlm_d2  # noqa: F401  (compat + registrations before detectron2.data is imported)
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture(autouse=True)

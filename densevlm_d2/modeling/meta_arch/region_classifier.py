@@ -92,15 +92,15 @@ class CLIPRegionClassifier(nn.Module):
         text classifier from the registered class names (cached on disk)."""
         if dataset_name not in self._class_embeddings:
             names, _ = dataset_vocabulary(dataset_name)
-            clip = self.backbone.clip
             if self.text_embeddings_file:
                 emb = load_text_embeddings(
                     self.text_embeddings_file,
                     num_classes=len(names),
-                    dim=self.backbone.tower.output_dim,
+                    dim=self.backbone.output_shape()["dense"].channels,
                 )
             else:
-                emb = TextEmbedder(clip, self.backbone.model_name, self.text_cache_dir)(names)
+                clip, name = self.backbone.clip, self.backbone.model_name
+                emb = TextEmbedder(clip, name, self.text_cache_dir)(names)
             self._class_embeddings[dataset_name] = F.normalize(emb.float(), dim=-1).to(self.device)
         return self._class_embeddings[dataset_name]
 
