@@ -1,8 +1,8 @@
-"""A hand-drawn panoptic dataset on a 16-px cell grid, written in the exact COCO/ADE panoptic format.
+"""A hand-drawn panoptic dataset on a 16-px cell grid, in the exact COCO/ADE panoptic format.
 
 Classes (contiguous order = sorted ids): cat 0, dog 1, car 2 (never drawn), sky 3, grass 4,
-tree 5 (never drawn). Every cell of 16 x 16 pixels has one colour, so a "token" of a patch-16 model is
-pure; the expected predictions of a model that reads colours can be derived by hand (see the tests).
+tree 5 (never drawn). Every cell of 16 x 16 pixels has one colour, so a "token" of a patch-16 model
+is pure; the expected predictions of a model that reads colours can be derived by hand.
 
 Image 1 (64 x 96: 4 x 6 cells; on a 96-px canvas the bottom 2 token rows are padding)::
 

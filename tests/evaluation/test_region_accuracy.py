@@ -62,7 +62,8 @@ def test_hand_computed_metrics(dataset_name, tmp_path):
     ev.process([i1[0], i2[0]], [i1[1], i2[1]])
     ev.process([i1[0]], [i1[1]])  # a duplicate record (same image, same segments) is dropped
     res = ev.evaluate()["rois"]
-    # per class top-1: cat 1/2, dog 0/1, sky 1/2, grass 1/2; top-5: cat 2/2, dog 0/1, sky 2/2, grass 2/2
+    # per class top-1: cat 1/2, dog 0/1, sky 1/2, grass 1/2
+    # per class top-5: cat 2/2, dog 0/1, sky 2/2, grass 2/2
     assert res["thing.macc1"] == pytest.approx(100 * (0.5 + 0.0) / 2)
     assert res["thing.macc5"] == pytest.approx(100 * (1.0 + 0.0) / 2)
     assert res["stuff.macc1"] == pytest.approx(100 * (0.5 + 0.5) / 2)

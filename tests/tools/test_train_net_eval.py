@@ -1,4 +1,4 @@
-"""tools/train_net.py --eval-only: hand-computed numbers end to end, a tiny real model, two processes."""
+"""tools/train_net.py --eval-only: hand-computed numbers end to end, a tiny model, two processes."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ CONFIG = ROOT / "configs" / "eval" / "coco_panoptic_eva02_b16.yaml"
 
 @BACKBONE_REGISTRY.register()
 class ToyColourOracle(Backbone):
-    """A 'CLIP' whose token is the one-hot class of its 16-px patch's colour (black padding -> cat)."""
+    """A 'CLIP' whose token is the one-hot class of its patch's colour (black padding -> cat)."""
 
     def __init__(self, cfg, input_shape):
         super().__init__()
