@@ -19,9 +19,9 @@ SCRIPT = Path(__file__).resolve().parents[2] / "datasets" / "prepare_ade20k_pano
 
 
 def _write_release(root: Path):
-    """One 32 x 48 validation image: wall (1) and sky (3) stuff, a bed (semantic 8, instance class 1,
-    instance 1), a window (semantic 9, instance class 2, instance 2) whose instance mask also covers
-    4 px the semantic map calls wall, and 4 void pixels."""
+    """One 32 x 48 validation image: wall (1) and sky (3) stuff, a bed (semantic 8, instance
+    class 1, instance 1), a window (semantic 9, instance class 2, instance 2) whose instance mask
+    also covers pixels the semantic map calls wall, and 4 void pixels."""
     ade = root / "ADEChallengeData2016"
     for sub in ("images/validation", "annotations/validation", "annotations_instance/validation"):
         (ade / sub).mkdir(parents=True)
