@@ -25,8 +25,10 @@ def test_raw_clip_checkpoints(tiny_eva, tmp_path):
     model = _model()
     for fmt in ("eva_clip", "open_clip"):
         path = tmp_path / f"{fmt}.pt"
-        torch.save({"state_dict": {"module." + k: v for k, v in
-                                   export_state_dict(tiny_eva, fmt).items()}}, path)
+        torch.save(
+            {"state_dict": {"module." + k: v for k, v in export_state_dict(tiny_eva, fmt).items()}},
+            path,
+        )
         CLIPCheckpointer(model).load(str(path))
         for k, v in tiny_eva.state_dict().items():
             assert torch.equal(model.state_dict()["backbone.clip." + k], v), (fmt, k)

@@ -10,16 +10,9 @@ import torch
 
 from densevlm_d2.data.datasets import register_panoptic
 from densevlm_d2.evaluation import RegionAccuracyEvaluator, region_accuracy
+from tests.toy_panoptic import CATEGORIES
 
-# contiguous order = sorted ids: cat 0, dog 1, car 2, sky 3, grass 4, tree 5
-CATEGORIES = [
-    {"id": 1, "name": "cat", "isthing": 1, "color": [200, 0, 0]},
-    {"id": 2, "name": "dog", "isthing": 1, "color": [0, 200, 0]},
-    {"id": 3, "name": "car", "isthing": 1, "color": [0, 0, 200]},
-    {"id": 10, "name": "sky", "isthing": 0, "color": [200, 200, 0]},
-    {"id": 11, "name": "grass", "isthing": 0, "color": [0, 200, 200]},
-    {"id": 12, "name": "tree", "isthing": 0, "color": [200, 0, 200]},
-]
+# the toy vocabulary, contiguous order = sorted ids: cat 0, dog 1, car 2, sky 3, grass 4, tree 5
 
 
 @pytest.fixture(scope="module")
