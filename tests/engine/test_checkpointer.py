@@ -1,4 +1,4 @@
-"""CLIPCheckpointer: raw CLIP files into a detectron2 model, strictly; detectron2 checkpoints, strictly."""
+"""CLIPCheckpointer: raw CLIP files into a detectron2 model and detectron2 checkpoints, strictly."""
 
 from __future__ import annotations
 
