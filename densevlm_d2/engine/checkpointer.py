@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import os
+
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from ..clip.checkpoint import (
     CheckpointMismatchError,
+    atomic_save,
     convert_state_dict,
     detect_format,
     read_state_dict,
@@ -43,9 +46,36 @@ class CLIPCheckpointer(DetectionCheckpointer):
         self.strict = strict
 
     def _target(self) -> tuple[str, torch.nn.Module]:
-        model = self.model.module if hasattr(self.model, "module") else self.model
-        prefix = getattr(model, "clip_weights_prefix", "backbone.clip.")
-        return prefix, model.get_submodule(prefix.rstrip("."))
+        prefix = getattr(self.model, "clip_weights_prefix", "backbone.clip.")
+        return prefix, self.model.get_submodule(prefix.rstrip("."))
+
+    @property
+    def _excluded(self) -> tuple[str, ...]:
+        return tuple(getattr(self.model, "checkpoint_exclude_prefixes", ()))
+
+    def save(self, name: str, **kwargs) -> None:
+        if not self.save_dir or not self.save_to_disk:
+            return
+        excluded = self._excluded
+        data = {
+            "model": {
+                k: v for k, v in self.model.state_dict().items() if not k.startswith(excluded)
+            }
+        }
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        path = os.path.join(self.save_dir, f"{name}.pth")
+        self.logger.info("Saving checkpoint to %s", path)
+        atomic_save(data, path)
+        self.tag_last_checkpoint(os.path.basename(path))
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        path = os.path.join(self.save_dir, "last_checkpoint")
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            f.write(last_filename_basename)
+        os.replace(tmp, path)
 
     def _load_file(self, filename: str):
         if filename.endswith((".pkl", ".pyth")):
@@ -73,13 +103,19 @@ class CLIPCheckpointer(DetectionCheckpointer):
     def _load_model(self, checkpoint):
         raw_clip = checkpoint.get("__author__") == _RAW_CLIP
         incompatible = super()._load_model(checkpoint)
+        excluded = self._excluded
         if raw_clip:  # the CLIP part was checked strictly in _load_file; the rest keeps its weights
             incompatible.missing_keys.clear()
-        elif self.strict and (
+        else:  # frozen teachers are rebuilt from their own checkpoints
+            incompatible.missing_keys[:] = [
+                k for k in incompatible.missing_keys if not k.startswith(excluded)
+            ]
+        problems = (
             incompatible.missing_keys
             or incompatible.unexpected_keys
             or incompatible.incorrect_shapes
-        ):
+        )
+        if not raw_clip and self.strict and problems:
             raise CheckpointMismatchError(
                 "(MODEL.WEIGHTS)",
                 incompatible.missing_keys,

@@ -5,7 +5,14 @@
   ``coco/annotations/panoptic_val2017/``;
 * ``densevlm_coco_panoptic_train``: the same with ``train2017``;
 * ``densevlm_ade20k_panoptic_val``: ``ADEChallengeData2016/images/validation/``,
-  ``ADEChallengeData2016/ade20k_panoptic_val.json``, ``ADEChallengeData2016/ade20k_panoptic_val/``.
+  ``ADEChallengeData2016/ade20k_panoptic_val.json``, ``ADEChallengeData2016/ade20k_panoptic_val/``;
+* ``densevlm_coco_train_images``: every ``coco/train2017/*.jpg`` (no annotations needed);
+* ``densevlm_coco_train_proposals``: ``coco/annotations/coco_proposals.json`` (COCO-format boxes);
+* ``densevlm_coco_train_pseudo_4764``: ``coco/annotations/coco_pseudo_4764.json`` (RegionCLIP's boxes
+  labelled over a 4,764-noun concept pool; only images with boxes).
+
+Vocabulary without a dataset: ``densevlm_coco_stuff_ade20k_316`` (COCO-Stuff + ADE20K, 204 things and
+112 stuff classes, the published DenseVLM training vocabulary).
 """
 
 from __future__ import annotations
@@ -15,7 +22,9 @@ import os
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
 from .ade20k_categories import ADE20K_150
+from .coco_boxes import register_coco_boxes, register_image_folder
 from .panoptic import register_panoptic
+from .vocabulary import VOCABULARY_DIR, register_vocabulary
 
 __all__ = ["COCO_LAYOUT", "ADE20K_LAYOUT", "register_all"]
 
@@ -24,7 +33,8 @@ coco/
   train2017/  val2017/                     images (*.jpg)
   annotations/
     panoptic_train2017.json  panoptic_val2017.json
-    panoptic_train2017/  panoptic_val2017/  panoptic PNGs (unzipped from panoptic_*2017.zip)"""
+    panoptic_train2017/  panoptic_val2017/  panoptic PNGs (unzipped from panoptic_*2017.zip)
+    coco_proposals.json  coco_pseudo_4764.json   region proposals / RegionCLIP pseudo labels"""
 
 ADE20K_LAYOUT = """\
 ADEChallengeData2016/
@@ -53,6 +63,25 @@ def register_all(root: str | None = None) -> None:
         panoptic_root=os.path.join(ade, "ade20k_panoptic_val"),
         panoptic_json=os.path.join(ade, "ade20k_panoptic_val.json"),
         layout=ADE20K_LAYOUT,
+    )
+    coco = os.path.join(root, "coco")
+    train_images = os.path.join(coco, "train2017")
+    register_image_folder("densevlm_coco_train_images", train_images, COCO_LAYOUT)
+    register_coco_boxes(
+        "densevlm_coco_train_proposals",
+        os.path.join(coco, "annotations", "coco_proposals.json"),
+        train_images,
+        COCO_LAYOUT,
+    )
+    register_coco_boxes(
+        "densevlm_coco_train_pseudo_4764",
+        os.path.join(coco, "annotations", "coco_pseudo_4764.json"),
+        train_images,
+        COCO_LAYOUT,
+        only_annotated=True,
+    )
+    register_vocabulary(
+        "densevlm_coco_stuff_ade20k_316", VOCABULARY_DIR / "coco_stuff_ade20k_316.json"
     )
 
 

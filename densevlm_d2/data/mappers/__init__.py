@@ -1,3 +1,4 @@
 from .region_eval_mapper import REGION_TYPES, RegionEvalMapper
+from .region_train_mapper import RegionTrainMapper, grid_boxes, grid_choices
 
-__all__ = ["REGION_TYPES", "RegionEvalMapper"]
+__all__ = ["REGION_TYPES", "RegionEvalMapper", "RegionTrainMapper", "grid_boxes", "grid_choices"]

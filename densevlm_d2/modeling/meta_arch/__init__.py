@@ -1,5 +1,13 @@
 """Meta-architectures (registered in detectron2's META_ARCH_REGISTRY)."""
 
+from .region_alignment import CLIPSelf, DenseVLM, RegionAlignmentModel, RegionCLIP
 from .region_classifier import CLIPRegionClassifier, dataset_vocabulary
 
-__all__ = ["CLIPRegionClassifier", "dataset_vocabulary"]
+__all__ = [
+    "CLIPRegionClassifier",
+    "CLIPSelf",
+    "DenseVLM",
+    "RegionAlignmentModel",
+    "RegionCLIP",
+    "dataset_vocabulary",
+]
