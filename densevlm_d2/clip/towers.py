@@ -122,6 +122,11 @@ class VisionTower:
         """Pooled CLS embedding of the full token sequence (B, 1+N, C) -> (B, D)."""
         raise NotImplementedError
 
+    def dense_unused_parameters(self) -> list[nn.Parameter]:
+        """Parameters the dense path never touches (the last block's query and key projections,
+        where they are separate tensors): they get no gradient from dense-feature losses."""
+        return []
+
     # -- shared ------------------------------------------------------------------------------------
     def token_grid(self, height: int, width: int) -> tuple[int, int]:
         return height // self.patch_size, width // self.patch_size
@@ -244,6 +249,12 @@ class EvaTower(VisionTower):
     def project_tokens(self, x):
         trunk = self.module
         return trunk.head(trunk.head_drop(trunk.norm(x)))
+
+    def dense_unused_parameters(self):
+        attn = self.module.blocks[-1].attn
+        if attn.q_proj is None:  # fused qkv: the query/key rows get zero gradients, not none
+            return []
+        return [*attn.q_proj.parameters(), *attn.k_proj.parameters()]
 
     def project_cls(self, x):
         trunk = self.module

@@ -72,6 +72,17 @@ class Trainer(DefaultTrainer):
             comm.get_world_size(),
         )
 
+    # detectron2 0.6's DefaultTrainer saves only the iteration and the hooks' states; the optimiser
+    # state (and the AMP scaler's) must be saved too for a resumed run to continue exactly (main does).
+    def state_dict(self):
+        ret = super().state_dict()
+        ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self._trainer.load_state_dict(state_dict["_trainer"])
+
     def build_hooks(self):
         hooks = super().build_hooks()
         if self.cfg.SOLVER.EXPORT_CLIP:

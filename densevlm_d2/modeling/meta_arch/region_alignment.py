@@ -65,6 +65,11 @@ class RegionAlignmentModel(CLIPRegionClassifier):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
+        # Dense-feature losses give no gradient to the last block's query/key projections; frozen,
+        # so that DistributedDataParallel does not wait for them (and weight decay leaves them be,
+        # as AdamW does for parameters without gradients in the published code).
+        for p in self.backbone.tower.dense_unused_parameters():
+            p.requires_grad_(False)
         # the student's weights before training: the other end of the weight-space blend (alpha)
         self.initial_clip_state = {
             k: v.detach().cpu().clone() for k, v in self.backbone.clip.state_dict().items()
