@@ -58,7 +58,8 @@ def add_densevlm_config(cfg: CN) -> CN:
 
     # Training regions (reference.md sections 1 and 4).
     cfg.INPUT.REGIONS = CN()
-    # "grid" (image patches), "proposals" (COCO-format boxes) or "labeled" (RegionCLIP pseudo labels).
+    # "grid" (image patches), "proposals" (COCO-format boxes) or "labeled" (RegionCLIP pseudo
+    # labels).
     cfg.INPUT.REGIONS.MODE = "grid"
     # Grid shapes: "densevlm" (17 shapes for MAX_SPLIT 6) or "clipself" (24 shapes).
     cfg.INPUT.REGIONS.GRID_STYLE = "densevlm"
@@ -73,7 +74,8 @@ def add_densevlm_config(cfg: CN) -> CN:
     cfg.INPUT.REGIONS.CROP_SIZE = 224
 
     cfg.MODEL.DENSEVLM = CN()
-    # Vocabulary (registered metadata with classes and class_is_thing) the teacher labels regions with.
+    # Vocabulary (registered metadata with classes and class_is_thing) the teacher labels regions
+    # with.
     cfg.MODEL.DENSEVLM.VOCABULARY = "densevlm_coco_stuff_ade20k_316"
     # Thing/stuff split: "metadata" (class_is_thing) or "published" (classes 0..202 are things, so
     # "house", the 204th thing, counts as stuff, as the published code reads it off a file name).
@@ -84,13 +86,15 @@ def add_densevlm_config(cfg: CN) -> CN:
     cfg.MODEL.DENSEVLM.TEMPERATURE = 0.01
     # Regions whose teacher top-class probability is not above this are dropped.
     cfg.MODEL.DENSEVLM.THRESHOLD = 0.3
-    # Columns of the stuff term: "all" classes (published code) or "stuff" only (the paper's figure).
+    # Columns of the stuff term: "all" classes (published code) or "stuff" only (the paper's
+    # figure).
     cfg.MODEL.DENSEVLM.STUFF_CLASSES = "all"
     # Student class embeddings as a published-layout .npy; "" = the student's text tower.
     cfg.MODEL.DENSEVLM.STUDENT_TEXT_EMBEDDINGS = ""
     cfg.MODEL.DENSEVLM.TEACHER = CN()
     cfg.MODEL.DENSEVLM.TEACHER.MODEL_NAME = "EVA02-CLIP-L-14-336"
-    # The refined teacher, e.g. clipself_coco_6_save6_512_eva_vitl14_24layers.pt (strict, any layout).
+    # The refined teacher, e.g. clipself_coco_6_save6_512_eva_vitl14_24layers.pt (strict, any
+    # layout).
     cfg.MODEL.DENSEVLM.TEACHER.CHECKPOINT = ""
     cfg.MODEL.DENSEVLM.TEACHER.TEXT_EMBEDDINGS = ""
     # "pad": the canvas is padded to a multiple of the teacher's patch (boxes aligned); "published":
@@ -108,13 +112,15 @@ def add_densevlm_config(cfg: CN) -> CN:
     cfg.MODEL.REGIONCLIP.NUM_SAMPLED = 100
     cfg.MODEL.REGIONCLIP.CONTRAST_WEIGHT = 1.0
 
-    # Optimisation (published: AdamW, betas (0.9, 0.999), eps 1e-8, no weight decay on parameters with
-    # fewer than 2 dimensions or named bn/ln/bias/logit_scale).
+    # Optimisation (published: AdamW, betas (0.9, 0.999), eps 1e-8, no weight decay on parameters
+    # with fewer than 2 dimensions or named bn/ln/bias/logit_scale).
     cfg.SOLVER.ADAMW_BETAS = (0.9, 0.999)
     cfg.SOLVER.ADAMW_EPS = 1e-8
-    # AMP precision when SOLVER.AMP.ENABLED: "float16" (published, with a gradient scaler) or "bfloat16".
+    # AMP precision when SOLVER.AMP.ENABLED: "float16" (published, with a gradient scaler) or
+    # "bfloat16".
     cfg.SOLVER.AMP.PRECISION = "float16"
-    # Weight-space blend of saved/evaluated weights: ALPHA * trained + (1 - ALPHA) * initial; 1.0 = off.
+    # Weight-space blend of saved/evaluated weights: ALPHA * trained + (1 - ALPHA) * initial; 1.0 =
+    # off.
     cfg.SOLVER.WEIGHT_BLEND_ALPHA = 1.0
     # Write the (blended) student in the EVA-CLIP and open_clip layouts when training ends.
     cfg.SOLVER.EXPORT_CLIP = True

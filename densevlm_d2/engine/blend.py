@@ -25,7 +25,7 @@ def blended_state(trained: dict, initial: dict, alpha: float) -> dict:
 
 @contextlib.contextmanager
 def blended_student(model, alpha: float):
-    """Within the block the model's student CLIP holds the blended weights, then the trained ones."""
+    """Inside the block the student CLIP holds the blended weights, afterwards the trained ones."""
     if alpha >= 1.0 or not hasattr(model, "initial_clip_state"):
         yield model
         return

@@ -10,9 +10,8 @@ missing, unexpected or mis-shaped keys raise :class:`CheckpointMismatchError`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import os
+from collections.abc import Mapping
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer

@@ -60,9 +60,10 @@ class RegionTrainStep(SimpleTrainer):
         if finite.item() < 1:
             values = {k: float(v.detach()) for k, v in loss_dict.items()}
             raise FloatingPointError(
-                f"non-finite loss at iteration {self.iter} (on this or another process): {values}. "
-                "Training stopped before the optimiser step; the last checkpoint is intact: resume "
-                "it with --resume, e.g. with a lower SOLVER.BASE_LR or SOLVER.AMP.PRECISION bfloat16."
+                f"non-finite loss at iteration {self.iter} (on this or another process): "
+                f"{values}. Training stopped before the optimiser step; the last checkpoint is "
+                "intact: resume it with --resume, e.g. with a lower SOLVER.BASE_LR or "
+                "SOLVER.AMP.PRECISION bfloat16."
             )
 
     def state_dict(self):

@@ -73,7 +73,8 @@ class Trainer(DefaultTrainer):
         )
 
     # detectron2 0.6's DefaultTrainer saves only the iteration and the hooks' states; the optimiser
-    # state (and the AMP scaler's) must be saved too for a resumed run to continue exactly (main does).
+    # state (and the AMP scaler's) must be saved too for a resumed run to continue exactly (main
+    # does).
     def state_dict(self):
         ret = super().state_dict()
         ret["_trainer"] = self._trainer.state_dict()

@@ -38,12 +38,13 @@ def densevlm_loss(
 
     * thing regions: KL(teacher || student) over the thing classes only;
     * stuff regions: KL(teacher || student) over all classes (``stuff_classes="all"``, as the
-      published code does) or over the stuff classes only (``"stuff"``, as the paper's figure draws);
+      published code does) or over the stuff classes only (``"stuff"``, as the paper's figure
+      draws);
 
     each term is ``kl_div(log_softmax(student), softmax(teacher), reduction="batchmean")`` over its
-    own regions, with cosine similarities divided by ``temperature`` on both sides; the loss is their
-    sum (a term with no region is left out). With no region above the threshold the loss is 0 (still
-    attached to ``student_features`` so every parameter gets a gradient).
+    own regions, with cosine similarities divided by ``temperature`` on both sides; the loss is
+    their sum (a term with no region is left out). With no region above the threshold the loss is 0
+    (still attached to ``student_features`` so every parameter gets a gradient).
 
     Args:
         student_features: (R, D_s) student region features (normalised here).
@@ -122,7 +123,8 @@ def regionclip_loss(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """RegionCLIP as re-implemented in the DenseVLM repository: sigmoid BCE between box-to-concept
-    logits (cosine x ``logit_scale``) and one-hot pseudo labels, over ``num_sampled`` concepts (every
+    logits (cosine x ``logit_scale``) and one-hot pseudo labels, over ``num_sampled`` concepts
+    (every
     label of the batch plus random other concepts), summed over concepts, averaged over boxes."""
     logits = (
         F.normalize(box_features.float(), dim=-1)

@@ -24,8 +24,10 @@ from densevlm_d2.engine import Trainer, launch
 from densevlm_d2.engine.blend import blended_state
 
 ROOT = Path(__file__).resolve().parents[2]
-VOCAB = [{"name": n, "isthing": t} for n, t in
-         [("cat", 1), ("dog", 1), ("car", 1), ("sky", 0), ("grass", 0), ("wall", 0)]]
+VOCAB = [
+    {"name": n, "isthing": t}
+    for n, t in [("cat", 1), ("dog", 1), ("car", 1), ("sky", 0), ("grass", 0), ("wall", 0)]
+]
 
 
 def _register(root: Path) -> None:
@@ -33,8 +35,9 @@ def _register(root: Path) -> None:
     images = root / "train2017"
     register_image_folder("test_train_images", str(images), layout="")
     register_image_folder("test_train_one_image", str(root / "one"), layout="")
-    register_coco_boxes("test_pseudo_boxes", str(root / "pseudo.json"), str(images), layout="",
-                        only_annotated=True)
+    register_coco_boxes(
+        "test_pseudo_boxes", str(root / "pseudo.json"), str(images), layout="", only_annotated=True
+    )
     register_vocabulary("test_toy_vocabulary", root / "vocab.json")
 
 
@@ -53,21 +56,30 @@ def world(tmp_path_factory):
         Image.fromarray(arr).save(images / f"{i:012d}.jpg")
     (root / "one").mkdir()
     Image.open(images / f"{0:012d}.jpg").save(root / "one" / "000000000000.jpg")
-    boxes = {"images": [{"id": i, "file_name": f"{i:012d}.jpg", "height": 48, "width": 64}
-                        for i in range(4)],
-             "annotations": [{"image_id": i, "bbox": [8.0 * k, 4.0, 16.0, 20.0],
-                              "category_id": 10 + (i + k) % 5} for i in range(4) for k in range(3)],
-             "categories": [{"id": 10 + c, "name": n} for c, n in
-                            enumerate(["cat", "dog", "tree", "sky", "road"])]}
+    boxes = {
+        "images": [
+            {"id": i, "file_name": f"{i:012d}.jpg", "height": 48, "width": 64} for i in range(4)
+        ],
+        "annotations": [
+            {"image_id": i, "bbox": [8.0 * k, 4.0, 16.0, 20.0], "category_id": 10 + (i + k) % 5}
+            for i in range(4)
+            for k in range(3)
+        ],
+        "categories": [
+            {"id": 10 + c, "name": n} for c, n in enumerate(["cat", "dog", "tree", "sky", "road"])
+        ],
+    }
     (root / "pseudo.json").write_text(json.dumps(boxes))
     (root / "vocab.json").write_text(json.dumps(VOCAB))
     _register(root)
     torch.manual_seed(0)
-    densevlm_d2.save_checkpoint(densevlm_d2.build_clip_model("EVA02-Tiny-16"), root / "student.pt",
-                                "eva_clip")
+    densevlm_d2.save_checkpoint(
+        densevlm_d2.build_clip_model("EVA02-Tiny-16"), root / "student.pt", "eva_clip"
+    )
     torch.manual_seed(1)
-    densevlm_d2.save_checkpoint(densevlm_d2.build_clip_model("EVA02-Tiny-16"), root / "teacher.pt",
-                                "eva_clip")
+    densevlm_d2.save_checkpoint(
+        densevlm_d2.build_clip_model("EVA02-Tiny-16"), root / "teacher.pt", "eva_clip"
+    )
     return root
 
 
@@ -143,8 +155,12 @@ def test_killed_run_resumes_exactly(world, tmp_path, monkeypatch):
     the same final weights as an uninterrupted run (one image and no random region order, so every
     batch is the same)."""
     monkeypatch.setattr("densevlm_d2.data.mappers.region_train_mapper.random", _NoRandom)
-    kw = {"DATASETS.TRAIN": ("test_train_one_image",), "INPUT.REGIONS.MAX_SPLIT": 2,
-          "SOLVER.CHECKPOINT_PERIOD": 2, "SOLVER.MAX_ITER": 4}
+    kw = {
+        "DATASETS.TRAIN": ("test_train_one_image",),
+        "INPUT.REGIONS.MAX_SPLIT": 2,
+        "SOLVER.CHECKPOINT_PERIOD": 2,
+        "SOLVER.MAX_ITER": 4,
+    }
     lrs = {}
 
     class _LR(HookBase):
@@ -186,15 +202,24 @@ def _two_process_main(cfg_dict, out, root):
     trainer = Trainer(CfgNode(cfg_dict))
     trainer.train()
     clip = trainer.model.module.backbone.clip
-    torch.save({k: v.detach() for k, v in clip.state_dict().items()},
-               os.path.join(out, f"rank{comm.get_rank()}.pt"))
+    torch.save(
+        {k: v.detach() for k, v in clip.state_dict().items()},
+        os.path.join(out, f"rank{comm.get_rank()}.pt"),
+    )
 
 
 def test_two_cpu_processes_keep_identical_weights(world, tmp_path):
-    cfg = _cfg(world, out=tmp_path, **{"SOLVER.MAX_ITER": 3, "SOLVER.CHECKPOINT_PERIOD": 100,
-                                       "SOLVER.IMS_PER_BATCH": 2})
-    launch(_two_process_main, 2, args=(json.loads(json.dumps(cfg)), str(tmp_path), str(world)),
-           dist_url="auto")
+    cfg = _cfg(
+        world,
+        out=tmp_path,
+        **{"SOLVER.MAX_ITER": 3, "SOLVER.CHECKPOINT_PERIOD": 100, "SOLVER.IMS_PER_BATCH": 2},
+    )
+    launch(
+        _two_process_main,
+        2,
+        args=(json.loads(json.dumps(cfg)), str(tmp_path), str(world)),
+        dist_url="auto",
+    )
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     initial = densevlm_d2.build_clip_model("EVA02-Tiny-16")
@@ -224,7 +249,9 @@ def test_non_finite_loss_stops_training(world, tmp_path, monkeypatch):
 
 
 def test_blend_and_export(world, tmp_path):
-    cfg = _cfg(world, out=tmp_path, **{"SOLVER.WEIGHT_BLEND_ALPHA": 0.9, "SOLVER.EXPORT_CLIP": True})
+    cfg = _cfg(
+        world, out=tmp_path, **{"SOLVER.WEIGHT_BLEND_ALPHA": 0.9, "SOLVER.EXPORT_CLIP": True}
+    )
     trainer = Trainer(cfg)
     trainer.train()
     trained = _student(trainer)

@@ -23,7 +23,9 @@ def _kl_by_hand(student_cos, teacher_cos, temperature):
         s = [math.exp(v / temperature) for v in s_row]
         p = [v / sum(t) for v in t]
         q = [v / sum(s) for v in s]
-        total += sum(pk * (math.log(pk) - math.log(qk)) for pk, qk in zip(p, q, strict=True) if pk > 0)
+        total += sum(
+            pk * (math.log(pk) - math.log(qk)) for pk, qk in zip(p, q, strict=True) if pk > 0
+        )
     return total / len(student_cos)
 
 
@@ -46,10 +48,12 @@ def test_stuff_only_over_all_or_stuff_columns():
     loss, stats = densevlm_loss(student, teacher, TEXT, TEXT, THING, temperature=0.1)
     assert dict(stats) == {"kept": 2, "thing": 0, "stuff": 2}
     assert loss.item() == pytest.approx(
-        _kl_by_hand(student.tolist(), teacher.tolist(), 0.1), rel=1e-5)  # all 4 columns
+        _kl_by_hand(student.tolist(), teacher.tolist(), 0.1), rel=1e-5
+    )  # all 4 columns
     loss_s, _ = densevlm_loss(student, teacher, TEXT, TEXT, THING, 0.1, stuff_classes="stuff")
     assert loss_s.item() == pytest.approx(
-        _kl_by_hand(student[:, 2:].tolist(), teacher[:, 2:].tolist(), 0.1), rel=1e-5)
+        _kl_by_hand(student[:, 2:].tolist(), teacher[:, 2:].tolist(), 0.1), rel=1e-5
+    )
 
 
 def test_mixed_with_a_dropped_region():
@@ -58,8 +62,9 @@ def test_mixed_with_a_dropped_region():
     # the third region's teacher is uniform (top probability 0.25 < 0.3): dropped
     loss, stats = densevlm_loss(student, teacher, TEXT, TEXT, THING, temperature=0.1, threshold=0.3)
     assert dict(stats) == {"kept": 2, "thing": 1, "stuff": 1}
-    expected = (_kl_by_hand(student[:1, :2].tolist(), teacher[:1, :2].tolist(), 0.1)
-                + _kl_by_hand(student[1:2].tolist(), teacher[1:2].tolist(), 0.1))
+    expected = _kl_by_hand(student[:1, :2].tolist(), teacher[:1, :2].tolist(), 0.1) + _kl_by_hand(
+        student[1:2].tolist(), teacher[1:2].tolist(), 0.1
+    )
     assert loss.item() == pytest.approx(expected, rel=1e-5)
 
 
@@ -98,7 +103,9 @@ def test_regionclip_loss_by_hand():
     loss = regionclip_loss(feats, labels, concepts, logit_scale=10.0, num_sampled=3)
 
     def bce(x, y):
-        return -(y * math.log(1 / (1 + math.exp(-x))) + (1 - y) * math.log(1 - 1 / (1 + math.exp(-x))))
+        return -(
+            y * math.log(1 / (1 + math.exp(-x))) + (1 - y) * math.log(1 - 1 / (1 + math.exp(-x)))
+        )
 
     per_box = [bce(10, 1) + bce(0, 0) + bce(0, 0), bce(0, 0) + bce(10, 1) + bce(0, 0)]
     assert loss.item() == pytest.approx(sum(per_box) / 2, rel=1e-5)

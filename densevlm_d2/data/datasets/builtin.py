@@ -8,11 +8,11 @@
   ``ADEChallengeData2016/ade20k_panoptic_val.json``, ``ADEChallengeData2016/ade20k_panoptic_val/``;
 * ``densevlm_coco_train_images``: every ``coco/train2017/*.jpg`` (no annotations needed);
 * ``densevlm_coco_train_proposals``: ``coco/annotations/coco_proposals.json`` (COCO-format boxes);
-* ``densevlm_coco_train_pseudo_4764``: ``coco/annotations/coco_pseudo_4764.json`` (RegionCLIP's boxes
-  labelled over a 4,764-noun concept pool; only images with boxes).
+* ``densevlm_coco_train_pseudo_4764``: ``coco/annotations/coco_pseudo_4764.json`` (RegionCLIP's
+  boxes labelled over a 4,764-noun concept pool; only images with boxes).
 
-Vocabulary without a dataset: ``densevlm_coco_stuff_ade20k_316`` (COCO-Stuff + ADE20K, 204 things and
-112 stuff classes, the published DenseVLM training vocabulary).
+Vocabulary without a dataset: ``densevlm_coco_stuff_ade20k_316`` (COCO-Stuff + ADE20K, 204 things
+and 112 stuff classes, the published DenseVLM training vocabulary).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ def load_coco_boxes(
 ) -> list[dict]:
     """A COCO-format json (``images``, ``annotations`` with ``bbox`` [x, y, w, h] and
     ``category_id``, ``categories``) -> dataset dicts with ``annotations`` in the json's order and
-    contiguous ``category_id`` (index in the sorted category ids). Sets the dataset's ``classes``."""
+    contiguous ``category_id`` (index in the sorted category ids), and the category names."""
     check_layout({"box json": json_file, "image dir": image_dir}, layout)
     with open(json_file) as f:
         data = json.load(f)

@@ -1,6 +1,7 @@
 """Training inputs for region-language alignment: the image canvas and the regions a method needs.
 
-Region sources (``mode``), as the published DenseVLM/CLIPSelf/RegionCLIP loaders (reference.md 1, 4):
+Region sources (``mode``), as the published DenseVLM/CLIPSelf/RegionCLIP loaders (reference.md 1,
+4):
 
 * ``"grid"`` (image patches): one grid shape (rows, cols) is drawn per image from ``choices``; the
   cells tile the original image (not the padding); the cells are shuffled and at most ``max_boxes``
@@ -12,9 +13,9 @@ Region sources (``mode``), as the published DenseVLM/CLIPSelf/RegionCLIP loaders
   (RegionCLIP's pseudo-labelled boxes).
 
 The image is resized so its longest side is ``image_size`` (PIL bicubic) and zero padded right and
-bottom, like the evaluation; boxes are returned in pixels of that canvas. Crops of the original image
-(fitted into ``crop_size`` with centred padding, normalised) are built only when ``with_crops`` is set,
-since only CLIPSelf uses them.
+bottom, like the evaluation; boxes are returned in pixels of that canvas. Crops of the original
+image (fitted into ``crop_size`` with centred padding, normalised) are built only when
+``with_crops`` is set, since only CLIPSelf uses them.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from detectron2.engine import default_argument_parser
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
+from PIL import Image
 
 import densevlm_d2
 from densevlm_d2.data.datasets import register_panoptic
@@ -135,7 +136,9 @@ def synthetic_coco(tmp_path_factory):
 
 
 def _train_net(root, weights, out, *extra):
-    env = dict(os.environ, DETECTRON2_DATASETS=str(root))
+    # one thread per process in both runs: the same floating-point kernels, so that near-tied scores
+    # of the random model are ranked the same way by one process and by two
+    env = dict(os.environ, DETECTRON2_DATASETS=str(root), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     cmd = [
         sys.executable,
         str(TOOL),
@@ -169,9 +172,51 @@ def test_tiny_model_one_and_two_processes_agree(synthetic_coco, tmp_path):
     one, log = _train_net(root, weights, tmp_path / "one")
     assert "Region mean accuracy" in log and "| rois" in log and "| crops" in log
     assert "eva_clip-layout CLIP checkpoint" in log  # MODEL.WEIGHTS read as a raw CLIP file
-    two, log2 = _train_net(root, weights, tmp_path / "two", "--num-gpus", "2")
+    two, log2 = _train_net(root, weights, tmp_path / "two", "--num-gpus", "2", "--dist-url", "auto")
     assert "World size: 2" in log2
     assert one["num_images"] == two["num_images"] == 6
     assert one["num_regions"] == two["num_regions"]
     assert one["metrics"] == two["metrics"]
     assert one["per_class"] == two["per_class"]
+
+
+def test_tiny_recipe_trains_evaluates_and_exports(synthetic_coco, tmp_path):
+    """configs/coco/tiny_densevlm_cpu.yaml through train_net.py: trains, evaluates the blended
+    weights on the registered COCO panoptic val split, exports the student in both layouts."""
+    root, weights = synthetic_coco
+    images = root / "coco" / "train2017"
+    images.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        arr = rng.integers(0, 255, (50 + 10 * i, 70, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(images / f"{i:012d}.jpg")
+    out = tmp_path / "tiny"
+    env = dict(os.environ, DETECTRON2_DATASETS=str(root))
+    cmd = [
+        sys.executable,
+        str(TOOL),
+        "--config-file",
+        str(ROOT / "configs" / "coco" / "tiny_densevlm_cpu.yaml"),
+        "MODEL.CLIP.CHECKPOINT",
+        str(weights),
+        "MODEL.DENSEVLM.TEACHER.CHECKPOINT",
+        str(weights),
+        "OUTPUT_DIR",
+        str(out),
+    ]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    log = run.stdout + run.stderr
+    assert "training DenseVLM for 4 iterations" in log and "Region mean accuracy" in log
+    metrics = json.loads(
+        (out / "inference" / "densevlm_coco_panoptic_val" / "region_macc.json").read_text()
+    )["metrics"]
+    assert "rois.thing.macc1" in metrics and "maskpool.stuff.macc5" in metrics
+    for fmt in ("eva_clip", "open_clip"):
+        clip = densevlm_d2.build_clip_model("EVA02-Tiny-16")
+        densevlm_d2.load_checkpoint(clip, out / f"clip_final_{fmt}.pt")
+    # the exported file holds the blended weights: not the initial ones
+    initial = densevlm_d2.build_clip_model("EVA02-Tiny-16")
+    densevlm_d2.load_checkpoint(initial, weights)
+    key = "visual.trunk.blocks.0.mlp.fc2.weight"
+    assert not torch.equal(clip.state_dict()[key], initial.state_dict()[key])
