@@ -117,8 +117,9 @@ def main(argv=None):
         mem = f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB"
     print(
         f"{args.method}: student {args.student}, teacher {args.teacher}, {args.image_size}px, "
-        f"batch {args.batch}, {args.precision} on {args.device} ({torch.get_num_threads()} threads):"
-        f" {seconds:.2f} s/iteration = {args.batch / seconds:.2f} images/s, {mem}"
+        f"batch {args.batch}, {args.precision} on {args.device} "
+        f"({torch.get_num_threads()} threads): {seconds:.2f} s/iteration = "
+        f"{args.batch / seconds:.2f} images/s, {mem}"
     )
 
 
