@@ -25,7 +25,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from tabulate import tabulate
 
-from ..modeling.meta_arch.region_classifier import dataset_vocabulary
+from ..data.datasets.vocabulary import vocabulary
 
 __all__ = ["RegionAccuracyEvaluator", "region_accuracy"]
 
@@ -91,7 +91,7 @@ class RegionAccuracyEvaluator(DatasetEvaluator):
         self.dataset_name = dataset_name
         self.output_dir = output_dir
         self.distributed = distributed
-        self.classes, is_thing = dataset_vocabulary(dataset_name)
+        self.classes, is_thing = vocabulary(dataset_name)
         self.class_is_thing = np.asarray(is_thing, dtype=bool)
         self.reset()
 

@@ -1,7 +1,7 @@
 """Meta-architectures (registered in detectron2's META_ARCH_REGISTRY)."""
 
 from .region_alignment import CLIPSelf, DenseVLM, RegionAlignmentModel, RegionCLIP
-from .region_classifier import CLIPRegionClassifier, dataset_vocabulary
+from .region_classifier import CLIPRegionClassifier
 
 __all__ = [
     "CLIPRegionClassifier",
@@ -9,5 +9,4 @@ __all__ = [
     "DenseVLM",
     "RegionAlignmentModel",
     "RegionCLIP",
-    "dataset_vocabulary",
 ]

@@ -13,27 +13,16 @@ import logging
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
-from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from torch import nn
 
 from ...clip.text import TextEmbedder, load_text_embeddings
+from ...data.datasets.vocabulary import vocabulary
 from ..region_pooling import BoxPooler, pool_masks
 
-__all__ = ["CLIPRegionClassifier", "dataset_vocabulary"]
+__all__ = ["CLIPRegionClassifier"]
 
 logger = logging.getLogger(__name__)
-
-
-def dataset_vocabulary(dataset_name: str) -> tuple[list[str], list[bool]]:
-    """(class names, is-thing flags) of a registered dataset, in contiguous-id order."""
-    meta = MetadataCatalog.get(dataset_name)
-    if not hasattr(meta, "classes") or not hasattr(meta, "class_is_thing"):
-        raise ValueError(
-            f"dataset {dataset_name!r} has no 'classes'/'class_is_thing' metadata; "
-            "register it with densevlm_d2.data.datasets.register_panoptic"
-        )
-    return list(meta.classes), [bool(t) for t in meta.class_is_thing]
 
 
 @META_ARCH_REGISTRY.register()
@@ -91,7 +80,7 @@ class CLIPRegionClassifier(nn.Module):
         ``TEST.REGIONS.TEXT_EMBEDDINGS`` (a published-layout ``.npy``) when given, else built by the
         text classifier from the registered class names (cached on disk)."""
         if dataset_name not in self._class_embeddings:
-            names, _ = dataset_vocabulary(dataset_name)
+            names, _ = vocabulary(dataset_name)
             if self.text_embeddings_file:
                 emb = load_text_embeddings(
                     self.text_embeddings_file,
