@@ -6,7 +6,8 @@ Names accepted by :func:`build_clip_model` (case-sensitive):
 * ``EVA02-CLIP-L-14`` (``EVA02-L-14``): EVA02-CLIP-L/14 at 224 px;
 * ``EVA02-CLIP-L-14-336`` (``EVA02-L-14-336``): EVA02-CLIP-L/14-336, the DenseVLM teacher;
 * ``ViT-B-16``: OpenAI-style ViT-B/16;
-* ``EVA02-Tiny-16``, ``ViT-Tiny-16`` (configs shipped here): tiny versions of those, for tests.
+* ``EVA02-Tiny-16``, ``ViT-Tiny-16`` (configs shipped here): tiny versions of those, for tests;
+* ``EVA02-Demo-16`` (shipped here): a small EVA02 (width 192, 4 blocks, 128 px) for the CPU demo.
 
 open_clip's own names (``EVA02-B-16`` ...) are accepted too. Models are always built at their
 pretrained input size so that parameter shapes equal the published checkpoints'; other input sizes
@@ -49,27 +50,30 @@ _SUPPORTED = (
     "ViT-B-16",
     "EVA02-Tiny-16",
     "ViT-Tiny-16",
+    "EVA02-Demo-16",
 )
 
 open_clip.add_model_config(_CONFIG_DIR)
 
-# timm looks up a module-level ``default_cfgs`` when registering models; the tiny model has no
-# weights.
-default_cfgs = generate_default_cfgs({"densevlm_eva02_tiny_patch16_clip_224": {"num_classes": 64}})
+# timm looks up a module-level ``default_cfgs`` when registering models; these have no weights.
+default_cfgs = generate_default_cfgs({
+    "densevlm_eva02_tiny_patch16_clip_224": {"num_classes": 64},
+    "densevlm_eva02_small_patch16_clip_128": {"num_classes": 128},
+})
 
 
-@register_model
-def densevlm_eva02_tiny_patch16_clip_224(pretrained: bool = False, **kwargs) -> Eva:
-    """EVA02-CLIP-B/16's architecture (q/k/v projections, SwiGLU with sub-LN, RoPE) at toy width and
-    depth."""
+def _small_eva(variant: str, pretrained: bool, img_size: int, embed_dim: int, depth: int,
+               num_heads: int, **kwargs) -> Eva:
+    """EVA02-CLIP-B/16's architecture (q/k/v projections, SwiGLU with sub-LN, RoPE) at a small
+    width and depth; no pretrained weights."""
     if pretrained:
-        raise ValueError("densevlm_eva02_tiny_patch16_clip_224 has no pretrained weights")
+        raise ValueError(f"{variant} has no pretrained weights")
     model_args = dict(
-        img_size=224,
+        img_size=img_size,
         patch_size=16,
-        embed_dim=128,
-        depth=2,
-        num_heads=2,
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
         qkv_fused=False,
         mlp_ratio=4 * 2 / 3,
         swiglu_mlp=True,
@@ -79,13 +83,21 @@ def densevlm_eva02_tiny_patch16_clip_224(pretrained: bool = False, **kwargs) -> 
         ref_feat_shape=(16, 16),
         global_pool=kwargs.pop("global_pool", "token"),
     )
-    return build_model_with_cfg(
-        Eva,
-        "densevlm_eva02_tiny_patch16_clip_224",
-        pretrained=False,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        **dict(model_args, **kwargs),
-    )
+    return build_model_with_cfg(Eva, variant, pretrained=False,
+                                pretrained_filter_fn=checkpoint_filter_fn,
+                                **dict(model_args, **kwargs))
+
+
+@register_model
+def densevlm_eva02_tiny_patch16_clip_224(pretrained: bool = False, **kwargs) -> Eva:
+    """Width 128, 2 blocks: for tests."""
+    return _small_eva("densevlm_eva02_tiny_patch16_clip_224", pretrained, 224, 128, 2, 2, **kwargs)
+
+
+@register_model
+def densevlm_eva02_small_patch16_clip_128(pretrained: bool = False, **kwargs) -> Eva:
+    """Width 192, 4 blocks, 128-px input: the CLIP of the CPU demo world."""
+    return _small_eva("densevlm_eva02_small_patch16_clip_128", pretrained, 128, 192, 4, 3, **kwargs)
 
 
 def open_clip_name(name: str) -> str:

@@ -1,0 +1,184 @@
+"""A small world in which the foreground bias of image-level CLIP training can be seen on a CPU.
+
+Scenes are made of "stuff" backgrounds (sky, grass, water, wall, sand: textures that fill regions) and
+"thing" objects (ball, box, tent, kite, ring, cross: shapes of random colours). Every image has a
+caption that, like web captions, names its things ("a red ball and a purple box") and only
+sometimes its background. The world is written in the exact COCO panoptic on-disk format (JPEG
+images, panoptic PNGs, json) with a ``captions.csv`` (``filepath``, ``title``) per split, and a
+``crops.csv`` of region crops named by their class (``a photo of a sand.``) for training the teacher.
+Everything is deterministic from the seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from panopticapi.utils import id2rgb
+from PIL import Image, ImageDraw
+
+from ..data.synthetic import segment_record
+
+__all__ = ["CATEGORIES", "WorldSpec", "write_world"]
+
+THINGS = ("ball", "box", "tent", "kite", "ring", "cross")
+STUFF = ("sky", "grass", "water", "wall", "sand")
+CATEGORIES = (
+    [{"id": i + 1, "name": n, "isthing": 1, "color": c} for i, (n, c) in enumerate(zip(
+        THINGS, ([220, 20, 60], [0, 0, 142], [119, 11, 32], [0, 60, 100], [250, 170, 30],
+                 [190, 153, 153]), strict=True))]
+    + [{"id": 101 + i, "name": n, "isthing": 0, "color": c} for i, (n, c) in enumerate(zip(
+        STUFF, ([135, 206, 235], [34, 139, 34], [30, 90, 200], [150, 60, 40], [230, 200, 140]),
+        strict=True))]
+)
+_PAINT = {"red": (210, 40, 40), "orange": (240, 140, 20), "purple": (130, 50, 170),
+          "white": (245, 245, 245), "black": (25, 25, 25), "pink": (240, 120, 180),
+          "yellow": (240, 220, 40)}
+
+
+@dataclass
+class WorldSpec:
+    seed: int = 0
+    num_train: int = 1200
+    num_val: int = 200
+    size: tuple[int, int] = (112, 160)  # image side range
+    stuff_caption_rate: float = 0.1  # how often a caption names a background
+
+
+def _texture(name: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    noise = rng.normal(0, 1, (h, w)).astype(np.float32)
+    if name == "sky":
+        img = np.stack([100 + 60 * yy / h, 170 + 40 * yy / h, 240 - 10 * yy / h], -1)
+        img += 4 * noise[..., None]
+    elif name == "grass":
+        stripes = np.sin(xx * 1.7 + rng.uniform(0, 6)) * 18
+        img = np.stack([40 + stripes * 0.3, 140 + stripes, 40 + stripes * 0.2], -1) + 12 * noise[..., None]
+    elif name == "water":
+        waves = np.sin(yy * 0.9 + np.sin(xx * 0.15) * 2 + rng.uniform(0, 6)) * 25
+        img = np.stack([30 + waves * 0.4, 90 + waves * 0.6, 200 + waves * 0.3], -1) + 6 * noise[..., None]
+    elif name == "wall":
+        row = (yy // 8).astype(int)
+        mortar = ((yy % 8) < 1.5) | (((xx + (row % 2) * 8) % 16) < 1.5)
+        img = np.where(mortar[..., None], np.float32([170, 170, 165]), np.float32([160, 65, 45]))
+        img = img + 8 * noise[..., None]
+    elif name == "sand":
+        img = np.stack([225 + 0 * yy, 195 + 0 * yy, 140 + 0 * yy], -1) + 18 * noise[..., None]
+    else:
+        raise ValueError(name)
+    return img
+
+
+def _thing_mask(shape: str, h: int, w: int, box, rng) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    canvas = Image.new("L", (w, h), 0)
+    d = ImageDraw.Draw(canvas)
+    cx, cy, r = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2
+    if shape == "ball":
+        d.ellipse(box, fill=255)
+    elif shape == "box":
+        d.rectangle(box, fill=255)
+    elif shape == "tent":
+        d.polygon([(cx, y0), (x1, y1), (x0, y1)], fill=255)
+    elif shape == "kite":
+        d.polygon([(cx, y0), (x1, cy), (cx, y1), (x0, cy)], fill=255)
+    elif shape == "ring":
+        d.ellipse(box, fill=255)
+        t = r * 0.45
+        d.ellipse((x0 + t, y0 + t, x1 - t, y1 - t), fill=0)
+    elif shape == "cross":
+        t = r * 0.35
+        d.rectangle((cx - t, y0, cx + t, y1), fill=255)
+        d.rectangle((x0, cy - t, x1, cy + t), fill=255)
+    return np.asarray(canvas) > 0
+
+
+def _scene(rng: np.random.Generator, spec: WorldSpec):
+    h, w = (int(v) for v in rng.integers(spec.size[0], spec.size[1] + 1, size=2))
+    ids = np.zeros((h, w), np.int64)
+    image = np.zeros((h, w, 3), np.float32)
+    segments, next_id = [], 1
+    # two or three backgrounds, in horizontal bands (sky only at the top)
+    n_bands = int(rng.integers(2, 4))
+    cuts = np.sort(rng.choice(np.arange(h // 4, h - h // 4), size=n_bands - 1, replace=False))
+    rows = np.split(np.arange(h), cuts)
+    ground = [s for s in STUFF if s != "sky"]
+    names = ["sky" if rng.random() < 0.5 else str(rng.choice(ground))]
+    names += list(rng.choice([s for s in ground if s != names[0]], size=n_bands - 1, replace=False))
+    for band, name in zip(rows, names, strict=True):
+        ids[band] = next_id
+        image[band] = _texture(name, h, w, rng)[band]
+        segments.append((next_id, STUFF.index(name) + 101, 0))
+        next_id += 1
+    # one to three things
+    things = []
+    for _ in range(int(rng.integers(1, 4))):
+        shape = str(rng.choice(THINGS))
+        color = str(rng.choice(list(_PAINT)))
+        s = int(rng.integers(min(h, w) // 5, min(h, w) // 2.4))
+        x0, y0 = int(rng.integers(0, w - s)), int(rng.integers(0, h - s))
+        mask = _thing_mask(shape, h, w, (x0, y0, x0 + s, y0 + s), rng) & (ids > 0)
+        if mask.sum() < 30:
+            continue
+        ids[mask] = next_id
+        image[mask] = np.float32(_PAINT[color]) + rng.normal(0, 6, (int(mask.sum()), 3))
+        segments.append((next_id, THINGS.index(shape) + 1, 0))
+        things.append((color, shape))
+        next_id += 1
+    present = set(np.unique(ids).tolist())
+    segments = [s for s in segments if s[0] in present]
+    return np.clip(image, 0, 255).astype(np.uint8), ids, segments, things, names
+
+
+def _caption(things, backgrounds, rng, rate: float) -> str:
+    parts = [f"a {c} {s}" for c, s in things] or ["an empty scene"]
+    text = " and ".join(parts)
+    if rng.random() < rate:
+        text += f" {rng.choice(['on the', 'by the', 'with the'])} {rng.choice(backgrounds)}"
+    return text
+
+
+def write_world(root: str, spec: WorldSpec = WorldSpec(), progress: bool = True) -> dict:
+    """Write the train and val splits under ``root``; returns the paths."""
+    from tqdm import tqdm
+
+    rng = np.random.default_rng(spec.seed)
+    paths = {}
+    for split, num in (("train", spec.num_train), ("val", spec.num_val)):
+        img_dir, pan_dir = os.path.join(root, split), os.path.join(root, f"panoptic_{split}")
+        crop_dir = os.path.join(root, f"crops_{split}")
+        for d in (img_dir, pan_dir, crop_dir):
+            os.makedirs(d, exist_ok=True)
+        images, annotations, captions, crops = [], [], [], []
+        for i in tqdm(range(num), desc=f"world {split}", disable=not progress):
+            image, ids, segments, things, names = _scene(rng, spec)
+            stem = f"{split}_{i:06d}"
+            Image.fromarray(image).save(os.path.join(img_dir, stem + ".jpg"), quality=92)
+            Image.fromarray(id2rgb(ids)).save(os.path.join(pan_dir, stem + ".png"))
+            records = [segment_record(s, c, ids == s, crowd) for s, c, crowd in segments]
+            h, w = ids.shape
+            images.append({"id": i + 1, "file_name": stem + ".jpg", "height": h, "width": w})
+            annotations.append({"image_id": i + 1, "file_name": stem + ".png", "segments_info": records})
+            captions.append((os.path.join(img_dir, stem + ".jpg"),
+                             _caption(things, names, rng, spec.stuff_caption_rate)))
+            if split == "train":
+                for k, rec in enumerate(records):
+                    x, y, bw, bh = rec["bbox"]
+                    name = next(c["name"] for c in CATEGORIES if c["id"] == rec["category_id"])
+                    crop_path = os.path.join(crop_dir, f"{stem}_{k}.jpg")
+                    Image.fromarray(image[y:y + bh, x:x + bw]).save(crop_path, quality=92)
+                    crops.append((crop_path, f"a photo of a {name}."))
+        json_file = os.path.join(root, f"panoptic_{split}.json")
+        with open(json_file, "w") as f:
+            json.dump({"images": images, "annotations": annotations, "categories": CATEGORIES}, f)
+        for name, rows in (("captions", captions), ("crops", crops)):
+            if rows:
+                with open(os.path.join(root, f"{name}_{split}.csv"), "w", newline="") as f:
+                    writer = csv.writer(f)
+                    writer.writerow(["filepath", "title"])
+                    writer.writerows(rows)
+        paths[split] = {"images": img_dir, "panoptic": pan_dir, "json": json_file}
+    return paths
