@@ -56,14 +56,23 @@ _SUPPORTED = (
 open_clip.add_model_config(_CONFIG_DIR)
 
 # timm looks up a module-level ``default_cfgs`` when registering models; these have no weights.
-default_cfgs = generate_default_cfgs({
-    "densevlm_eva02_tiny_patch16_clip_224": {"num_classes": 64},
-    "densevlm_eva02_small_patch16_clip_128": {"num_classes": 128},
-})
+default_cfgs = generate_default_cfgs(
+    {
+        "densevlm_eva02_tiny_patch16_clip_224": {"num_classes": 64},
+        "densevlm_eva02_small_patch16_clip_128": {"num_classes": 128},
+    }
+)
 
 
-def _small_eva(variant: str, pretrained: bool, img_size: int, embed_dim: int, depth: int,
-               num_heads: int, **kwargs) -> Eva:
+def _small_eva(
+    variant: str,
+    pretrained: bool,
+    img_size: int,
+    embed_dim: int,
+    depth: int,
+    num_heads: int,
+    **kwargs,
+) -> Eva:
     """EVA02-CLIP-B/16's architecture (q/k/v projections, SwiGLU with sub-LN, RoPE) at a small
     width and depth; no pretrained weights."""
     if pretrained:
@@ -82,10 +91,17 @@ def _small_eva(variant: str, pretrained: bool, img_size: int, embed_dim: int, de
         use_rot_pos_emb=True,
         ref_feat_shape=(16, 16),
         global_pool=kwargs.pop("global_pool", "token"),
+        # a full-scale projection at initialisation: these models are trained from scratch (the
+        # default 0.001 suits fine-tuning a pretrained trunk and stalls contrastive training)
+        head_init_scale=1.0,
     )
-    return build_model_with_cfg(Eva, variant, pretrained=False,
-                                pretrained_filter_fn=checkpoint_filter_fn,
-                                **dict(model_args, **kwargs))
+    return build_model_with_cfg(
+        Eva,
+        variant,
+        pretrained=False,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        **dict(model_args, **kwargs),
+    )
 
 
 @register_model

@@ -26,17 +26,41 @@ __all__ = ["CATEGORIES", "WorldSpec", "write_world"]
 
 THINGS = ("ball", "box", "tent", "kite", "ring", "cross")
 STUFF = ("sky", "grass", "water", "wall", "sand")
-CATEGORIES = (
-    [{"id": i + 1, "name": n, "isthing": 1, "color": c} for i, (n, c) in enumerate(zip(
-        THINGS, ([220, 20, 60], [0, 0, 142], [119, 11, 32], [0, 60, 100], [250, 170, 30],
-                 [190, 153, 153]), strict=True))]
-    + [{"id": 101 + i, "name": n, "isthing": 0, "color": c} for i, (n, c) in enumerate(zip(
-        STUFF, ([135, 206, 235], [34, 139, 34], [30, 90, 200], [150, 60, 40], [230, 200, 140]),
-        strict=True))]
-)
-_PAINT = {"red": (210, 40, 40), "orange": (240, 140, 20), "purple": (130, 50, 170),
-          "white": (245, 245, 245), "black": (25, 25, 25), "pink": (240, 120, 180),
-          "yellow": (240, 220, 40)}
+CATEGORIES = [
+    {"id": i + 1, "name": n, "isthing": 1, "color": c}
+    for i, (n, c) in enumerate(
+        zip(
+            THINGS,
+            (
+                [220, 20, 60],
+                [0, 0, 142],
+                [119, 11, 32],
+                [0, 60, 100],
+                [250, 170, 30],
+                [190, 153, 153],
+            ),
+            strict=True,
+        )
+    )
+] + [
+    {"id": 101 + i, "name": n, "isthing": 0, "color": c}
+    for i, (n, c) in enumerate(
+        zip(
+            STUFF,
+            ([135, 206, 235], [34, 139, 34], [30, 90, 200], [150, 60, 40], [230, 200, 140]),
+            strict=True,
+        )
+    )
+]
+_PAINT = {
+    "red": (210, 40, 40),
+    "orange": (240, 140, 20),
+    "purple": (130, 50, 170),
+    "white": (245, 245, 245),
+    "black": (25, 25, 25),
+    "pink": (240, 120, 180),
+    "yellow": (240, 220, 40),
+}
 
 
 @dataclass
@@ -56,10 +80,16 @@ def _texture(name: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
         img += 4 * noise[..., None]
     elif name == "grass":
         stripes = np.sin(xx * 1.7 + rng.uniform(0, 6)) * 18
-        img = np.stack([40 + stripes * 0.3, 140 + stripes, 40 + stripes * 0.2], -1) + 12 * noise[..., None]
+        img = (
+            np.stack([40 + stripes * 0.3, 140 + stripes, 40 + stripes * 0.2], -1)
+            + 12 * noise[..., None]
+        )
     elif name == "water":
         waves = np.sin(yy * 0.9 + np.sin(xx * 0.15) * 2 + rng.uniform(0, 6)) * 25
-        img = np.stack([30 + waves * 0.4, 90 + waves * 0.6, 200 + waves * 0.3], -1) + 6 * noise[..., None]
+        img = (
+            np.stack([30 + waves * 0.4, 90 + waves * 0.6, 200 + waves * 0.3], -1)
+            + 6 * noise[..., None]
+        )
     elif name == "wall":
         row = (yy // 8).astype(int)
         mortar = ((yy % 8) < 1.5) | (((xx + (row % 2) * 8) % 16) < 1.5)
@@ -161,15 +191,21 @@ def write_world(root: str, spec: WorldSpec = WorldSpec(), progress: bool = True)
             records = [segment_record(s, c, ids == s, crowd) for s, c, crowd in segments]
             h, w = ids.shape
             images.append({"id": i + 1, "file_name": stem + ".jpg", "height": h, "width": w})
-            annotations.append({"image_id": i + 1, "file_name": stem + ".png", "segments_info": records})
-            captions.append((os.path.join(img_dir, stem + ".jpg"),
-                             _caption(things, names, rng, spec.stuff_caption_rate)))
+            annotations.append(
+                {"image_id": i + 1, "file_name": stem + ".png", "segments_info": records}
+            )
+            captions.append(
+                (
+                    os.path.join(img_dir, stem + ".jpg"),
+                    _caption(things, names, rng, spec.stuff_caption_rate),
+                )
+            )
             if split == "train":
                 for k, rec in enumerate(records):
                     x, y, bw, bh = rec["bbox"]
                     name = next(c["name"] for c in CATEGORIES if c["id"] == rec["category_id"])
                     crop_path = os.path.join(crop_dir, f"{stem}_{k}.jpg")
-                    Image.fromarray(image[y:y + bh, x:x + bw]).save(crop_path, quality=92)
+                    Image.fromarray(image[y : y + bh, x : x + bw]).save(crop_path, quality=92)
                     crops.append((crop_path, f"a photo of a {name}."))
         json_file = os.path.join(root, f"panoptic_{split}.json")
         with open(json_file, "w") as f:

@@ -11,6 +11,9 @@
 * ``densevlm_coco_train_pseudo_4764``: ``coco/annotations/coco_pseudo_4764.json`` (RegionCLIP's
   boxes labelled over a 4,764-noun concept pool; only images with boxes).
 
+The CPU demo's world (``demo_world/``): ``densevlm_demo_world_{train,val}`` (panoptic) and
+``densevlm_demo_world_train_images``.
+
 Vocabulary without a dataset: ``densevlm_coco_stuff_ade20k_316`` (COCO-Stuff + ADE20K, 204 things
 and 112 stuff classes, the published DenseVLM training vocabulary).
 """
@@ -83,6 +86,24 @@ def register_all(root: str | None = None) -> None:
     register_vocabulary(
         "densevlm_coco_stuff_ade20k_316", VOCABULARY_DIR / "coco_stuff_ade20k_316.json"
     )
+    register_demo_world(os.path.join(root, "demo_world"))
+
+
+def register_demo_world(world: str) -> None:
+    """The CPU demo's small world (``densevlm_d2.demo.world``, written by ``make demo``)."""
+    from ...demo.world import CATEGORIES as WORLD_CATEGORIES
+
+    layout = "demo_world/{train,val}/, panoptic_{train,val}.json, panoptic_{train,val}/ (make demo)"
+    for split in ("train", "val"):
+        register_panoptic(
+            f"densevlm_demo_world_{split}",
+            WORLD_CATEGORIES,
+            os.path.join(world, split),
+            os.path.join(world, f"panoptic_{split}"),
+            os.path.join(world, f"panoptic_{split}.json"),
+            layout=layout,
+        )
+    register_image_folder("densevlm_demo_world_train_images", os.path.join(world, "train"), layout)
 
 
 register_all()

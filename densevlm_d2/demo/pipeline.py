@@ -1,0 +1,286 @@
+"""The CPU demo: the paper's problem and its cure in a small world, end to end.
+
+Stages (each cached in the demo folder; ``rebuild`` starts over):
+
+1. ``world``: the small world (:mod:`densevlm_d2.demo.world`) in COCO panoptic format;
+2. ``student``: a small EVA02-CLIP trained contrastively on the image captions with upstream
+   ``open_clip_train`` (the stand-in for EVA-CLIP: captions rarely name backgrounds);
+3. ``teacher``: the same architecture trained with ``open_clip_train`` on region crops named by their
+   thing or stuff class, then refined with CLIPSelf by ``tools/train_net.py`` (as the paper's teacher
+   is a CLIPSelf-refined CLIP);
+4. ``clipself`` and ``densevlm``: the student fine-tuned by ``tools/train_net.py`` with
+   ``configs/demo/{clipself,densevlm}.yaml``;
+5. ``evaluate``: ``tools/train_net.py --eval-only`` on the val split for the four models;
+6. ``draw``: the table, a bar chart and dense predictions before / after, as PNG files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["DemoConfig", "run_demo"]
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAIN_NET = ROOT / "tools" / "train_net.py"
+CONFIGS = ROOT / "configs" / "demo"
+MODELS = ("student", "teacher", "clipself", "densevlm")
+
+
+class DemoConfig:
+    """Sizes of the demo (the defaults fit about 15 minutes on 2 CPU cores)."""
+
+    def __init__(
+        self,
+        num_train: int = 1200,
+        num_val: int = 200,
+        student_epochs: int = 20,
+        teacher_epochs: int = 6,
+        finetune_iters: int = 120,
+        teacher_refine_iters: int = 120,
+        seed: int = 0,
+    ):
+        self.num_train, self.num_val = num_train, num_val
+        self.student_epochs, self.teacher_epochs = student_epochs, teacher_epochs
+        self.finetune_iters, self.teacher_refine_iters = finetune_iters, teacher_refine_iters
+        self.seed = seed
+
+
+class _Stage:
+    def __init__(self, total: int):
+        self.total, self.index, self.start = total, 0, time.time()
+
+    def __call__(self, title: str) -> None:
+        self.index += 1
+        print(
+            f"\n[{self.index}/{self.total}] {title}   (elapsed {time.time() - self.start:.0f} s)",
+            flush=True,
+        )
+
+
+def _run(
+    cmd: list[str], log: Path, env: dict, keep=("eta:", "Train Epoch", "mean accuracy")
+) -> None:
+    """Run a command with its output in ``log``; show its progress lines as they come."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        pos = 0
+        while proc.poll() is None:
+            time.sleep(2)
+            pos = _show(log, pos, keep)
+        _show(log, pos, keep)
+    if proc.returncode != 0:
+        tail = log.read_text().splitlines()[-25:]
+        raise RuntimeError(f"{' '.join(cmd[:4])} ... failed (log: {log}):\n" + "\n".join(tail))
+
+
+def _show(log: Path, pos: int, keep) -> int:
+    with open(log) as f:
+        f.seek(pos)
+        for line in f:
+            if any(k in line for k in keep):
+                print("    " + line.strip()[-150:], flush=True)
+        return f.tell()
+
+
+def _open_clip_train(csv: Path, name: str, epochs: int, out: Path, env: dict, log: Path) -> Path:
+    runs = out / "open_clip_train"
+    shutil.rmtree(runs / name, ignore_errors=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "densevlm_d2.demo.openclip_train",
+        "--train-data",
+        str(csv),
+        "--dataset-type",
+        "csv",
+        "--csv-img-key",
+        "filepath",
+        "--csv-caption-key",
+        "title",
+        "--csv-separator",
+        ",",
+        "--model",
+        "EVA02-Demo-16",
+        "--batch-size",
+        "64",
+        "--epochs",
+        str(epochs),
+        "--lr",
+        "5e-4",
+        "--wd",
+        "0.1",
+        "--warmup",
+        "20",
+        "--workers",
+        "1",
+        "--logs",
+        str(runs),
+        "--name",
+        name,
+        "--save-frequency",
+        str(epochs),
+        "--report-to",
+        "",
+        "--precision",
+        "fp32",
+        "--seed",
+        "0",
+        "--log-every-n-steps",
+        "10",
+    ]
+    _run(cmd, log, env)
+    return runs / name / "checkpoints" / f"epoch_{epochs}.pt"
+
+
+def _export(checkpoint: Path, target: Path) -> Path:
+    import densevlm_d2
+
+    model = densevlm_d2.build_clip_model("EVA02-Demo-16")
+    densevlm_d2.load_checkpoint(model, checkpoint)
+    return densevlm_d2.save_checkpoint(model, target, "eva_clip")
+
+
+def _schedule(iters: int) -> list[str]:
+    return ["SOLVER.MAX_ITER", str(iters), "SOLVER.WARMUP_ITERS", str(min(10, iters // 5))]
+
+
+def _train_net(config: str, out_dir: Path, env: dict, log: Path, *opts: str) -> None:
+    cmd = [
+        sys.executable,
+        str(TRAIN_NET),
+        "--config-file",
+        str(CONFIGS / config),
+        *opts,
+        "OUTPUT_DIR",
+        str(out_dir),
+    ]
+    _run(cmd, log, env)
+
+
+def run_demo(
+    demo_dir: str | os.PathLike = "output/demo",
+    cfg: DemoConfig | None = None,
+    rebuild: bool = False,
+) -> dict:
+    """Run (or reuse) every stage; returns the table and the paths of the pictures."""
+    from .world import WorldSpec, write_world
+
+    cfg = cfg or DemoConfig()
+    demo = Path(demo_dir).resolve()
+    if rebuild:
+        shutil.rmtree(demo, ignore_errors=True)
+    data_root, models, runs, logs = demo / "datasets", demo / "models", demo / "runs", demo / "logs"
+    for d in (data_root, models, runs, logs):
+        d.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, DETECTRON2_DATASETS=str(data_root), PYTHONPATH=str(ROOT))
+    env.setdefault("DENSEVLM_CACHE", str(demo / "cache"))
+    stage = _Stage(7)
+    world = data_root / "demo_world"
+
+    stage("the world: scenes, panoptic annotations, captions")
+    if not (world / "panoptic_val.json").exists():
+        write_world(
+            str(world), WorldSpec(seed=cfg.seed, num_train=cfg.num_train, num_val=cfg.num_val)
+        )
+    else:
+        print("    cached:", world)
+
+    stage("student: a small EVA02-CLIP trained on the captions with open_clip_train")
+    if not (models / "student.pt").exists():
+        ckpt = _open_clip_train(
+            world / "captions_train.csv",
+            "student",
+            cfg.student_epochs,
+            demo,
+            env,
+            logs / "student.log",
+        )
+        _export(ckpt, models / "student.pt")
+    else:
+        print("    cached:", models / "student.pt")
+
+    stage("teacher: the same CLIP trained on named region crops, then refined with CLIPSelf")
+    if not (models / "teacher.pt").exists():
+        ckpt = _open_clip_train(
+            world / "crops_train.csv",
+            "teacher_crops",
+            cfg.teacher_epochs,
+            demo,
+            env,
+            logs / "teacher_crops.log",
+        )
+        _export(ckpt, models / "teacher_crops.pt")
+        _train_net(
+            "clipself.yaml",
+            runs / "teacher",
+            env,
+            logs / "teacher_clipself.log",
+            "MODEL.CLIP.CHECKPOINT",
+            str(models / "teacher_crops.pt"),
+            *_schedule(cfg.teacher_refine_iters),
+            "SOLVER.WEIGHT_BLEND_ALPHA",
+            "1.0",
+            "DATASETS.TEST",
+            "()",
+        )
+        shutil.copy(runs / "teacher" / "clip_final_eva_clip.pt", models / "teacher.pt")
+    else:
+        print("    cached:", models / "teacher.pt")
+
+    for name, title in (
+        ("clipself", "CLIPSelf: the student aligned with its own crop embeddings"),
+        ("densevlm", "DenseVLM: the student distilled from the teacher's labels"),
+    ):
+        stage(title + " (tools/train_net.py)")
+        if not (models / f"{name}.pt").exists():
+            opts = [
+                "MODEL.CLIP.CHECKPOINT",
+                str(models / "student.pt"),
+                *_schedule(cfg.finetune_iters),
+                "DATASETS.TEST",
+                "()",
+            ]
+            if name == "densevlm":
+                opts += ["MODEL.DENSEVLM.TEACHER.CHECKPOINT", str(models / "teacher.pt")]
+            _train_net(f"{name}.yaml", runs / name, env, logs / f"{name}.log", *opts)
+            shutil.copy(runs / name / "clip_final_eva_clip.pt", models / f"{name}.pt")
+        else:
+            print("    cached:", models / f"{name}.pt")
+
+    stage("evaluation of the four models on the val split (tools/train_net.py --eval-only)")
+    table = {}
+    for name in MODELS:
+        out = runs / f"eval_{name}"
+        _train_net(
+            "eval.yaml",
+            out,
+            env,
+            logs / f"eval_{name}.log",
+            "--eval-only",
+            "MODEL.WEIGHTS",
+            str(models / f"{name}.pt"),
+        )
+        result = json.loads(
+            (out / "inference" / "densevlm_demo_world_val" / "region_macc.json").read_text()
+        )
+        table[name] = result["metrics"]
+    (demo / "results.json").write_text(json.dumps(table, indent=1))
+
+    stage("pictures: bar chart and dense predictions before / after")
+    from .figures import bar_chart, dense_predictions, format_table
+
+    print(format_table(table))
+    chart = bar_chart(table, demo / "region_accuracy.png")
+    pictures = dense_predictions(models, world, demo, env)
+    print(
+        f"\ndone in {time.time() - stage.start:.0f} s. Pictures:\n  {chart}\n  "
+        + "\n  ".join(str(p) for p in pictures)
+    )
+    return {"table": table, "chart": chart, "pictures": pictures}
