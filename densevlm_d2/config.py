@@ -112,6 +112,54 @@ def add_densevlm_config(cfg: CN) -> CN:
     cfg.MODEL.REGIONCLIP.NUM_SAMPLED = 100
     cfg.MODEL.REGIONCLIP.CONTRAST_WEIGHT = 1.0
 
+    # F-ViT (open-vocabulary detection, MODEL.BACKBONE.NAME "build_clip_fpn_backbone"): frozen CLIP,
+    # simple pyramid on four blocks, detectron2 FPN.
+    cfg.MODEL.FVIT = CN()
+    # Vision blocks feeding the pyramid (published: [3, 5, 7, 11] for B/16, [6, 10, 14, 23] for
+    # L/14).
+    cfg.MODEL.FVIT.BLOCKS = [3, 5, 7, 11]
+    # Norm between the two deconvolutions of the stride-4 level (published: SyncBN).
+    cfg.MODEL.FVIT.PYRAMID_NORM = "SyncBN"
+    # Normalised images are zero padded to this square before the ViT (published: 640 / 896); 0 =
+    # no.
+    cfg.MODEL.FVIT.PAD_TO = 640
+    # Canvas pixels per ViT token; the canvas is resized by patch / TOKEN_STRIDE before the ViT, so
+    # that detectron2 sees power-of-two strides (16: L/14 at a 1024 canvas runs at 896 px).
+    cfg.MODEL.FVIT.TOKEN_STRIDE = 16
+    # Test time: fuse detector and frozen-CLIP region probabilities, det^(1-a) * clip^a for base
+    # classes and background, det^(1-b) * clip^b for novel ones (published OV-COCO: 0.1, 0.8, 75).
+    cfg.MODEL.FVIT.SCORE_FUSION = CN()
+    cfg.MODEL.FVIT.SCORE_FUSION.ENABLED = True
+    cfg.MODEL.FVIT.SCORE_FUSION.ALPHA = 0.1
+    cfg.MODEL.FVIT.SCORE_FUSION.BETA = 0.8
+    cfg.MODEL.FVIT.SCORE_FUSION.VLM_TEMPERATURE = 75.0
+
+    # Text classifier of OpenVocabROIHeads (MODEL.ROI_HEADS.NAME "OpenVocabROIHeads").
+    cfg.MODEL.TEXT_CLASSIFIER = CN()
+    # Dimension of the class text embeddings (the CLIP embed dim: 512 for B/16, 768 for L/14).
+    cfg.MODEL.TEXT_CLASSIFIER.EMBED_DIM = 512
+    # Logit scale of the cosine scores; learned from this value when LEARN_TEMPERATURE (published).
+    cfg.MODEL.TEXT_CLASSIFIER.TEMPERATURE = 50.0
+    cfg.MODEL.TEXT_CLASSIFIER.LEARN_TEMPERATURE = True
+    # Cross-entropy weight of the background class (novel classes: 0, base classes: 1).
+    cfg.MODEL.TEXT_CLASSIFIER.BACKGROUND_WEIGHT = 0.6
+    # Vocabulary: [] = thing_classes of DATASETS.TRAIN[0] (training) or DATASETS.TEST[0] (testing);
+    # novel classes: [] = the dataset's metadata "novel_classes".
+    cfg.MODEL.TEXT_CLASSIFIER.CLASS_NAMES = []
+    cfg.MODEL.TEXT_CLASSIFIER.NOVEL_CLASSES = []
+
+    # Large-scale jitter of the detection recipes (published F-ViT): resize by U(MIN_SCALE,
+    # MAX_SCALE) of IMAGE_SIZE, random IMAGE_SIZE crop, flip; test: longest side IMAGE_SIZE.
+    cfg.INPUT.LSJ = CN()
+    cfg.INPUT.LSJ.IMAGE_SIZE = 640
+    cfg.INPUT.LSJ.MIN_SCALE = 0.1
+    cfg.INPUT.LSJ.MAX_SCALE = 2.0
+
+    # Learning-rate schedule: "WarmupCosine" (published DenseVLM) or "WarmupMultiStepLR"
+    # (detectron2's, with SOLVER.STEPS / GAMMA / WARMUP_FACTOR; published F-ViT: no decay).
+    cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupCosine"
+    # Gradient clipping is detectron2's SOLVER.CLIP_GRADIENTS (published F-ViT: norm 1.0).
+
     # Optimisation (published: AdamW, betas (0.9, 0.999), eps 1e-8, no weight decay on parameters
     # with fewer than 2 dimensions or named bn/ln/bias/logit_scale).
     cfg.SOLVER.ADAMW_BETAS = (0.9, 0.999)

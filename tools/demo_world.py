@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """``make demo``: DenseVLM end to end on the CPU, in a small world that ships with the project.
 
-Builds the world, pretrains a small CLIP on captions (the foreground-biased student) and a teacher on
-named region crops, fine-tunes the student with CLIPSelf and with DenseVLM through tools/train_net.py,
-evaluates the four models and draws the results. Stages are cached in --demo-dir; a second run only
-re-evaluates and redraws (--rebuild starts over).
+Builds the world, pretrains a small CLIP on captions (the foreground-biased student) and a teacher
+on named region crops, fine-tunes the student with CLIPSelf and with DenseVLM through
+tools/train_net.py, evaluates the four models and draws the results. Stages are cached in
+--demo-dir; a second run only re-evaluates and redraws (--rebuild starts over).
 """
 
 import argparse

@@ -20,7 +20,8 @@ _LABELS = {
 
 
 def format_table(table: dict) -> str:
-    """Markdown table of box and mask top-1/top-5 mean accuracy (thing, stuff) and foreground bias."""
+    """Markdown table of box and mask top-1/top-5 mean accuracy (thing, stuff) and foreground
+    bias."""
     head = (
         "| model | boxes thing | boxes stuff | masks thing | masks stuff | fg-bias (masks) |\n"
         "|---|---|---|---|---|---|"
@@ -31,7 +32,7 @@ def format_table(table: dict) -> str:
             continue
         m = table[name]
 
-        def cell(kind, split):
+        def cell(kind, split, m=m):
             return f"{m[f'{kind}.{split}.macc1']:.1f} / {m[f'{kind}.{split}.macc5']:.1f}"
 
         rows.append(
@@ -95,8 +96,8 @@ def _gt_labels(world: Path, image_info: dict, annotation: dict, classes: list[st
 def dense_predictions(
     models: Path, world: Path, out: Path, env: dict, count: int = 4
 ) -> list[Path]:
-    """For ``count`` val images: ground truth | pretrained student | DenseVLM, every token classified
-    against the world's classes; one PNG per image."""
+    """For ``count`` val images: ground truth | pretrained student | DenseVLM, every token
+    classified against the world's classes; one PNG per image."""
     import os
 
     import torch

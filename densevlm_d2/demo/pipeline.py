@@ -5,9 +5,9 @@ Stages (each cached in the demo folder; ``rebuild`` starts over):
 1. ``world``: the small world (:mod:`densevlm_d2.demo.world`) in COCO panoptic format;
 2. ``student``: a small EVA02-CLIP trained contrastively on the image captions with upstream
    ``open_clip_train`` (the stand-in for EVA-CLIP: captions rarely name backgrounds);
-3. ``teacher``: the same architecture trained with ``open_clip_train`` on region crops named by their
-   thing or stuff class, then refined with CLIPSelf by ``tools/train_net.py`` (as the paper's teacher
-   is a CLIPSelf-refined CLIP);
+3. ``teacher``: the same architecture trained with ``open_clip_train`` on region crops named by
+   their thing or stuff class, then refined with CLIPSelf by ``tools/train_net.py`` (as the paper's
+   teacher is a CLIPSelf-refined CLIP);
 4. ``clipself`` and ``densevlm``: the student fine-tuned by ``tools/train_net.py`` with
    ``configs/demo/{clipself,densevlm}.yaml``;
 5. ``evaluate``: ``tools/train_net.py --eval-only`` on the val split for the four models;
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,10 +40,10 @@ class DemoConfig:
         self,
         num_train: int = 1200,
         num_val: int = 200,
-        student_epochs: int = 20,
-        teacher_epochs: int = 6,
+        student_epochs: int = 16,
+        teacher_epochs: int = 3,
         finetune_iters: int = 120,
-        teacher_refine_iters: int = 120,
+        teacher_refine_iters: int = 60,
         seed: int = 0,
     ):
         self.num_train, self.num_val = num_train, num_val
@@ -80,12 +81,26 @@ def _run(
         raise RuntimeError(f"{' '.join(cmd[:4])} ... failed (log: {log}):\n" + "\n".join(tail))
 
 
+_OPEN_CLIP_STEP = re.compile(r"Train Epoch: (\d+) \[\s*(\d+)/(\d+).*?Loss: ([\d.]+) \(([\d.]+)\)")
+
+
+def _compact(line: str) -> str:
+    """A progress line, shortened: open_clip_train's step lines to epoch, samples and loss."""
+    step = _OPEN_CLIP_STEP.search(line)
+    if step:
+        epoch, seen, total, loss, mean = step.groups()
+        return f"open_clip_train epoch {epoch}: {seen}/{total} samples, loss {loss} (mean {mean})"
+    if "eta:" in line:
+        return line[line.index("eta:") :].strip()
+    return line.strip()[-150:]
+
+
 def _show(log: Path, pos: int, keep) -> int:
     with open(log) as f:
         f.seek(pos)
         for line in f:
             if any(k in line for k in keep):
-                print("    " + line.strip()[-150:], flush=True)
+                print("    " + _compact(line), flush=True)
         return f.tell()
 
 

@@ -1,12 +1,12 @@
 """A small world in which the foreground bias of image-level CLIP training can be seen on a CPU.
 
-Scenes are made of "stuff" backgrounds (sky, grass, water, wall, sand: textures that fill regions) and
-"thing" objects (ball, box, tent, kite, ring, cross: shapes of random colours). Every image has a
-caption that, like web captions, names its things ("a red ball and a purple box") and only
+Scenes are made of "stuff" backgrounds (sky, grass, water, wall, sand: textures that fill regions)
+and "thing" objects (ball, box, tent, kite, ring, cross: shapes of random colours). Every image has
+a caption that, like web captions, names its things ("a red ball and a purple box") and only
 sometimes its background. The world is written in the exact COCO panoptic on-disk format (JPEG
 images, panoptic PNGs, json) with a ``captions.csv`` (``filepath``, ``title``) per split, and a
-``crops.csv`` of region crops named by their class (``a photo of a sand.``) for training the teacher.
-Everything is deterministic from the seed.
+``crops.csv`` of region crops named by their class (``a photo of a sand.``) for training the
+teacher. Everything is deterministic from the seed.
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ from PIL import Image, ImageDraw
 
 from ..data.synthetic import segment_record
 
-__all__ = ["CATEGORIES", "WorldSpec", "write_world"]
+__all__ = ["CATEGORIES", "NOVEL_THINGS", "WorldSpec", "instances_json", "write_world"]
 
 THINGS = ("ball", "box", "tent", "kite", "ring", "cross")
+# the open-vocabulary detection split of the world: trained on the other things' boxes only
+NOVEL_THINGS = ("ring", "cross")
 STUFF = ("sky", "grass", "water", "wall", "sand")
 CATEGORIES = [
     {"id": i + 1, "name": n, "isthing": 1, "color": c}
@@ -171,10 +173,43 @@ def _caption(things, backgrounds, rng, rate: float) -> str:
     return text
 
 
-def write_world(root: str, spec: WorldSpec = WorldSpec(), progress: bool = True) -> dict:
-    """Write the train and val splits under ``root``; returns the paths."""
+def instances_json(images: list[dict], panoptic: list[dict], exclude: tuple[str, ...] = ()) -> dict:
+    """COCO instances (detection) json of the world's things from its panoptic annotations: boxes
+    and areas of the thing segments, categories the things; ``exclude``: thing names left out of
+    the annotations (not of the categories)."""
+    things = [c for c in CATEGORIES if c["isthing"]]
+    keep = {c["id"] for c in things if c["name"] not in exclude}
+    segments = [
+        (ann["image_id"], seg)
+        for ann in panoptic
+        for seg in ann["segments_info"]
+        if seg["category_id"] in keep
+    ]
+    anns = [
+        {
+            "id": i + 1,
+            "image_id": image_id,
+            "category_id": seg["category_id"],
+            "bbox": seg["bbox"],
+            "area": seg["area"],
+            "iscrowd": seg["iscrowd"],
+        }
+        for i, (image_id, seg) in enumerate(segments)
+    ]
+    cats = [{"id": c["id"], "name": c["name"], "supercategory": "thing"} for c in things]
+    return {"images": images, "annotations": anns, "categories": cats}
+
+
+def write_world(root: str, spec: WorldSpec | None = None, progress: bool = True) -> dict:
+    """Write the train and val splits under ``root``; returns the paths.
+
+    Per split: ``{split}/*.jpg``, ``panoptic_{split}/*.png``, ``panoptic_{split}.json``,
+    ``captions_{split}.csv``, ``instances_{split}.json`` (things' boxes, COCO detection format);
+    for train also ``crops_train.csv`` and ``instances_train_base.json`` (without the
+    ``NOVEL_THINGS``' boxes)."""
     from tqdm import tqdm
 
+    spec = spec or WorldSpec()
     rng = np.random.default_rng(spec.seed)
     paths = {}
     for split, num in (("train", spec.num_train), ("val", spec.num_val)):
@@ -210,6 +245,12 @@ def write_world(root: str, spec: WorldSpec = WorldSpec(), progress: bool = True)
         json_file = os.path.join(root, f"panoptic_{split}.json")
         with open(json_file, "w") as f:
             json.dump({"images": images, "annotations": annotations, "categories": CATEGORIES}, f)
+        detection = {f"instances_{split}.json": ()}
+        if split == "train":
+            detection["instances_train_base.json"] = NOVEL_THINGS
+        for name, exclude in detection.items():
+            with open(os.path.join(root, name), "w") as f:
+                json.dump(instances_json(images, annotations, exclude), f)
         for name, rows in (("captions", captions), ("crops", crops)):
             if rows:
                 with open(os.path.join(root, f"{name}_{split}.csv"), "w", newline="") as f:

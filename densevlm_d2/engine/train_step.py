@@ -47,6 +47,7 @@ class RegionTrainStep(SimpleTrainer):
             losses.backward()
         self._write_metrics(loss_dict, data_time)
         if self.grad_scaler is not None:
+            self.grad_scaler.unscale_(self.optimizer)  # gradient clipping sees true gradients
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
         else:

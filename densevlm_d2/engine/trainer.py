@@ -9,23 +9,32 @@ import os
 import weakref
 
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_train_loader
+from detectron2.data import (
+    DatasetCatalog,
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
 from detectron2.engine import DefaultTrainer, TrainerBase
-from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.evaluation import COCOEvaluator
+from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, ProposalNetwork
+from detectron2.solver import build_lr_scheduler as build_d2_lr_scheduler
+from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.solver.lr_scheduler import LRMultiplier
 from detectron2.utils import comm
 from torch.nn.parallel import DistributedDataParallel
 
 from ..data import build_region_test_loader
-from ..data.mappers import RegionTrainMapper
-from ..evaluation import RegionAccuracyEvaluator
+from ..data.mappers import RegionTrainMapper, build_detection_mapper
+from ..evaluation import OVCOCOEvaluator, RegionAccuracyEvaluator
+from ..modeling import OpenVocabROIHeads, set_vocabulary
 from .blend import blended_student
 from .checkpointer import CLIPCheckpointer
 from .hooks import ExportCLIP
 from .optim import WarmupCosine, build_adamw
 from .train_step import RegionTrainStep
 
-__all__ = ["Trainer", "create_ddp_model"]
+__all__ = ["Trainer", "create_ddp_model", "is_detector", "set_dataset_vocabulary"]
 
 _PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -37,6 +46,35 @@ def create_ddp_model(model: torch.nn.Module) -> torch.nn.Module:
     device = next(model.parameters()).device
     device_ids = [comm.get_local_rank()] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+
+
+def is_detector(cfg) -> bool:
+    """Whether ``MODEL.META_ARCHITECTURE`` is a detectron2 R-CNN (detection data and evaluators)."""
+    arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+    return isinstance(arch, type) and issubclass(arch, GeneralizedRCNN | ProposalNetwork)
+
+
+def set_dataset_vocabulary(cfg, model: torch.nn.Module, dataset_name: str | None = None) -> None:
+    """Give the model's text classifiers ``MODEL.TEXT_CLASSIFIER.CLASS_NAMES`` or the
+    ``thing_classes`` of ``dataset_name`` (default: the first training dataset, else the first test
+    dataset), with the novel classes of the config or the dataset's metadata."""
+    if not any(isinstance(m, OpenVocabROIHeads) for m in model.modules()):
+        return
+    c = cfg.MODEL.TEXT_CLASSIFIER
+    names = list(c.CLASS_NAMES)
+    novel = list(c.NOVEL_CLASSES)
+    if dataset_name is None:
+        datasets = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+        dataset_name = datasets[0] if datasets else None
+    if not names:
+        if dataset_name is None:
+            raise ValueError("no vocabulary: set MODEL.TEXT_CLASSIFIER.CLASS_NAMES or a dataset")
+        meta = MetadataCatalog.get(dataset_name)
+        if not meta.get("thing_classes", None):
+            DatasetCatalog.get(dataset_name)  # loading a COCO json sets thing_classes
+        names = list(meta.thing_classes)
+        novel = novel or list(meta.get("novel_classes", []))
+    set_vocabulary(model, names, novel, cache_dir=cfg.MODEL.CLIP.TEXT_CACHE_DIR or None)
 
 
 class Trainer(DefaultTrainer):
@@ -91,17 +129,29 @@ class Trainer(DefaultTrainer):
         return hooks
 
     @classmethod
+    def build_model(cls, cfg):
+        model = super().build_model(cfg)
+        set_dataset_vocabulary(cfg, model)
+        return model
+
+    @classmethod
     def build_optimizer(cls, cfg, model):
         s = cfg.SOLVER
-        return build_adamw(model, s.BASE_LR, s.WEIGHT_DECAY, s.ADAMW_BETAS, s.ADAMW_EPS)
+        optimizer = build_adamw(model, s.BASE_LR, s.WEIGHT_DECAY, s.ADAMW_BETAS, s.ADAMW_EPS)
+        # SOLVER.CLIP_GRADIENTS (off by default): clips before each step (after AMP unscaling)
+        return maybe_add_gradient_clipping(cfg, optimizer)
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
         s = cfg.SOLVER
-        return LRMultiplier(optimizer, WarmupCosine(s.WARMUP_ITERS, s.MAX_ITER), s.MAX_ITER)
+        if s.LR_SCHEDULER_NAME == "WarmupCosine":
+            return LRMultiplier(optimizer, WarmupCosine(s.WARMUP_ITERS, s.MAX_ITER), s.MAX_ITER)
+        return build_d2_lr_scheduler(cfg, optimizer)
 
     @classmethod
     def build_train_loader(cls, cfg):
+        if is_detector(cfg):
+            return build_detection_train_loader(cfg, mapper=build_detection_mapper(cfg, True))
         arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
         mapper = RegionTrainMapper(cfg, with_crops=getattr(arch, "needs_crops", False))
         dicts = [d for name in cfg.DATASETS.TRAIN for d in DatasetCatalog.get(name)]
@@ -121,19 +171,39 @@ class Trainer(DefaultTrainer):
         evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
         if evaluator_type == "region_accuracy":
             return RegionAccuracyEvaluator(dataset_name, output_folder)
+        if evaluator_type == "ov_coco":
+            return OVCOCOEvaluator(dataset_name, output_dir=output_folder)
+        if evaluator_type == "coco":
+            return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False)
         raise NotImplementedError(
             f"no evaluator for dataset {dataset_name!r} (evaluator_type={evaluator_type!r})"
         )
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name: str):
+        if is_detector(cfg):
+            return build_detection_test_loader(
+                cfg, dataset_name, mapper=build_detection_mapper(cfg, False)
+            )
         return build_region_test_loader(cfg, dataset_name)
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
-        """Evaluate with the blended weights (``SOLVER.WEIGHT_BLEND_ALPHA``), as published."""
+        """Evaluate with the blended weights (``SOLVER.WEIGHT_BLEND_ALPHA``), as published; an
+        open-vocabulary detector is evaluated on each test dataset with that dataset's classes."""
         inner = getattr(model, "module", model)
         alpha = cfg.SOLVER.WEIGHT_BLEND_ALPHA
         blend = blended_student(inner, alpha) if alpha < 1.0 else contextlib.nullcontext()
         with blend:
-            return super().test(cfg, model, evaluators)
+            if evaluators is not None or not is_detector(cfg) or len(cfg.DATASETS.TEST) < 2:
+                if is_detector(cfg) and len(cfg.DATASETS.TEST) == 1:
+                    set_dataset_vocabulary(cfg, inner, cfg.DATASETS.TEST[0])
+                return super().test(cfg, model, evaluators)
+            results = {}
+            for name in cfg.DATASETS.TEST:
+                set_dataset_vocabulary(cfg, inner, name)
+                one = cfg.clone()
+                one.defrost()
+                one.DATASETS.TEST = (name,)
+                results[name] = super().test(one, model)
+            return results

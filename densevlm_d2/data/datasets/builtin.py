@@ -11,8 +11,13 @@
 * ``densevlm_coco_train_pseudo_4764``: ``coco/annotations/coco_pseudo_4764.json`` (RegionCLIP's
   boxes labelled over a 4,764-noun concept pool; only images with boxes).
 
+OV-COCO detection (48 base / 17 novel classes): ``densevlm_ovcoco_train_base`` and
+``densevlm_ovcoco_val`` (``coco/annotations/instances_{train2017_ovcoco_base,val2017_ovcoco}.json``,
+written by ``datasets/prepare_ov_coco.py``).
+
 The CPU demo's world (``demo_world/``): ``densevlm_demo_world_{train,val}`` (panoptic) and
-``densevlm_demo_world_train_images``.
+``densevlm_demo_world_train_images``;
+open-vocabulary detection ``densevlm_demo_world_det_{train_base,val}`` (ring and cross novel).
 
 Vocabulary without a dataset: ``densevlm_coco_stuff_ade20k_316`` (COCO-Stuff + ADE20K, 204 things
 and 112 stuff classes, the published DenseVLM training vocabulary).
@@ -26,6 +31,7 @@ from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
 from .ade20k_categories import ADE20K_150
 from .coco_boxes import register_coco_boxes, register_image_folder
+from .ov_coco import register_ov_coco, register_ov_coco_instances
 from .panoptic import register_panoptic
 from .vocabulary import VOCABULARY_DIR, register_vocabulary
 
@@ -86,12 +92,14 @@ def register_all(root: str | None = None) -> None:
     register_vocabulary(
         "densevlm_coco_stuff_ade20k_316", VOCABULARY_DIR / "coco_stuff_ade20k_316.json"
     )
+    register_ov_coco(root)
     register_demo_world(os.path.join(root, "demo_world"))
 
 
 def register_demo_world(world: str) -> None:
     """The CPU demo's small world (``densevlm_d2.demo.world``, written by ``make demo``)."""
     from ...demo.world import CATEGORIES as WORLD_CATEGORIES
+    from ...demo.world import NOVEL_THINGS
 
     layout = "demo_world/{train,val}/, panoptic_{train,val}.json, panoptic_{train,val}/ (make demo)"
     for split in ("train", "val"):
@@ -104,6 +112,14 @@ def register_demo_world(world: str) -> None:
             layout=layout,
         )
     register_image_folder("densevlm_demo_world_train_images", os.path.join(world, "train"), layout)
+    # open-vocabulary detection in the world: boxes of 4 base things for training, all 6 for val
+    for name, split, file in (
+        ("densevlm_demo_world_det_train_base", "train", "instances_train_base.json"),
+        ("densevlm_demo_world_det_val", "val", "instances_val.json"),
+    ):
+        register_ov_coco_instances(
+            name, os.path.join(world, file), os.path.join(world, split), NOVEL_THINGS, layout
+        )
 
 
 register_all()

@@ -1,4 +1,13 @@
+from .detection_mapper import build_detection_mapper, lsj_augmentations
 from .region_eval_mapper import REGION_TYPES, RegionEvalMapper
 from .region_train_mapper import RegionTrainMapper, grid_boxes, grid_choices
 
-__all__ = ["REGION_TYPES", "RegionEvalMapper", "RegionTrainMapper", "grid_boxes", "grid_choices"]
+__all__ = [
+    "REGION_TYPES",
+    "RegionEvalMapper",
+    "RegionTrainMapper",
+    "build_detection_mapper",
+    "grid_boxes",
+    "grid_choices",
+    "lsj_augmentations",
+]

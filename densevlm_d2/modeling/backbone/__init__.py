@@ -1,3 +1,11 @@
 from .clip_vit import CLIPViTBackbone, parse_out_features
+from .fvit import CLIPFPN, CLIPFeaturePyramid, SimplePyramid, build_clip_fpn_backbone
 
-__all__ = ["CLIPViTBackbone", "parse_out_features"]
+__all__ = [
+    "CLIPFPN",
+    "CLIPFeaturePyramid",
+    "CLIPViTBackbone",
+    "SimplePyramid",
+    "build_clip_fpn_backbone",
+    "parse_out_features",
+]

@@ -1,0 +1,59 @@
+"""Set the vocabulary of an open-vocabulary detector from class names, at any time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..clip.text import TEMPLATES, TextEmbedder
+from .backbone.clip_vit import CLIPViTBackbone
+
+__all__ = ["find_clip_backbone", "set_vocabulary"]
+
+BACKGROUND = "background"
+
+
+def find_clip_backbone(model: nn.Module) -> CLIPViTBackbone:
+    for module in model.modules():
+        if isinstance(module, CLIPViTBackbone):
+            return module
+    raise ValueError("the model holds no CLIPViTBackbone whose text tower could encode class names")
+
+
+@torch.no_grad()
+def set_vocabulary(
+    model: nn.Module,
+    class_names: Sequence[str],
+    novel_classes: Sequence[str] | None = None,
+    templates: Sequence[str] = TEMPLATES,
+    cache_dir: str | None = "default",
+) -> torch.Tensor:
+    """Encode ``class_names`` (and "background") with the model's own CLIP text tower and give them
+    to every text classifier in ``model``. ``novel_classes``: names trained with zero weight and
+    fused with the novel exponent at test time; default: the names not in the current vocabulary's
+    base classes (all names for a model without one). Returns the (K, D) class embeddings."""
+    heads = [
+        m for m in model.modules() if hasattr(m, "set_vocabulary") and hasattr(m, "box_predictor")
+    ]
+    if not heads:
+        raise ValueError("the model has no open-vocabulary ROI heads (MODEL.ROI_HEADS.NAME)")
+    names = [str(n) for n in class_names]
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"the vocabulary must be non-empty names without repeats, got {names}")
+    if novel_classes is None:
+        predictor = heads[0].box_predictor
+        base = {
+            n
+            for n, novel in zip(predictor.class_names, predictor.novel.tolist()[:-1], strict=True)
+            if not novel
+        }
+        novel_classes = [n for n in names if n not in base]
+    clip = find_clip_backbone(model)
+    embedder = TextEmbedder(clip.clip, clip.model_name, cache_dir)
+    embeddings = embedder(names, templates)
+    background = embedder([BACKGROUND], templates)[0]
+    for head in heads:
+        head.set_vocabulary(names, embeddings, background, list(novel_classes))
+    return embeddings

@@ -1,0 +1,120 @@
+"""The demo world's files follow the COCO panoptic conventions; a reduced demo runs end to end."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import runpy
+from pathlib import Path
+
+import numpy as np
+import pytest
+from panopticapi.utils import rgb2id
+from PIL import Image
+
+from densevlm_d2.data.datasets import register_panoptic
+from densevlm_d2.data.mappers import RegionEvalMapper
+from densevlm_d2.demo.world import CATEGORIES, STUFF, THINGS, WorldSpec, write_world
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    write_world(str(root), WorldSpec(seed=3, num_train=8, num_val=4), progress=False)
+    return root
+
+
+def test_panoptic_format(world):
+    data = json.loads((world / "panoptic_val.json").read_text())
+    assert data["categories"] == CATEGORIES
+    assert [c["name"] for c in CATEGORIES] == list(THINGS) + list(STUFF)
+    cat_ids = {c["id"] for c in CATEGORIES}
+    assert [im["id"] for im in data["images"]] == [a["image_id"] for a in data["annotations"]]
+    for image, ann in zip(data["images"], data["annotations"], strict=True):
+        with Image.open(world / "val" / image["file_name"]) as im:
+            assert im.size == (image["width"], image["height"]) and im.mode == "RGB"
+        png = np.asarray(Image.open(world / "panoptic_val" / ann["file_name"]))
+        assert png.dtype == np.uint8 and png.shape == (image["height"], image["width"], 3)
+        ids = rgb2id(png)
+        segs = ann["segments_info"]
+        assert len({s["id"] for s in segs}) == len(segs)  # unique segment ids
+        assert set(np.unique(ids).tolist()) == {s["id"] for s in segs}  # every pixel labelled
+        for s in segs:
+            mask = ids == s["id"]
+            ys, xs = np.nonzero(mask)
+            assert s["area"] == int(mask.sum())
+            assert s["bbox"] == [
+                int(xs.min()),
+                int(ys.min()),
+                int(xs.max() - xs.min() + 1),
+                int(ys.max() - ys.min() + 1),
+            ]
+            assert s["category_id"] in cat_ids and s["iscrowd"] == 0
+        assert any(s["category_id"] >= 101 for s in segs)  # a background in every scene
+    captions = list(csv.DictReader(open(world / "captions_val.csv")))
+    assert [Path(r["filepath"]).name for r in captions] == [
+        im["file_name"] for im in data["images"]
+    ]
+    crops = list(csv.DictReader(open(world / "crops_train.csv")))
+    train = json.loads((world / "panoptic_train.json").read_text())
+    assert len(crops) == sum(len(a["segments_info"]) for a in train["annotations"])
+    assert all(r["title"].startswith("a photo of a ") for r in crops)
+
+
+def test_captions_name_things_far_more_than_backgrounds(tmp_path):
+    write_world(str(tmp_path), WorldSpec(seed=0, num_train=200, num_val=1), progress=False)
+    titles = [r["title"] for r in csv.DictReader(open(tmp_path / "captions_train.csv"))]
+    with_thing = sum(any(t in title for t in THINGS) for title in titles)
+    with_stuff = sum(any(s in title for s in STUFF) for title in titles)
+    assert with_thing > 0.9 * len(titles) and with_stuff < 0.25 * len(titles)
+
+
+def test_deterministic_from_the_seed(tmp_path):
+    digests = []
+    for name in ("a", "b"):
+        write_world(str(tmp_path / name), WorldSpec(seed=5, num_train=3, num_val=2), progress=False)
+        h = hashlib.sha256()
+        for f in sorted((tmp_path / name).rglob("*.*")):
+            if f.suffix in (".json", ".png", ".jpg"):
+                h.update(f.read_bytes())
+        digests.append(h.hexdigest())
+    assert digests[0] == digests[1]
+
+
+def test_registered_and_mapped(world):
+    register_panoptic(
+        "test_demo_world_val",
+        CATEGORIES,
+        str(world / "val"),
+        str(world / "panoptic_val"),
+        str(world / "panoptic_val.json"),
+        layout="",
+    )
+    from detectron2.data import DatasetCatalog
+
+    out = RegionEvalMapper(image_size=128, patch_size=16, dataset_name="test_demo_world_val")(
+        DatasetCatalog.get("test_demo_world_val")[0]
+    )
+    assert len(out["regions"]["classes"]) > 0 and out["regions"]["masks"].shape[1:] == (8, 8)
+
+
+def test_reduced_demo_runs_and_caches(tmp_path, capsys):
+    tool = runpy.run_path(str(ROOT / "tools" / "demo_world.py"))
+    result = tool["main"](["--quick", "--demo-dir", str(tmp_path)])
+    table = json.loads((tmp_path / "results.json").read_text())
+    assert set(table) == {"student", "teacher", "clipself", "densevlm"}
+    for metrics in table.values():
+        for kind in ("rois", "maskpool"):
+            for key in ("thing.macc1", "thing.macc5", "stuff.macc1", "stuff.macc5", "fg_bias"):
+                assert f"{kind}.{key}" in metrics
+    assert result["chart"].exists() and len(result["pictures"]) == 4
+    assert all(Image.open(p).size[0] > 3 * 112 for p in result["pictures"])
+    for name in ("student", "teacher", "clipself", "densevlm"):
+        assert (tmp_path / "models" / f"{name}.pt").exists()
+    capsys.readouterr()
+    tool["main"](["--quick", "--demo-dir", str(tmp_path)])  # cached: re-evaluates and redraws only
+    out = capsys.readouterr().out
+    assert out.count("cached:") == 5 and "Train Epoch" not in out
