@@ -43,14 +43,22 @@ def dense_prediction(
 
 
 def draw_dense_prediction(
-    image, labels: torch.Tensor, class_names: Sequence[str], alpha: float = 0.6
+    image,
+    labels: torch.Tensor,
+    class_names: Sequence[str],
+    alpha: float = 0.6,
+    colors: Sequence[Sequence[int]] | None = None,
 ) -> np.ndarray:
     """The image with each predicted class region coloured and named (detectron2's
-    ``draw_sem_seg``): HxWx3 RGB."""
-    rng_state = np.random.get_state()
-    np.random.seed(0)  # the same colours on every run
-    colors = [[int(c) for c in random_color(rgb=True, maximum=255)] for _ in class_names]
-    np.random.set_state(rng_state)
+    ``draw_sem_seg``): HxWx3 RGB. ``colors``: RGB per class (default: fixed random colours)."""
+    if colors is None:
+        rng_state = np.random.get_state()
+        np.random.seed(0)  # the same colours on every run
+        colors = [[int(c) for c in random_color(rgb=True, maximum=255)] for _ in class_names]
+        np.random.set_state(rng_state)
+    elif len(colors) != len(class_names):
+        raise ValueError(f"{len(colors)} colours for {len(class_names)} classes")
+    colors = [[int(c) for c in rgb] for rgb in colors]
     meta = Metadata(name="densevlm_demo", stuff_classes=list(class_names), stuff_colors=colors)
     vis = Visualizer(np.asarray(to_pil_rgb(image)), metadata=meta)
     return vis.draw_sem_seg(labels, alpha=alpha).get_image()

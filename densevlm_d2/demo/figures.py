@@ -96,11 +96,12 @@ def _gt_labels(world: Path, image_info: dict, annotation: dict, classes: list[st
 def dense_predictions(
     models: Path, world: Path, out: Path, env: dict, count: int = 4
 ) -> list[Path]:
-    """For ``count`` val images: ground truth | pretrained student | DenseVLM, every token
-    classified against the world's classes; one PNG per image."""
+    """For ``count`` val images: image | ground truth | pretrained student | CLIPSelf | DenseVLM,
+    every token classified against the world's classes; one PNG per image."""
     import os
 
     import torch
+    from PIL import ImageDraw
 
     import densevlm_d2
     from densevlm_d2.visualization import dense_prediction, draw_dense_prediction
@@ -109,31 +110,28 @@ def dense_predictions(
 
     os.environ.setdefault("DENSEVLM_CACHE", env.get("DENSEVLM_CACHE", ""))
     classes = [c["name"] for c in sorted(CATEGORIES, key=lambda c: c["id"])]
+    colors = [c["color"] for c in sorted(CATEGORIES, key=lambda c: c["id"])]
     data = json.loads((world / "panoptic_val.json").read_text())
+    names = [n for n in ("student", "clipself", "densevlm") if (models / f"{n}.pt").exists()]
     encoders = {}
-    for name in ("student", "densevlm"):
+    for name in names:
         enc = densevlm_d2.load_clip("EVA02-Demo-16", models / f"{name}.pt", image_size=128)
         encoders[name] = (enc, enc.text_classifier(classes))
+    titles = ["image", "ground truth"] + [_LABELS[n] for n in names]
     paths = []
     for info, ann in list(zip(data["images"], data["annotations"], strict=True))[:count]:
         image = Image.open(world / "val" / info["file_name"]).convert("RGB")
-        panels = [
-            draw_dense_prediction(
-                image, torch.from_numpy(_gt_labels(world, info, ann, classes)), classes
-            )
-        ]
-        for name in ("student", "densevlm"):
+        gt = torch.from_numpy(_gt_labels(world, info, ann, classes))
+        panels = [np.asarray(image), draw_dense_prediction(image, gt, classes, colors=colors)]
+        for name in names:
             enc, emb = encoders[name]
-            panels.append(draw_dense_prediction(image, dense_prediction(enc, image, emb), classes))
+            labels = dense_prediction(enc, image, emb)
+            panels.append(draw_dense_prediction(image, labels, classes, colors=colors))
         scale = 2
         w, h = image.width * scale, image.height * scale
-        canvas = Image.new("RGB", (3 * w + 20, h + 24), "white")
-        from PIL import ImageDraw
-
+        canvas = Image.new("RGB", (len(panels) * (w + 10) - 10, h + 24), "white")
         draw = ImageDraw.Draw(canvas)
-        for i, (panel, title) in enumerate(
-            zip(panels, ("ground truth", "pretrained student", "DenseVLM"), strict=True)
-        ):
+        for i, (panel, title) in enumerate(zip(panels, titles, strict=True)):
             canvas.paste(Image.fromarray(panel).resize((w, h), Image.NEAREST), (i * (w + 10), 24))
             draw.text((i * (w + 10) + 4, 6), title, fill="black")
         path = out / f"dense_{info['file_name'].replace('.jpg', '.png')}"

@@ -41,9 +41,9 @@ class DemoConfig:
         num_train: int = 1200,
         num_val: int = 200,
         student_epochs: int = 16,
-        teacher_epochs: int = 3,
+        teacher_epochs: int = 2,
         finetune_iters: int = 120,
-        teacher_refine_iters: int = 60,
+        teacher_refine_iters: int = 40,
         seed: int = 0,
     ):
         self.num_train, self.num_val = num_train, num_val

@@ -150,7 +150,7 @@ def _scene(rng: np.random.Generator, spec: WorldSpec):
     for _ in range(int(rng.integers(1, 4))):
         shape = str(rng.choice(THINGS))
         color = str(rng.choice(list(_PAINT)))
-        s = int(rng.integers(min(h, w) // 5, min(h, w) // 2.4))
+        s = int(rng.integers(min(h, w) // 3.5, min(h, w) // 1.8))  # 2 to 5 tokens across
         x0, y0 = int(rng.integers(0, w - s)), int(rng.integers(0, h - s))
         mask = _thing_mask(shape, h, w, (x0, y0, x0 + s, y0 + s), rng) & (ids > 0)
         if mask.sum() < 30:
