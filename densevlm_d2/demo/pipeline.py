@@ -6,8 +6,8 @@ Stages (each cached in the demo folder; ``rebuild`` starts over):
 2. ``student``: a small EVA02-CLIP trained contrastively on the image captions with upstream
    ``open_clip_train`` (the stand-in for EVA-CLIP: captions rarely name backgrounds);
 3. ``teacher``: the same architecture trained with ``open_clip_train`` on region crops named by
-   their thing or stuff class, then refined with CLIPSelf by ``tools/train_net.py`` (as the paper's
-   teacher is a CLIPSelf-refined CLIP);
+   their thing or stuff class, then refined with CLIPSelf on the boxes of all segments by
+   ``tools/train_net.py`` (the paper's teacher is a CLIPSelf-refined CLIP);
 4. ``clipself`` and ``densevlm``: the student fine-tuned by ``tools/train_net.py`` with
    ``configs/demo/{clipself,densevlm}.yaml``;
 5. ``evaluate``: ``tools/train_net.py --eval-only`` on the val split for the four models;
@@ -43,7 +43,7 @@ class DemoConfig:
         student_epochs: int = 16,
         teacher_epochs: int = 2,
         finetune_iters: int = 120,
-        teacher_refine_iters: int = 40,
+        teacher_refine_iters: int = 200,
         seed: int = 0,
     ):
         self.num_train, self.num_val = num_train, num_val
@@ -240,6 +240,12 @@ def run_demo(
             "MODEL.CLIP.CHECKPOINT",
             str(models / "teacher_crops.pt"),
             *_schedule(cfg.teacher_refine_iters),
+            # the teacher knows regions: CLIPSelf on the boxes of all segments (things and stuff),
+            # like CLIPSelf's region-proposal variant, not on grid cells
+            "INPUT.REGIONS.MODE",
+            "proposals",
+            "DATASETS.TRAIN",
+            "('densevlm_demo_world_train_regions',)",
             "SOLVER.WEIGHT_BLEND_ALPHA",
             "1.0",
             "DATASETS.TEST",

@@ -1,12 +1,12 @@
 """A small world in which the foreground bias of image-level CLIP training can be seen on a CPU.
 
 Scenes are made of "stuff" backgrounds (sky, grass, water, wall, sand: textures that fill regions)
-and "thing" objects (ball, box, tent, kite, ring, cross: shapes of random colours). Every image has
-a caption that, like web captions, names its things ("a red ball and a purple box") and only
-sometimes its background. The world is written in the exact COCO panoptic on-disk format (JPEG
-images, panoptic PNGs, json) with a ``captions.csv`` (``filepath``, ``title``) per split, and a
-``crops.csv`` of region crops named by their class (``a photo of a sand.``) for training the
-teacher. Everything is deterministic from the seed.
+and "thing" objects (ball, box, tent, kite, ring, cross: shapes, each in two paints of its own).
+Every image has a caption that, like web captions, names its things ("a red ball and a purple
+cross") and only sometimes its background. The world is written in the exact COCO panoptic on-disk
+format (JPEG images, panoptic PNGs, json) with a ``captions.csv`` (``filepath``, ``title``) per
+split, and a ``crops.csv`` of region crops named by their class (``a photo of a sand.``) for
+training the teacher. Everything is deterministic from the seed.
 """
 
 from __future__ import annotations
@@ -54,14 +54,16 @@ CATEGORIES = [
         )
     )
 ]
-_PAINT = {
-    "red": (210, 40, 40),
-    "orange": (240, 140, 20),
-    "purple": (130, 50, 170),
-    "white": (245, 245, 245),
-    "black": (25, 25, 25),
-    "pink": (240, 120, 180),
-    "yellow": (240, 220, 40),
+# Each thing comes in two paints of its own, as real objects have a typical look that a few
+# patches show (a ball's shape alone spans several tokens); no paint is shared or close to a
+# background's colours.
+_PAINTS = {
+    "ball": {"red": (210, 40, 40), "orange": (240, 140, 20)},
+    "box": {"black": (25, 25, 25), "grey": (95, 95, 100)},
+    "tent": {"yellow": (240, 220, 40), "lemon": (215, 230, 110)},
+    "kite": {"pink": (240, 120, 180), "magenta": (200, 40, 160)},
+    "ring": {"white": (245, 245, 245), "silver": (205, 205, 215)},
+    "cross": {"purple": (130, 50, 170), "indigo": (75, 0, 130)},
 }
 
 
@@ -149,14 +151,14 @@ def _scene(rng: np.random.Generator, spec: WorldSpec):
     things = []
     for _ in range(int(rng.integers(1, 4))):
         shape = str(rng.choice(THINGS))
-        color = str(rng.choice(list(_PAINT)))
+        color = str(rng.choice(list(_PAINTS[shape])))
         s = int(rng.integers(min(h, w) // 3.5, min(h, w) // 1.8))  # 2 to 5 tokens across
         x0, y0 = int(rng.integers(0, w - s)), int(rng.integers(0, h - s))
         mask = _thing_mask(shape, h, w, (x0, y0, x0 + s, y0 + s), rng) & (ids > 0)
         if mask.sum() < 30:
             continue
         ids[mask] = next_id
-        image[mask] = np.float32(_PAINT[color]) + rng.normal(0, 6, (int(mask.sum()), 3))
+        image[mask] = np.float32(_PAINTS[shape][color]) + rng.normal(0, 6, (int(mask.sum()), 3))
         segments.append((next_id, THINGS.index(shape) + 1, 0))
         things.append((color, shape))
         next_id += 1
@@ -173,11 +175,17 @@ def _caption(things, backgrounds, rng, rate: float) -> str:
     return text
 
 
-def instances_json(images: list[dict], panoptic: list[dict], exclude: tuple[str, ...] = ()) -> dict:
-    """COCO instances (detection) json of the world's things from its panoptic annotations: boxes
-    and areas of the thing segments, categories the things; ``exclude``: thing names left out of
-    the annotations (not of the categories)."""
-    things = [c for c in CATEGORIES if c["isthing"]]
+def instances_json(
+    images: list[dict],
+    panoptic: list[dict],
+    exclude: tuple[str, ...] = (),
+    with_stuff: bool = False,
+) -> dict:
+    """COCO instances (detection) json from the world's panoptic annotations: boxes and areas of
+    the thing segments (and of the stuff segments ``with_stuff``: the region boxes that refine the
+    teacher), categories those classes; ``exclude``: names left out of the annotations (not of the
+    categories)."""
+    things = [c for c in CATEGORIES if c["isthing"] or with_stuff]
     keep = {c["id"] for c in things if c["name"] not in exclude}
     segments = [
         (ann["image_id"], seg)
@@ -205,8 +213,8 @@ def write_world(root: str, spec: WorldSpec | None = None, progress: bool = True)
 
     Per split: ``{split}/*.jpg``, ``panoptic_{split}/*.png``, ``panoptic_{split}.json``,
     ``captions_{split}.csv``, ``instances_{split}.json`` (things' boxes, COCO detection format);
-    for train also ``crops_train.csv`` and ``instances_train_base.json`` (without the
-    ``NOVEL_THINGS``' boxes)."""
+    for train also ``crops_train.csv``, ``instances_train_base.json`` (without the
+    ``NOVEL_THINGS``' boxes) and ``regions_train.json`` (every segment's box)."""
     from tqdm import tqdm
 
     spec = spec or WorldSpec()
@@ -245,12 +253,13 @@ def write_world(root: str, spec: WorldSpec | None = None, progress: bool = True)
         json_file = os.path.join(root, f"panoptic_{split}.json")
         with open(json_file, "w") as f:
             json.dump({"images": images, "annotations": annotations, "categories": CATEGORIES}, f)
-        detection = {f"instances_{split}.json": ()}
+        detection = {f"instances_{split}.json": ((), False)}
         if split == "train":
-            detection["instances_train_base.json"] = NOVEL_THINGS
-        for name, exclude in detection.items():
+            detection["instances_train_base.json"] = (NOVEL_THINGS, False)
+            detection["regions_train.json"] = ((), True)
+        for name, (exclude, with_stuff) in detection.items():
             with open(os.path.join(root, name), "w") as f:
-                json.dump(instances_json(images, annotations, exclude), f)
+                json.dump(instances_json(images, annotations, exclude, with_stuff), f)
         for name, rows in (("captions", captions), ("crops", crops)):
             if rows:
                 with open(os.path.join(root, f"{name}_{split}.csv"), "w", newline="") as f:

@@ -17,7 +17,8 @@ written by ``datasets/prepare_ov_coco.py``).
 
 The CPU demo's world (``demo_world/``): ``densevlm_demo_world_{train,val}`` (panoptic) and
 ``densevlm_demo_world_train_images``;
-open-vocabulary detection ``densevlm_demo_world_det_{train_base,val}`` (ring and cross novel).
+open-vocabulary detection ``densevlm_demo_world_det_{train_base,val}`` (ring and cross novel);
+``densevlm_demo_world_train_regions`` (every segment's box: the teacher's refinement regions).
 
 Vocabulary without a dataset: ``densevlm_coco_stuff_ade20k_316`` (COCO-Stuff + ADE20K, 204 things
 and 112 stuff classes, the published DenseVLM training vocabulary).
@@ -112,6 +113,12 @@ def register_demo_world(world: str) -> None:
             layout=layout,
         )
     register_image_folder("densevlm_demo_world_train_images", os.path.join(world, "train"), layout)
+    register_coco_boxes(
+        "densevlm_demo_world_train_regions",
+        os.path.join(world, "regions_train.json"),
+        os.path.join(world, "train"),
+        layout,
+    )
     # open-vocabulary detection in the world: boxes of 4 base things for training, all 6 for val
     for name, split, file in (
         ("densevlm_demo_world_det_train_base", "train", "instances_train_base.json"),
