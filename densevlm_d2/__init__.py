@@ -20,6 +20,7 @@ from .clip import (  # noqa: E402
     save_checkpoint,
 )
 from .config import add_densevlm_config  # noqa: E402
+from .modeling import set_vocabulary  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -34,4 +35,5 @@ __all__ = [
     "load_checkpoint",
     "load_clip",
     "save_checkpoint",
+    "set_vocabulary",
 ]

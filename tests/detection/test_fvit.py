@@ -20,9 +20,10 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 import densevlm_d2
+from densevlm_d2 import set_vocabulary
 from densevlm_d2.demo.world import NOVEL_THINGS, THINGS, WorldSpec, write_world
 from densevlm_d2.engine import Trainer
-from densevlm_d2.modeling import fuse_scores, set_vocabulary
+from densevlm_d2.modeling import fuse_scores
 from densevlm_d2.modeling.backbone import CLIPFPN
 
 ROOT = Path(__file__).resolve().parents[2]
