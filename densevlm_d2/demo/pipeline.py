@@ -154,6 +154,14 @@ def _open_clip_train(csv: Path, name: str, epochs: int, out: Path, env: dict, lo
     return runs / name / "checkpoints" / f"epoch_{epochs}.pt"
 
 
+def _cached(path: Path) -> bool:
+    """Whether a stage's output exists (then said, and the stage skipped)."""
+    if path.exists():
+        print("    cached:", path)
+        return True
+    return False
+
+
 def _export(checkpoint: Path, target: Path) -> Path:
     import densevlm_d2
 
@@ -208,7 +216,7 @@ def run_demo(
         print("    cached:", world)
 
     stage("student: a small EVA02-CLIP trained on the captions with open_clip_train")
-    if not (models / "student.pt").exists():
+    if not _cached(models / "student.pt"):
         ckpt = _open_clip_train(
             world / "captions_train.csv",
             "student",
@@ -218,11 +226,9 @@ def run_demo(
             logs / "student.log",
         )
         _export(ckpt, models / "student.pt")
-    else:
-        print("    cached:", models / "student.pt")
 
     stage("teacher: the same CLIP trained on named region crops, then refined with CLIPSelf")
-    if not (models / "teacher.pt").exists():
+    if not _cached(models / "teacher.pt"):
         ckpt = _open_clip_train(
             world / "crops_train.csv",
             "teacher_crops",
@@ -252,15 +258,13 @@ def run_demo(
             "()",
         )
         shutil.copy(runs / "teacher" / "clip_final_eva_clip.pt", models / "teacher.pt")
-    else:
-        print("    cached:", models / "teacher.pt")
 
     for name, title in (
         ("clipself", "CLIPSelf: the student aligned with its own crop embeddings"),
         ("densevlm", "DenseVLM: the student distilled from the teacher's labels"),
     ):
         stage(title + " (tools/train_net.py)")
-        if not (models / f"{name}.pt").exists():
+        if not _cached(models / f"{name}.pt"):
             opts = [
                 "MODEL.CLIP.CHECKPOINT",
                 str(models / "student.pt"),
@@ -272,8 +276,6 @@ def run_demo(
                 opts += ["MODEL.DENSEVLM.TEACHER.CHECKPOINT", str(models / "teacher.pt")]
             _train_net(f"{name}.yaml", runs / name, env, logs / f"{name}.log", *opts)
             shutil.copy(runs / name / "clip_final_eva_clip.pt", models / f"{name}.pt")
-        else:
-            print("    cached:", models / f"{name}.pt")
 
     stage("evaluation of the four models on the val split (tools/train_net.py --eval-only)")
     table = {}

@@ -195,9 +195,7 @@ class Trainer(DefaultTrainer):
         alpha = cfg.SOLVER.WEIGHT_BLEND_ALPHA
         blend = blended_student(inner, alpha) if alpha < 1.0 else contextlib.nullcontext()
         with blend:
-            if evaluators is not None or not is_detector(cfg) or len(cfg.DATASETS.TEST) < 2:
-                if is_detector(cfg) and len(cfg.DATASETS.TEST) == 1:
-                    set_dataset_vocabulary(cfg, inner, cfg.DATASETS.TEST[0])
+            if evaluators is not None or not is_detector(cfg):
                 return super().test(cfg, model, evaluators)
             results = {}
             for name in cfg.DATASETS.TEST:
@@ -206,4 +204,5 @@ class Trainer(DefaultTrainer):
                 one.defrost()
                 one.DATASETS.TEST = (name,)
                 results[name] = super().test(one, model)
-            return results
+            # as DefaultTrainer.test: a single dataset's results unwrapped
+            return next(iter(results.values())) if len(results) == 1 else results

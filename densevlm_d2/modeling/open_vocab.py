@@ -9,6 +9,7 @@ from torch import nn
 
 from ..clip.text import TEMPLATES, TextEmbedder
 from .backbone.clip_vit import CLIPViTBackbone
+from .roi_heads import OpenVocabROIHeads
 
 __all__ = ["find_clip_backbone", "set_vocabulary"]
 
@@ -34,9 +35,7 @@ def set_vocabulary(
     to every text classifier in ``model``. ``novel_classes``: names trained with zero weight and
     fused with the novel exponent at test time; default: the names not in the current vocabulary's
     base classes (all names for a model without one). Returns the (K, D) class embeddings."""
-    heads = [
-        m for m in model.modules() if hasattr(m, "set_vocabulary") and hasattr(m, "box_predictor")
-    ]
+    heads = [m for m in model.modules() if isinstance(m, OpenVocabROIHeads)]
     if not heads:
         raise ValueError("the model has no open-vocabulary ROI heads (MODEL.ROI_HEADS.NAME)")
     names = [str(n) for n in class_names]

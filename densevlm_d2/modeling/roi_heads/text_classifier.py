@@ -131,7 +131,8 @@ class TextClassifierOutputLayers(FastRCNNOutputLayers):
         device = self.cls_fc.weight.device
         emb = torch.cat([embeddings.float(), background.float().reshape(1, -1)]).to(device)
         self.class_embeddings = F.normalize(emb, dim=-1)
-        is_novel = torch.tensor([n in set(novel) for n in names] + [False], device=device)
+        novel = set(novel)
+        is_novel = torch.tensor([n in novel for n in names] + [False], device=device)
         weights = torch.where(is_novel, 0.0, 1.0)
         weights[-1] = self.background_weight
         self.novel, self.class_weights = is_novel, weights
