@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check densevlm_d2 tools tests datasets setup.py
 
 demo: $(STAMP)
-	$(PY) tools/demo_world.py $(DEMO_ARGS)
+	$(PY) -m demo $(DEMO_ARGS)
 
 clean-env:
 	rm -rf $(VENV)

@@ -1,4 +1,4 @@
-"""Dense open-vocabulary prediction and its drawing (tools/demo.py's core) on a tiny model."""
+"""Dense open-vocabulary prediction and its drawing (tools/predict.py's core) on a tiny model."""
 
 from __future__ import annotations
 
@@ -29,11 +29,11 @@ def test_dense_prediction_and_drawing(tiny_vit):
     assert not np.array_equal(drawn, np.asarray(image))
 
 
-def test_demo_tool_runs(tmp_path):
+def test_predict_tool_runs(tmp_path):
     import runpy
     from pathlib import Path
 
-    tool = Path(__file__).resolve().parents[1] / "tools" / "demo.py"
+    tool = Path(__file__).resolve().parents[1] / "tools" / "predict.py"
     out = tmp_path / "dense.png"
     runpy.run_path(str(tool))["main"](
         [

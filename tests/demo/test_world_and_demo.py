@@ -15,7 +15,7 @@ from PIL import Image
 
 from densevlm_d2.data.datasets import register_panoptic
 from densevlm_d2.data.mappers import RegionEvalMapper
-from densevlm_d2.demo.world import CATEGORIES, STUFF, THINGS, WorldSpec, write_world
+from demo.world import CATEGORIES, STUFF, THINGS, WorldSpec, write_world
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -102,7 +102,7 @@ def test_registered_and_mapped(world):
 
 
 def test_reduced_demo_runs_and_caches(tmp_path, capsys):
-    tool = runpy.run_path(str(ROOT / "tools" / "demo_world.py"))
+    tool = runpy.run_module("demo.__main__")
     result = tool["main"](["--quick", "--demo-dir", str(tmp_path)])
     table = json.loads((tmp_path / "results.json").read_text())
     assert set(table) == {"student", "teacher", "clipself", "densevlm"}

@@ -21,7 +21,7 @@ from detectron2.utils.events import EventStorage
 
 import densevlm_d2
 from densevlm_d2 import set_vocabulary
-from densevlm_d2.demo.world import NOVEL_THINGS, THINGS, WorldSpec, write_world
+from demo.world import NOVEL_THINGS, THINGS, WorldSpec, write_world
 from densevlm_d2.engine import Trainer
 from densevlm_d2.modeling import fuse_scores
 from densevlm_d2.modeling.backbone import CLIPFPN

@@ -116,7 +116,7 @@ def synthetic_coco(tmp_path_factory):
     """A random COCO-panoptic-format val split with COCO's 133 categories, and tiny EVA weights."""
     from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
-    from densevlm_d2.data.synthetic import write_panoptic_split
+    from densevlm_d2.testing import write_panoptic_split
 
     root = tmp_path_factory.mktemp("datasets")
     coco = root / "coco"

@@ -31,6 +31,7 @@ import os
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
 from .ade20k_categories import ADE20K_150
+from .builtin_meta import DEMO_WORLD_CATEGORIES, DEMO_WORLD_NOVEL_THINGS
 from .coco_boxes import register_coco_boxes, register_image_folder
 from .ov_coco import register_ov_coco, register_ov_coco_instances
 from .panoptic import register_panoptic
@@ -98,15 +99,12 @@ def register_all(root: str | None = None) -> None:
 
 
 def register_demo_world(world: str) -> None:
-    """The CPU demo's small world (``densevlm_d2.demo.world``, written by ``make demo``)."""
-    from ...demo.world import CATEGORIES as WORLD_CATEGORIES
-    from ...demo.world import NOVEL_THINGS
-
+    """The CPU demo's small world (written by ``make demo``, see ``demo/world.py``)."""
     layout = "demo_world/{train,val}/, panoptic_{train,val}.json, panoptic_{train,val}/ (make demo)"
     for split in ("train", "val"):
         register_panoptic(
             f"densevlm_demo_world_{split}",
-            WORLD_CATEGORIES,
+            DEMO_WORLD_CATEGORIES,
             os.path.join(world, split),
             os.path.join(world, f"panoptic_{split}"),
             os.path.join(world, f"panoptic_{split}.json"),
@@ -125,7 +123,7 @@ def register_demo_world(world: str) -> None:
         ("densevlm_demo_world_det_val", "val", "instances_val.json"),
     ):
         register_ov_coco_instances(
-            name, os.path.join(world, file), os.path.join(world, split), NOVEL_THINGS, layout
+            name, os.path.join(world, file), os.path.join(world, split), DEMO_WORLD_NOVEL_THINGS, layout
         )
 
 

@@ -19,10 +19,12 @@ import json
 import os
 from collections.abc import Sequence
 
+import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 __all__ = [
     "DatasetLayoutError",
+    "segment_record",
     "check_layout",
     "load_panoptic_json",
     "panoptic_metadata",
@@ -45,6 +47,20 @@ def check_layout(paths: dict[str, str], layout: str) -> None:
                 f"{what} not found: {path}\nExpected layout under $DETECTRON2_DATASETS "
                 f"(now {root!r}; see datasets/README.md):\n{layout}"
             )
+
+
+def segment_record(seg_id: int, category_id: int, mask: np.ndarray, iscrowd: int = 0) -> dict:
+    """The ``segments_info`` entry of a binary mask as the COCO panoptic format defines it: the
+    tight bbox ``[x, y, w, h]`` and the area of the mask's pixels."""
+    ys, xs = np.nonzero(mask)
+    x0, y0 = int(xs.min()), int(ys.min())
+    return {
+        "id": int(seg_id),
+        "category_id": int(category_id),
+        "iscrowd": int(iscrowd),
+        "bbox": [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1],
+        "area": int(mask.sum()),
+    }
 
 
 def panoptic_metadata(categories: Sequence[dict]) -> dict:

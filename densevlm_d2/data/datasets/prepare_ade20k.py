@@ -25,7 +25,7 @@ import numpy as np
 from panopticapi.utils import id2rgb
 from PIL import Image
 
-from ..synthetic import segment_record
+from .panoptic import segment_record
 from .ade20k_categories import ADE20K_150, INSTANCE100_TO_SEMANTIC150
 
 __all__ = ["ade20k_panoptic_segments", "prepare_ade20k_panoptic"]

@@ -2,7 +2,7 @@
 
 Stages (each cached in the demo folder; ``rebuild`` starts over):
 
-1. ``world``: the small world (:mod:`densevlm_d2.demo.world`) in COCO panoptic format;
+1. ``world``: the small world (``demo/world.py``) in COCO panoptic format;
 2. ``student``: a small EVA02-CLIP trained contrastively on the image captions with upstream
    ``open_clip_train`` (the stand-in for EVA-CLIP: captions rarely name backgrounds);
 3. ``teacher``: the same architecture trained with ``open_clip_train`` on region crops named by
@@ -27,7 +27,7 @@ from pathlib import Path
 
 __all__ = ["DemoConfig", "run_demo"]
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 TRAIN_NET = ROOT / "tools" / "train_net.py"
 CONFIGS = ROOT / "configs" / "demo"
 MODELS = ("student", "teacher", "clipself", "densevlm")
@@ -110,7 +110,7 @@ def _open_clip_train(csv: Path, name: str, epochs: int, out: Path, env: dict, lo
     cmd = [
         sys.executable,
         "-m",
-        "densevlm_d2.demo.openclip_train",
+        "demo.openclip_train",
         "--train-data",
         str(csv),
         "--dataset-type",

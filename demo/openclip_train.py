@@ -1,4 +1,4 @@
-"""``python -m densevlm_d2.demo.openclip_train <open_clip_train arguments>``: upstream open_clip's
+"""``python -m demo.openclip_train <open_clip_train arguments>``: upstream open_clip's
 training script with this project's model configs (EVA02-Demo-16, ...) registered."""
 
 import sys

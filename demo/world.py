@@ -20,40 +20,16 @@ import numpy as np
 from panopticapi.utils import id2rgb
 from PIL import Image, ImageDraw
 
-from ..data.synthetic import segment_record
+from densevlm_d2.data.datasets.builtin_meta import DEMO_WORLD_CATEGORIES, DEMO_WORLD_NOVEL_THINGS
+from densevlm_d2.data.datasets.panoptic import segment_record
 
 __all__ = ["CATEGORIES", "NOVEL_THINGS", "WorldSpec", "instances_json", "write_world"]
 
-THINGS = ("ball", "box", "tent", "kite", "ring", "cross")
+CATEGORIES = DEMO_WORLD_CATEGORIES
+THINGS = tuple(c["name"] for c in CATEGORIES if c["isthing"])
+STUFF = tuple(c["name"] for c in CATEGORIES if not c["isthing"])
 # the open-vocabulary detection split of the world: trained on the other things' boxes only
-NOVEL_THINGS = ("ring", "cross")
-STUFF = ("sky", "grass", "water", "wall", "sand")
-CATEGORIES = [
-    {"id": i + 1, "name": n, "isthing": 1, "color": c}
-    for i, (n, c) in enumerate(
-        zip(
-            THINGS,
-            (
-                [220, 20, 60],
-                [0, 0, 142],
-                [119, 11, 32],
-                [0, 60, 100],
-                [250, 170, 30],
-                [190, 153, 153],
-            ),
-            strict=True,
-        )
-    )
-] + [
-    {"id": 101 + i, "name": n, "isthing": 0, "color": c}
-    for i, (n, c) in enumerate(
-        zip(
-            STUFF,
-            ([135, 206, 235], [34, 139, 34], [30, 90, 200], [150, 60, 40], [230, 200, 140]),
-            strict=True,
-        )
-    )
-]
+NOVEL_THINGS = DEMO_WORLD_NOVEL_THINGS
 # Each thing comes in two paints of its own, as real objects have a typical look that a few
 # patches show (a ball's shape alone spans several tokens); no paint is shared or close to a
 # background's colours.

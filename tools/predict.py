@@ -2,7 +2,7 @@
 """Dense open-vocabulary prediction: every token of a CLIP ViT classified against a vocabulary,
 drawn with detectron2's Visualizer.
 
-    python tools/demo.py --model EVA02-CLIP-B-16 \
+    python tools/predict.py --model EVA02-CLIP-B-16 \
         --checkpoint densevlm_coco_6_save6_512_eva_vib16_12layers.pt --image street.jpg \
         --vocabulary "car, road, sky, building, tree, person" --output street_dense.png
 

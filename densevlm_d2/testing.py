@@ -1,6 +1,6 @@
-"""Small synthetic panoptic datasets written in the exact COCO panoptic on-disk format.
+"""Synthetic panoptic datasets in the exact COCO panoptic on-disk format, for tests and benchmarks.
 
-Used by the tests, the benchmarks and the CPU demo, where no COCO or ADE20K data can be had: JPEG
+Nothing in the library uses this module. Where no COCO or ADE20K data can be had it writes: JPEG
 images, panoptic PNGs whose RGB colour encodes the segment id (panopticapi's ``id2rgb``), and a json
 with ``images``, ``annotations`` (``segments_info`` with ``id``, ``category_id``, ``iscrowd``,
 ``bbox`` = [x, y, w, h] of the segment's pixels, ``area``) and ``categories``.
@@ -16,20 +16,9 @@ import numpy as np
 from panopticapi.utils import id2rgb
 from PIL import Image
 
-__all__ = ["segment_record", "write_panoptic_split", "random_scene"]
+from .data.datasets.panoptic import segment_record
 
-
-def segment_record(seg_id: int, category_id: int, mask: np.ndarray, iscrowd: int = 0) -> dict:
-    """The ``segments_info`` entry of a binary mask: tight bbox [x, y, w, h] and area, as COCO."""
-    ys, xs = np.nonzero(mask)
-    x0, y0 = int(xs.min()), int(ys.min())
-    return {
-        "id": int(seg_id),
-        "category_id": int(category_id),
-        "iscrowd": int(iscrowd),
-        "bbox": [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1],
-        "area": int(mask.sum()),
-    }
+__all__ = ["random_scene", "write_panoptic_split"]
 
 
 def random_scene(

@@ -1,5 +1,5 @@
-#!/usr/bin/env python
-"""``make demo``: DenseVLM end to end on the CPU, in a small world that ships with the project.
+"""``make demo`` (``python -m demo``): DenseVLM end to end on the CPU, in a small world that ships
+with the project.
 
 Builds the world, pretrains a small CLIP on captions (the foreground-biased student) and a teacher
 on named region crops, fine-tunes the student with CLIPSelf and with DenseVLM through
@@ -9,7 +9,7 @@ tools/train_net.py, evaluates the four models and draws the results. Stages are 
 
 import argparse
 
-from densevlm_d2.demo.pipeline import DemoConfig, run_demo
+from .pipeline import DemoConfig, run_demo
 
 
 def main(argv=None):
