@@ -20,8 +20,8 @@ test: $(STAMP)
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check densevlm_d2 tools tests datasets setup.py
-	$(VENV)/bin/ruff format --check densevlm_d2 tools tests datasets setup.py
+	$(VENV)/bin/ruff check densevlm_d2 tools tests datasets demo setup.py
+	$(VENV)/bin/ruff format --check densevlm_d2 tools tests datasets demo setup.py
 
 demo: $(STAMP)
 	$(PY) -m demo $(DEMO_ARGS)

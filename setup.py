@@ -6,7 +6,9 @@ setup(
     name="densevlm_d2",
     version="0.1.0",
     description="DenseVLM region-language alignment for CLIP ViTs, as a detectron2 extension",
-    packages=find_packages(exclude=("tests", "tests.*", "tools", "configs", "datasets", "demo", "demo.*")),
+    packages=find_packages(
+        exclude=("tests", "tests.*", "tools", "configs", "datasets", "demo", "demo.*")
+    ),
     package_data={"densevlm_d2": ["clip/model_configs/*.json", "assets/*"]},
     python_requires=">=3.10",
     # detectron2 and panopticapi are not on PyPI: tools/install_extras.py installs them (see

@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .clip.checkpoint import CheckpointFormat, load_checkpoint, save_checkpoint
-from .clip.models import build_clip_model, open_clip_name
+from .clip.checkpoint import CheckpointFormat
 from .clip.preprocess import (
     crop_box,
     preprocess_crop,
@@ -19,8 +18,8 @@ from .clip.preprocess import (
     preprocess_masks,
     to_pil_rgb,
 )
-from .clip.text import TEMPLATES, TextEmbedder
-from .clip.towers import vision_tower
+from .clip.text import TEMPLATES
+from .modeling.backbone.clip_vit import CLIPViTBackbone
 from .modeling.region_pooling import BoxPooler, pool_masks
 
 __all__ = ["CLIPRegionEncoder", "load_clip"]
@@ -37,27 +36,41 @@ class CLIPRegionEncoder(nn.Module):
 
     def __init__(
         self,
-        model: nn.Module,
-        model_name: str,
+        model: nn.Module | CLIPViTBackbone,
+        model_name: str | None = None,
         image_size: int | tuple[int, int] = 512,
         text_cache_dir: str | os.PathLike | None = "default",
     ):
+        """``model``: a :class:`~densevlm_d2.modeling.CLIPViTBackbone`, or an open_clip model of
+        the architecture ``model_name`` (its parameters are then frozen)."""
         super().__init__()
-        self.model = model
-        self.model_name = open_clip_name(model_name)
+        if not isinstance(model, CLIPViTBackbone):
+            if model_name is None:
+                raise ValueError("name the architecture of an open_clip model: model_name=...")
+            model = CLIPViTBackbone(
+                model_name=model_name, model=model, text_cache_dir=text_cache_dir
+            )
+        self.clip = model
         self.image_size = image_size
-        self.tower = vision_tower(model.visual)
-        self.box_pooler = BoxPooler(self.tower.patch_size)
-        self.text_embedder = TextEmbedder(model, model_name, cache_dir=text_cache_dir)
+        self.box_pooler = BoxPooler(model.patch_size)
 
     # -- properties --------------------------------------------------------------------------------
     @property
+    def model(self) -> nn.Module:
+        """The open_clip model."""
+        return self.clip.clip
+
+    @property
+    def model_name(self) -> str:
+        return self.clip.model_name
+
+    @property
     def patch_size(self) -> int:
-        return self.tower.patch_size
+        return self.clip.patch_size
 
     @property
     def embed_dim(self) -> int:
-        return self.tower.output_dim
+        return self.clip.embed_dim
 
     @property
     def device(self) -> torch.device:
@@ -70,7 +83,7 @@ class CLIPRegionEncoder(nn.Module):
             if isinstance(self.image_size, int)
             else self.image_size
         )
-        return self.tower.token_grid(*size)
+        return self.clip.tower.token_grid(*size)
 
     # -- preprocessing -----------------------------------------------------------------------------
     def preprocess(self, image, return_scale: bool = False):
@@ -94,11 +107,15 @@ class CLIPRegionEncoder(nn.Module):
             raise ValueError(
                 f"expected images of shape (B, 3, H, W) or (3, H, W), got {tuple(images.shape)}"
             )
-        return images.to(self.device, dtype=next(self.model.parameters()).dtype)
+        return images.to(self.device, dtype=self._dtype)
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
 
     def encode_dense(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, D, H/p, W/p) per-token L2-normalised dense features."""
-        return self.tower.forward(self._batch(images), dense=True).dense
+        return self.clip.features(self._batch(images), dense=True).dense
 
     def encode_boxes(self, images: torch.Tensor, boxes: Sequence) -> torch.Tensor:
         """Per-image (N_i, 4) pixel xyxy boxes on the input canvas -> (sum N_i, D) features, in
@@ -128,7 +145,7 @@ class CLIPRegionEncoder(nn.Module):
         """(B, 3, H, W) -> (B, D) CLS image embeddings (any input size; position embeddings
         resized)."""
         return F.normalize(
-            self.tower.forward(self._batch(images), dense=False, image=True).image, dim=-1
+            self.clip.features(self._batch(images), dense=False, image=True).image, dim=-1
         )
 
     def encode_crops(
@@ -144,18 +161,12 @@ class CLIPRegionEncoder(nn.Module):
             preprocess_crop(pil, crop_box(b, pil.size, enlarge), crop_size)
             for b in torch.as_tensor(boxes)
         ]
-        if not crops:
-            return torch.zeros(0, self.embed_dim, device=self.device)
-        return torch.cat(
-            [
-                self.encode_image(torch.stack(crops[i : i + batch_size]))
-                for i in range(0, len(crops), batch_size)
-            ]
-        )
+        crops = torch.stack(crops) if crops else torch.zeros(0, 3, crop_size, crop_size)
+        return self.clip.encode_crops(crops.to(self.device, self._dtype), batch_size)
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         """Raw strings -> (N, D) text embeddings (no prompt templates)."""
-        return self.text_embedder.encode_texts(list(texts)).to(self.device)
+        return self.clip.encode_text(texts).to(self.device)
 
     def text_classifier(
         self,
@@ -166,9 +177,9 @@ class CLIPRegionEncoder(nn.Module):
     ) -> torch.Tensor:
         """Class names -> (K, D) prompt-ensembled class embeddings (published templates; cached on
         disk)."""
-        return self.text_embedder(list(class_names), templates, synonyms, renormalize).to(
-            self.device
-        )
+        return self.clip.class_embeddings(
+            class_names, templates=templates, synonyms=synonyms, renormalize=renormalize
+        ).to(self.device)
 
     # -- weights -----------------------------------------------------------------------------------
     def save(
@@ -178,7 +189,7 @@ class CLIPRegionEncoder(nn.Module):
         dtype: torch.dtype | None = None,
     ):
         """Export the weights in the EVA-CLIP release layout (EVA02 only) or open_clip's."""
-        return save_checkpoint(self.model, path, fmt, dtype)
+        return self.clip.save(path, fmt, dtype)
 
 
 def load_clip(
@@ -189,13 +200,13 @@ def load_clip(
     text_cache_dir: str | os.PathLike | None = "default",
 ) -> CLIPRegionEncoder:
     """Build a CLIP model and strictly load ``checkpoint`` (EVA-CLIP, DenseVLM/CLIPSelf or open_clip
-    layout).
+    layout). Its parameters are frozen and it is in eval mode.
 
     ``checkpoint=None`` leaves the model randomly initialised (no weights are downloaded).
     ``image_size`` is the preprocessing canvas (512 in the published evaluation); the model itself
     runs at any size.
     """
-    model = build_clip_model(model_name)
-    if checkpoint is not None:
-        load_checkpoint(model, checkpoint)
-    return CLIPRegionEncoder(model.to(device).eval(), model_name, image_size, text_cache_dir)
+    clip = CLIPViTBackbone(
+        model_name=model_name, checkpoint=checkpoint or "", text_cache_dir=text_cache_dir
+    )
+    return CLIPRegionEncoder(clip.to(device).eval(), image_size=image_size)

@@ -1,40 +1,71 @@
-"""Config keys of densevlm_d2; every key has its default and a one-line comment."""
+"""Config keys of densevlm_d2, one ``add_*_config`` per component; every key has its default and a
+one-line comment. ``add_densevlm_config`` adds them all.
+
+Each namespace belongs to the component that reads it:
+
+* ``MODEL.CLIP``: the CLIP backbone (:class:`~densevlm_d2.modeling.CLIPViTBackbone`);
+* ``TEST.REGIONS``: region-classification evaluation (mapper, meta-architecture);
+* ``INPUT.REGIONS``: training regions (the train mapper);
+* ``MODEL.DENSEVLM`` / ``MODEL.CLIPSELF`` / ``MODEL.REGIONCLIP``: the training methods;
+* ``MODEL.FVIT``: F-ViT's backbone (pyramid on the CLIP ViT); ``MODEL.TEXT_CLASSIFIER``: the
+  open-vocabulary ROI heads (text classifier, CLIP score fusion); ``INPUT.LSJ``: detection data;
+* ``SOLVER``: AdamW, the schedule, AMP precision, the weight blend and the export at the end.
+
+Keys that were renamed keep working for one release: :func:`resolve_deprecated_keys` translates
+them (with a warning naming the new key) wherever a component reads its config.
+"""
+
+from __future__ import annotations
+
+import logging
 
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_densevlm_config"]
+__all__ = [
+    "add_clip_config",
+    "add_densevlm_config",
+    "add_fvit_config",
+    "add_region_evaluation_config",
+    "add_region_training_config",
+    "add_solver_config",
+    "resolve_deprecated_keys",
+]
+
+logger = logging.getLogger(__name__)
 
 
-def add_densevlm_config(cfg: CN) -> CN:
-    """Add densevlm_d2's keys to a detectron2 config (idempotent). Returns ``cfg``."""
-    if "CLIP" in cfg.MODEL:
-        return cfg
+def add_clip_config(cfg: CN) -> None:
+    """``MODEL.CLIP``: the CLIP ViT backbone."""
     cfg.MODEL.CLIP = CN()
-    # A name from densevlm_d2.clip.available_models(): EVA02-CLIP-B-16, EVA02-CLIP-L-14-336,
-    # ViT-B-16, ...
+    # A name from densevlm_d2.available_models(): EVA02-CLIP-B-16, EVA02-CLIP-L-14-336, ViT-B-16...
     cfg.MODEL.CLIP.MODEL_NAME = "EVA02-CLIP-B-16"
     # CLIP weights in the EVA-CLIP, DenseVLM/CLIPSelf or open_clip layout, loaded strictly; "" =
     # random init.
     cfg.MODEL.CLIP.CHECKPOINT = ""
-    # Preprocessing canvas: longest image side resized to this, zero padded to a square (published:
-    # 512).
+    # Preprocessing canvas of the region mappers: longest image side resized to this, zero padded
+    # to a square (published: 512).
     cfg.MODEL.CLIP.IMAGE_SIZE = 512
-    # Freeze the whole CLIP model (vision and text towers).
-    cfg.MODEL.CLIP.FROZEN = True
-    # When not frozen: how many of the last vision blocks train; embeddings, final norm, projection
-    # and the text tower stay frozen (published DenseVLM: all 12 blocks of B/16).
-    cfg.MODEL.CLIP.TRAINABLE_BLOCKS = 12
+    # How many of the last vision blocks train; 0 = the whole CLIP is frozen. Embeddings, final
+    # norm, projection and the text tower never train (published DenseVLM: all 12 blocks of B/16).
+    cfg.MODEL.CLIP.TRAINABLE_BLOCKS = 0
     # Backbone outputs: "dense" (projected, L2-normalised token map, last block through its value
     # path) and/or "block<i>" (0-based vision block outputs, width channels; the last block through
     # its value path), e.g. F-ViT's block3, block5, block7, block11 for B/16.
     cfg.MODEL.CLIP.OUT_FEATURES = ["dense"]
     # Recompute block activations in the backward pass to save memory when training.
     cfg.MODEL.CLIP.GRAD_CHECKPOINTING = False
-    # Directory of the text-embedding cache ("default": $DENSEVLM_CACHE or ~/.cache/densevlm_d2; ""
-    # disables).
-    cfg.MODEL.CLIP.TEXT_CACHE_DIR = "default"
+    cfg.MODEL.CLIP.TEXT_CACHE = CN()
+    # Cache class text embeddings on disk (keyed by model, text-tower weights, names, templates).
+    cfg.MODEL.CLIP.TEXT_CACHE.ENABLED = True
+    # Where; "" = $DENSEVLM_CACHE/text_embeddings (default ~/.cache/densevlm_d2/text_embeddings).
+    cfg.MODEL.CLIP.TEXT_CACHE.DIR = ""
+    # Deprecated (None = unset): FROZEN -> TRAINABLE_BLOCKS 0; TEXT_CACHE_DIR -> TEXT_CACHE.*.
+    cfg.MODEL.CLIP.FROZEN = None
+    cfg.MODEL.CLIP.TEXT_CACHE_DIR = None
 
-    # Region-classification evaluation (reference.md section 5).
+
+def add_region_evaluation_config(cfg: CN) -> None:
+    """``TEST.REGIONS``: region-classification evaluation (the published zero-shot protocol)."""
     cfg.TEST.REGIONS = CN()
     # Region features to score: "rois" (boxes), "maskpool" (masks), "crops" (slow: one CLS pass
     # each).
@@ -56,7 +87,9 @@ def add_densevlm_config(cfg: CN) -> CN:
     # them with the text classifier from the registered class names.
     cfg.TEST.REGIONS.TEXT_EMBEDDINGS = ""
 
-    # Training regions (reference.md sections 1 and 4).
+
+def add_region_training_config(cfg: CN) -> None:
+    """``INPUT.REGIONS`` (training regions) and the three methods' keys."""
     cfg.INPUT.REGIONS = CN()
     # "grid" (image patches), "proposals" (COCO-format boxes) or "labeled" (RegionCLIP pseudo
     # labels).
@@ -69,16 +102,20 @@ def add_densevlm_config(cfg: CN) -> CN:
     # Proposals whose area (original pixels) is outside [MIN_SIZE^2, MAX_SIZE^2] are skipped.
     cfg.INPUT.REGIONS.MIN_SIZE = 8
     cfg.INPUT.REGIONS.MAX_SIZE = 1024
-    # Grid crops (CLIPSelf) are the cell enlarged by this factor; proposal crops use 1.5.
-    cfg.INPUT.REGIONS.CROP_SCALE = 1.0
+    # Crops (CLIPSelf's targets) enlarge a grid cell / a box (proposals, labels) by this factor.
+    cfg.INPUT.REGIONS.GRID_CROP_SCALE = 1.0
+    cfg.INPUT.REGIONS.BOX_CROP_SCALE = 1.5
     cfg.INPUT.REGIONS.CROP_SIZE = 224
+    # Deprecated (None = unset): CROP_SCALE -> GRID_CROP_SCALE.
+    cfg.INPUT.REGIONS.CROP_SCALE = None
 
     cfg.MODEL.DENSEVLM = CN()
     # Vocabulary (registered metadata with classes and class_is_thing) the teacher labels regions
     # with.
     cfg.MODEL.DENSEVLM.VOCABULARY = "densevlm_coco_stuff_ade20k_316"
-    # Thing/stuff split: "metadata" (class_is_thing) or "published" (classes 0..202 are things, so
-    # "house", the 204th thing, counts as stuff, as the published code reads it off a file name).
+    # Thing/stuff split: "metadata" (class_is_thing) or "published" (the published code reads the
+    # number of things off a file name and subtracts one: the vocabulary's last thing class, "house"
+    # in the 316 classes, counts as stuff).
     cfg.MODEL.DENSEVLM.THING_SPLIT = "metadata"
     # Re-normalise class embeddings (published 316-class files are not: row norms about 0.9).
     cfg.MODEL.DENSEVLM.RENORMALIZE_TEXT = True
@@ -112,8 +149,11 @@ def add_densevlm_config(cfg: CN) -> CN:
     cfg.MODEL.REGIONCLIP.NUM_SAMPLED = 100
     cfg.MODEL.REGIONCLIP.CONTRAST_WEIGHT = 1.0
 
-    # F-ViT (open-vocabulary detection, MODEL.BACKBONE.NAME "build_clip_fpn_backbone"): frozen CLIP,
-    # simple pyramid on four blocks, detectron2 FPN.
+
+def add_fvit_config(cfg: CN) -> None:
+    """F-ViT: ``MODEL.FVIT`` (backbone), ``MODEL.TEXT_CLASSIFIER`` (ROI heads), ``INPUT.LSJ``."""
+    # MODEL.BACKBONE.NAME "build_clip_fpn_backbone": frozen CLIP, simple pyramid on four blocks,
+    # detectron2 FPN.
     cfg.MODEL.FVIT = CN()
     # Vision blocks feeding the pyramid (published: [3, 5, 7, 11] for B/16, [6, 10, 14, 23] for
     # L/14).
@@ -126,27 +166,35 @@ def add_densevlm_config(cfg: CN) -> CN:
     # Canvas pixels per ViT token; the canvas is resized by patch / TOKEN_STRIDE before the ViT, so
     # that detectron2 sees power-of-two strides (16: L/14 at a 1024 canvas runs at 896 px).
     cfg.MODEL.FVIT.TOKEN_STRIDE = 16
-    # Test time: fuse detector and frozen-CLIP region probabilities, det^(1-a) * clip^a for base
-    # classes and background, det^(1-b) * clip^b for novel ones (published OV-COCO: 0.1, 0.8, 75).
-    cfg.MODEL.FVIT.SCORE_FUSION = CN()
-    cfg.MODEL.FVIT.SCORE_FUSION.ENABLED = True
-    cfg.MODEL.FVIT.SCORE_FUSION.ALPHA = 0.1
-    cfg.MODEL.FVIT.SCORE_FUSION.BETA = 0.8
-    cfg.MODEL.FVIT.SCORE_FUSION.VLM_TEMPERATURE = 75.0
 
-    # Text classifier of OpenVocabROIHeads (MODEL.ROI_HEADS.NAME "OpenVocabROIHeads").
+    # OpenVocabROIHeads (MODEL.ROI_HEADS.NAME): a text classifier; the embedding size is the
+    # backbone's "clip_dense" channels.
     cfg.MODEL.TEXT_CLASSIFIER = CN()
-    # Dimension of the class text embeddings (the CLIP embed dim: 512 for B/16, 768 for L/14).
-    cfg.MODEL.TEXT_CLASSIFIER.EMBED_DIM = 512
     # Logit scale of the cosine scores; learned from this value when LEARN_TEMPERATURE (published).
     cfg.MODEL.TEXT_CLASSIFIER.TEMPERATURE = 50.0
     cfg.MODEL.TEXT_CLASSIFIER.LEARN_TEMPERATURE = True
     # Cross-entropy weight of the background class (novel classes: 0, base classes: 1).
     cfg.MODEL.TEXT_CLASSIFIER.BACKGROUND_WEIGHT = 0.6
-    # Vocabulary: [] = thing_classes of DATASETS.TRAIN[0] (training) or DATASETS.TEST[0] (testing);
+    # Vocabulary: [] = thing_classes of DATASETS.TRAIN[0] (training) or of each test dataset;
     # novel classes: [] = the dataset's metadata "novel_classes".
     cfg.MODEL.TEXT_CLASSIFIER.CLASS_NAMES = []
     cfg.MODEL.TEXT_CLASSIFIER.NOVEL_CLASSES = []
+    # Test time: fuse detector and frozen-CLIP region probabilities, det^(1 - w) * clip^w with
+    # w = CLIP_WEIGHT_BASE for base classes and background, CLIP_WEIGHT_NOVEL for novel ones; CLIP
+    # logits are cosine x CLIP_LOGIT_SCALE (published OV-COCO: 0.1, 0.8, 75).
+    cfg.MODEL.TEXT_CLASSIFIER.SCORE_FUSION = CN()
+    cfg.MODEL.TEXT_CLASSIFIER.SCORE_FUSION.ENABLED = True
+    cfg.MODEL.TEXT_CLASSIFIER.SCORE_FUSION.CLIP_WEIGHT_BASE = 0.1
+    cfg.MODEL.TEXT_CLASSIFIER.SCORE_FUSION.CLIP_WEIGHT_NOVEL = 0.8
+    cfg.MODEL.TEXT_CLASSIFIER.SCORE_FUSION.CLIP_LOGIT_SCALE = 75.0
+    # Deprecated (None = unset): derived from the backbone's "clip_dense" ShapeSpec.
+    cfg.MODEL.TEXT_CLASSIFIER.EMBED_DIM = None
+    # Deprecated (None = unset): MODEL.FVIT.SCORE_FUSION.{ENABLED, ALPHA, BETA, VLM_TEMPERATURE}
+    # -> MODEL.TEXT_CLASSIFIER.SCORE_FUSION.{ENABLED, CLIP_WEIGHT_BASE, CLIP_WEIGHT_NOVEL,
+    # CLIP_LOGIT_SCALE}.
+    cfg.MODEL.FVIT.SCORE_FUSION = CN()
+    for key in _FUSION_RENAMES:
+        cfg.MODEL.FVIT.SCORE_FUSION[key] = None
 
     # Large-scale jitter of the detection recipes (published F-ViT): resize by U(MIN_SCALE,
     # MAX_SCALE) of IMAGE_SIZE, random IMAGE_SIZE crop, flip; test: longest side IMAGE_SIZE.
@@ -155,21 +203,120 @@ def add_densevlm_config(cfg: CN) -> CN:
     cfg.INPUT.LSJ.MIN_SCALE = 0.1
     cfg.INPUT.LSJ.MAX_SCALE = 2.0
 
-    # Learning-rate schedule: "WarmupCosine" (published DenseVLM) or "WarmupMultiStepLR"
-    # (detectron2's, with SOLVER.STEPS / GAMMA / WARMUP_FACTOR; published F-ViT: no decay).
-    cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupCosine"
-    # Gradient clipping is detectron2's SOLVER.CLIP_GRADIENTS (published F-ViT: norm 1.0).
 
-    # Optimisation (published: AdamW, betas (0.9, 0.999), eps 1e-8, no weight decay on parameters
-    # with fewer than 2 dimensions or named bn/ln/bias/logit_scale).
+def add_solver_config(cfg: CN) -> None:
+    """``SOLVER``: the published optimiser and schedule, AMP precision, weight blend and export."""
+    # "WarmupCosine" (published DenseVLM) or a detectron2 schedule ("WarmupMultiStepLR" with
+    # SOLVER.STEPS / GAMMA / WARMUP_FACTOR; published F-ViT: no decay). Gradient clipping is
+    # detectron2's SOLVER.CLIP_GRADIENTS (published F-ViT: norm 1.0).
+    cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupCosine"
+    # AdamW (published: betas (0.9, 0.999), eps 1e-8, no weight decay on parameters with fewer than
+    # 2 dimensions or named bn/ln/bias/logit_scale).
     cfg.SOLVER.ADAMW_BETAS = (0.9, 0.999)
     cfg.SOLVER.ADAMW_EPS = 1e-8
     # AMP precision when SOLVER.AMP.ENABLED: "float16" (published, with a gradient scaler) or
     # "bfloat16".
     cfg.SOLVER.AMP.PRECISION = "float16"
-    # Weight-space blend of saved/evaluated weights: ALPHA * trained + (1 - ALPHA) * initial; 1.0 =
-    # off.
+    # Weight-space blend of saved/evaluated student weights: ALPHA * trained + (1 - ALPHA) *
+    # initial; 1.0 = off.
     cfg.SOLVER.WEIGHT_BLEND_ALPHA = 1.0
     # Write the (blended) student in the EVA-CLIP and open_clip layouts when training ends.
     cfg.SOLVER.EXPORT_CLIP = True
+
+
+def add_densevlm_config(cfg: CN) -> CN:
+    """Add all of densevlm_d2's keys to a detectron2 config (idempotent). Returns ``cfg``."""
+    if "CLIP" in cfg.MODEL:
+        return cfg
+    add_clip_config(cfg)
+    add_region_evaluation_config(cfg)
+    add_region_training_config(cfg)
+    add_fvit_config(cfg)
+    add_solver_config(cfg)
     return cfg
+
+
+# --------------------------------------------------------------------------------------------------
+# Deprecated keys
+# --------------------------------------------------------------------------------------------------
+_FUSION_RENAMES = {
+    "ENABLED": "ENABLED",
+    "ALPHA": "CLIP_WEIGHT_BASE",
+    "BETA": "CLIP_WEIGHT_NOVEL",
+    "VLM_TEMPERATURE": "CLIP_LOGIT_SCALE",
+}
+_warned: set[str] = set()
+
+
+def _warn(old: str, new: str) -> None:
+    if old not in _warned:
+        _warned.add(old)
+        logger.warning("config key %s is deprecated and will be removed: %s", old, new)
+
+
+def _translate_deprecated(cfg: CN) -> list[tuple[str, str]]:
+    """Translate every deprecated key that is set into its replacement, in place (``cfg`` must be
+    mutable); returns (old key, what to do instead) for each."""
+    done = []
+    clip = cfg.MODEL.CLIP
+    if clip.get("FROZEN") is not None:
+        if clip.FROZEN:
+            clip.TRAINABLE_BLOCKS = 0
+        elif clip.TRAINABLE_BLOCKS == 0:
+            raise ValueError(
+                "MODEL.CLIP.FROZEN False (deprecated) needs MODEL.CLIP.TRAINABLE_BLOCKS > 0: "
+                "set only TRAINABLE_BLOCKS, the number of last vision blocks that train"
+            )
+        done.append(("MODEL.CLIP.FROZEN", "use MODEL.CLIP.TRAINABLE_BLOCKS (0 = frozen)"))
+        clip.FROZEN = None
+    if clip.get("TEXT_CACHE_DIR") is not None:
+        old = clip.TEXT_CACHE_DIR
+        clip.TEXT_CACHE.ENABLED = bool(old)
+        clip.TEXT_CACHE.DIR = "" if old in ("", "default") else old
+        done.append(("MODEL.CLIP.TEXT_CACHE_DIR", "use MODEL.CLIP.TEXT_CACHE.ENABLED and .DIR"))
+        clip.TEXT_CACHE_DIR = None
+    regions = cfg.INPUT.get("REGIONS")
+    if regions is not None and regions.get("CROP_SCALE") is not None:
+        regions.GRID_CROP_SCALE = regions.CROP_SCALE
+        done.append(("INPUT.REGIONS.CROP_SCALE", "use INPUT.REGIONS.GRID_CROP_SCALE"))
+        regions.CROP_SCALE = None
+    text = cfg.MODEL.get("TEXT_CLASSIFIER")
+    if text is not None and text.get("EMBED_DIM") is not None:
+        done.append(
+            (
+                "MODEL.TEXT_CLASSIFIER.EMBED_DIM",
+                "ignored: the embedding size is the backbone's clip_dense channels",
+            )
+        )
+        text.EMBED_DIM = None
+    fusion = cfg.MODEL.get("FVIT", CN()).get("SCORE_FUSION")
+    for old, new in _FUSION_RENAMES.items():
+        if fusion is not None and fusion.get(old) is not None:
+            text.SCORE_FUSION[new] = fusion[old]
+            fusion[old] = None
+            done.append(
+                (
+                    f"MODEL.FVIT.SCORE_FUSION.{old}",
+                    f"use MODEL.TEXT_CLASSIFIER.SCORE_FUSION.{new}",
+                )
+            )
+    return done
+
+
+def resolve_deprecated_keys(cfg: CN) -> CN:
+    """``cfg`` with deprecated keys translated into their replacements (a warning names each once).
+
+    Returns ``cfg`` itself when no deprecated key is set, else a translated copy (``cfg`` may be
+    frozen). Components call it in ``from_config``; ``tools/train_net.py`` calls it after merging,
+    so that the written ``config.yaml`` has the new keys.
+    """
+    probe = cfg.clone()
+    probe.defrost()
+    done = _translate_deprecated(probe)
+    if not done:
+        return cfg
+    for old, message in done:
+        _warn(old, message)
+    if cfg.is_frozen():
+        probe.freeze()
+    return probe

@@ -1,9 +1,12 @@
-"""densevlm_d2.compat: detectron2 0.6 imports against today's libraries; the fixes are inert when
-not needed."""
+"""densevlm_d2.compat: detectron2 0.6 imports against today's libraries; each fix is added only
+where the library lacks the name."""
 
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
@@ -21,9 +24,7 @@ def test_detectron2_modules_import():
     ):
         importlib.import_module(name)
     applied = compat.apply()
-    if (
-        "PIL.Image.LINEAR" in applied
-    ):  # added only where the installed detectron2 uses it (0.6, not main)
+    if "PIL.Image.LINEAR" in applied:  # added only where Pillow lacks it (>= 10)
         assert Image.LINEAR == Image.BILINEAR
     if "numpy.float" in applied:
         assert np.zeros(2, dtype=np.float).dtype == np.float64
@@ -41,13 +42,29 @@ def test_idempotent(monkeypatch):
     assert compat.apply() == []  # everything is present now: nothing is added a second time
 
 
-def test_inert_when_detectron2_does_not_use_the_names(monkeypatch):
-    """As with detectron2 main: a source that no longer uses Image.LINEAR / np.int gets nothing
-    added."""
+def test_only_missing_names_are_added(monkeypatch):
+    """Each fix tests for the name itself: where the library still has it, nothing is added."""
     monkeypatch.setattr(compat, "_applied", None)
-    monkeypatch.setattr(compat, "_detectron2_source", lambda relpath: "")
-    monkeypatch.delattr(Image, "LINEAR", raising=False)
-    for name in ("int", "float", "str"):
-        monkeypatch.delattr(np, name, raising=False)
+    monkeypatch.setattr(Image, "LINEAR", Image.BILINEAR, raising=False)
+    for name, value in (("int", int), ("float", float), ("str", str)):
+        monkeypatch.setattr(np, name, value, raising=False)
     assert compat.apply() == []
-    assert not hasattr(Image, "LINEAR") and "int" not in vars(np)
+    monkeypatch.setattr(compat, "_applied", None)
+    monkeypatch.delattr(Image, "LINEAR")
+    monkeypatch.delattr(np, "str")
+    assert compat.apply() == ["PIL.Image.LINEAR", "numpy.str"]
+    assert Image.LINEAR == Image.BILINEAR and np.str is str
+
+
+def test_pkg_resources_shim_is_lazy_and_last():
+    """Nothing named pkg_resources exists until something imports it, and a real one would win
+    (the shim sits last on sys.meta_path)."""
+    code = (
+        "import sys, densevlm_d2; assert 'pkg_resources' not in sys.modules; "
+        "import importlib.util; real = importlib.util.find_spec('pkg_resources'); "
+        "import pkg_resources; "
+        "assert type(sys.meta_path[-1]).__name__ == '_PkgResourcesShim' or real is not None; "
+        "print(pkg_resources.resource_filename('densevlm_d2', 'compat.py'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().endswith(os.path.join("densevlm_d2", "compat.py"))

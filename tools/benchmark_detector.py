@@ -65,12 +65,14 @@ def main(argv=None):
 
     cfg = densevlm_d2.add_densevlm_config(get_cfg())
     cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(["MODEL.CLIP.CHECKPOINT", "", "MODEL.DEVICE", args.device])
+    cfg.merge_from_list(
+        ["MODEL.CLIP.CHECKPOINT", "", "MODEL.DEVICE", args.device, "MODEL.CLIP.TEXT_CACHE.ENABLED", "False"]
+    )
     size = cfg.INPUT.LSJ.IMAGE_SIZE
     amp = cfg.SOLVER.AMP.ENABLED and not args.no_amp and args.device.startswith("cuda")
     model = build_model(cfg)
     names = [f"class {i}" for i in range(cfg.MODEL.ROI_HEADS.NUM_CLASSES)]
-    set_vocabulary(model, names, names[: len(names) // 4], cache_dir=None)
+    set_vocabulary(model, names, names[: len(names) // 4])
     optimizer = Trainer.build_optimizer(cfg, model)
     cuda = args.device.startswith("cuda")
 

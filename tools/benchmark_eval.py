@@ -30,8 +30,8 @@ from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from detectron2.evaluation import inference_on_dataset
 
 from densevlm_d2.data.datasets import register_panoptic
-from densevlm_d2.testing import write_panoptic_split
 from densevlm_d2.engine import CLIPCheckpointer, Trainer
+from densevlm_d2.testing import write_panoptic_split
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "eval" / "coco_panoptic_eva02_b16.yaml"
 

@@ -30,7 +30,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.utils.events import EventStorage
 from PIL import Image
 
-from densevlm_d2.clip.towers import vision_tower
+from densevlm_d2.clip.models import embed_dim_of
 from densevlm_d2.data.datasets.coco_boxes import register_image_folder
 from densevlm_d2.engine import Trainer
 
@@ -78,7 +78,7 @@ def main(argv=None):
     cfg.MODEL.DENSEVLM.TEACHER.CHECKPOINT = ""
     names = MetadataCatalog.get(cfg.MODEL.DENSEVLM.VOCABULARY).classes
     for key, name in (("STUDENT_TEXT_EMBEDDINGS", args.student), ("TEXT_EMBEDDINGS", args.teacher)):
-        dim = vision_tower(densevlm_d2.build_clip_model(name).visual).output_dim
+        dim = embed_dim_of(name)
         path = work / f"{key.lower()}.npy"
         np.save(path, rng.normal(size=(len(names), dim)).astype(np.float32))
         node = cfg.MODEL.DENSEVLM if key.startswith("STUDENT") else cfg.MODEL.DENSEVLM.TEACHER

@@ -27,6 +27,7 @@ def setup(args):
     cfg = densevlm_d2.add_densevlm_config(get_cfg())
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
+    cfg = densevlm_d2.config.resolve_deprecated_keys(cfg)  # so that config.yaml has the new keys
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logging.getLogger("densevlm_d2").warning("no GPU available: running on the CPU")
         cfg.MODEL.DEVICE = "cpu"

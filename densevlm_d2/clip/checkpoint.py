@@ -38,6 +38,7 @@ __all__ = [
     "CheckpointFormat",
     "CheckpointMismatchError",
     "atomic_save",
+    "blend_state_dicts",
     "convert_state_dict",
     "detect_format",
     "export_state_dict",
@@ -322,3 +323,19 @@ def save_checkpoint(
 ) -> Path:
     """Write ``model`` as a plain state dict in the given layout (atomically)."""
     return atomic_save(export_state_dict(model, fmt, dtype), path)
+
+
+def blend_state_dicts(
+    trained: Mapping[str, torch.Tensor], initial: Mapping[str, torch.Tensor], alpha: float
+) -> dict[str, torch.Tensor]:
+    """The published weight-space blend ``alpha * trained + (1 - alpha) * initial`` of two state
+    dicts with the same keys; non-floating tensors are taken from ``trained``."""
+    if set(trained) != set(initial):
+        raise ValueError("cannot blend state dicts with different keys")
+    out = {}
+    for k, v in trained.items():
+        if v.is_floating_point():
+            out[k] = alpha * v + (1.0 - alpha) * initial[k].to(device=v.device, dtype=v.dtype)
+        else:
+            out[k] = v
+    return out

@@ -30,6 +30,7 @@ __all__ = [
     "MODEL_ALIASES",
     "available_models",
     "build_clip_model",
+    "embed_dim_of",
     "open_clip_name",
     "patch_size_of",
 ]
@@ -135,6 +136,12 @@ def patch_size_of(name: str) -> int:
     if not match:
         raise ValueError(f"cannot tell the patch size of {name} ({vision['timm_model_name']})")
     return int(match.group(1))
+
+
+def embed_dim_of(name: str) -> int:
+    """The embedding size of a supported model, read from its open_clip config (no model is
+    built)."""
+    return int(open_clip.get_model_config(open_clip_name(name))["embed_dim"])
 
 
 def available_models() -> list[str]:

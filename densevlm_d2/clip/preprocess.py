@@ -1,6 +1,6 @@
 """Preprocessing exactly as the published DenseVLM/CLIPSelf evaluation does it.
 
-See reference.md section 5 of the project brief.
+See docs/published_code.md, "Region-classification evaluation".
 
 * Images: PIL bicubic resize so the image fits the canvas (longest side to 512 for a square canvas),
   new size ``round(side * scale)``, zero (black) padding on the right and bottom, then ToTensor and

@@ -1,4 +1,5 @@
-"""Class names -> text embeddings, as the published generator builds them (reference.md section 3).
+"""Class names -> text embeddings, as the published generator builds them (docs/published_code.md,
+"Text embeddings").
 
 Each name is cleaned (``_`` -> space, ``/`` -> `` or ``, lower case, trailing dots removed), put
 into the 63 prompt templates (the ViLD set; templates that start with "a" or "the" get the prefix
@@ -178,18 +179,30 @@ _TEXT_KEYS = (
 )
 
 
+def _text_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    state = {k: v for k, v in model.state_dict().items() if k.startswith(_TEXT_KEYS)}
+    if not state:
+        raise ValueError(f"{type(model).__name__} has no text tower")
+    return state
+
+
 def text_tower_digest(model: torch.nn.Module) -> str:
     """Digest of an open_clip model's text-tower tensors (``text.*`` or the top-level text modules
     of ``CLIP``)."""
     h = hashlib.blake2b(digest_size=16)
-    state = {k: v for k, v in model.state_dict().items() if k.startswith(_TEXT_KEYS)}
-    if not state:
-        raise ValueError(f"{type(model).__name__} has no text tower")
-    for key, value in sorted(state.items()):
+    for key, value in sorted(_text_state(model).items()):
         h.update(key.encode())
         h.update(str(value.dtype).encode())
         h.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def _text_state_signature(model: torch.nn.Module) -> tuple:
+    """Storage and in-place version counter of each text-tower tensor: changes whenever weights are
+    loaded, modified in place or moved, without reading the values."""
+    return tuple(
+        (k, v.data_ptr(), v._version, str(v.dtype)) for k, v in sorted(_text_state(model).items())
+    )
 
 
 class TextEmbedder:
@@ -217,17 +230,19 @@ class TextEmbedder:
             else (Path(cache_dir) if cache_dir else None)
         )
         self.batch_size = batch_size
-        self._weights_digest: str | None = None
+        self._weights_digest: tuple[tuple, str] | None = None
 
     def weights_digest(self) -> str:
-        """Digest of the text tower (token embedding, transformer, final norm, projection); computed
-        once."""
-        if self._weights_digest is None:
-            self._weights_digest = text_tower_digest(self.model)
-        return self._weights_digest
+        """Digest of the text tower (token embedding, transformer, final norm, projection);
+        recomputed only when its tensors were loaded, changed in place or moved since the last
+        call."""
+        signature = _text_state_signature(self.model)
+        if self._weights_digest is None or self._weights_digest[0] != signature:
+            self._weights_digest = (signature, text_tower_digest(self.model))
+        return self._weights_digest[1]
 
     def reset_digest(self) -> None:
-        """Call after changing the text tower's weights in place."""
+        """Forget the digest (not needed after in-place changes, which are detected)."""
         self._weights_digest = None
 
     def cache_key(

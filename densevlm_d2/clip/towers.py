@@ -3,7 +3,7 @@
 A :class:`VisionTower` wraps the vision tower of an open_clip model (a timm ``Eva`` trunk for
 EVA02-CLIP, open_clip's ``VisionTransformer`` for OpenAI-style ViTs) without copying it: it calls
 the tower's own modules in the order of the published DenseVLM/CLIPSelf ``encode_dense``
-(reference.md section 2):
+(docs/published_code.md, "Dense features"):
 
 1. patch embedding, CLS token, absolute position embedding resized bicubically
    (``align_corners=False``, no antialias) from the pretrained grid to the actual token grid; for
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from timm.layers.pos_embed_sincos import build_rotary_pos_embed
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -51,25 +52,22 @@ def eva_rope_table(
     grid: tuple[int, int], head_dim: int, ref_len: float = 16.0, theta: float = 10000.0
 ) -> torch.Tensor:
     """EVA02's 2-D rotary table for a ``grid = (H, W)`` token grid, in timm's ``[sin | cos]``
-    layout.
+    layout, built by timm's ``build_rotary_pos_embed`` with EVA's scheme for other grids.
 
     Per axis of length ``n`` the positions are ``arange(n) / n * ref_len`` (EVA's ``pt_seq_len``);
     frequencies are ``theta ** -(2i / d)`` for ``d = head_dim / 2`` and each is repeated twice
     (interleaved rotation). The first half of each head's channels rotates with the row, the second
-    half with the column. Returns ``(H * W, 2 * head_dim)``, float32.
+    half with the column. Returns ``(H * W, 2 * head_dim)``, float32. (timm's module itself,
+    ``RotaryEmbeddingCat.get_embed(shape)``, ignores ``shape`` when it holds a cached table.)
     """
-    axis_dim = head_dim // 2
-    freqs = 1.0 / (theta ** (torch.arange(0, axis_dim, 2)[: axis_dim // 2].float() / axis_dim))
-    rows, cols = (
-        torch.einsum("i,f->if", torch.arange(n) / n * ref_len, freqs).repeat_interleave(2, dim=-1)
-        for n in grid
+    sin, cos = build_rotary_pos_embed(
+        list(grid),
+        dim=head_dim,
+        temperature=theta,
+        in_pixels=False,
+        ref_feat_shape=[ref_len, ref_len],
     )
-    h, w = grid
-    angles = torch.cat(
-        [rows[:, None, :].expand(h, w, axis_dim), cols[None, :, :].expand(h, w, axis_dim)], dim=-1
-    )
-    angles = angles.reshape(h * w, head_dim)
-    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+    return torch.cat([sin, cos], dim=-1)
 
 
 @dataclass

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, build_detection_test_loader
 from detectron2.data.build import trivial_batch_collator
 from detectron2.data.common import DatasetFromList, MapDataset
 from detectron2.data.samplers import InferenceSampler
@@ -12,21 +14,31 @@ from .mappers import RegionEvalMapper
 
 __all__ = ["build_region_test_loader"]
 
+# detectron2 main's test loader takes a batch size; 0.6's loads one image at a time
+_D2_TEST_LOADER_BATCHES = "batch_size" in inspect.signature(build_detection_test_loader).parameters
+
 
 def build_region_test_loader(cfg, dataset_name: str, mapper=None) -> torch.utils.data.DataLoader:
     """Batched test loader for region classification (``TEST.REGIONS.IMS_PER_BATCH`` images per
     batch). detectron2's :class:`InferenceSampler` gives each process a contiguous shard, so every
-    image is seen exactly once across processes."""
-    dataset = DatasetFromList(DatasetCatalog.get(dataset_name), copy=False)
+    image is seen exactly once across processes.
+
+    With detectron2 main this is ``build_detection_test_loader(..., batch_size=...)``; for 0.6 the
+    same loader is built here (back-port: remove when 0.6 support ends)."""
+    dicts = DatasetCatalog.get(dataset_name)
     mapper = mapper if mapper is not None else RegionEvalMapper(cfg, dataset_name)
-    dataset = MapDataset(dataset, mapper)
-    sampler = InferenceSampler(len(dataset))
+    batch, workers = cfg.TEST.REGIONS.IMS_PER_BATCH, cfg.DATALOADER.NUM_WORKERS
+    if _D2_TEST_LOADER_BATCHES:
+        return build_detection_test_loader(
+            dicts, mapper=mapper, batch_size=batch, num_workers=workers
+        )
+    dataset = MapDataset(DatasetFromList(dicts, copy=False), mapper)
     batch_sampler = torch.utils.data.BatchSampler(
-        sampler, cfg.TEST.REGIONS.IMS_PER_BATCH, drop_last=False
+        InferenceSampler(len(dataset)), batch, drop_last=False
     )
     return torch.utils.data.DataLoader(
         dataset,
-        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        num_workers=workers,
         batch_sampler=batch_sampler,
         collate_fn=trivial_batch_collator,
     )

@@ -3,9 +3,12 @@
 ``MODEL.WEIGHTS`` may name a detectron2 checkpoint of a densevlm_d2 model (``model_final.pth``) or a
 raw CLIP checkpoint in any layout :mod:`densevlm_d2.clip.checkpoint` reads (EVA-CLIP release,
 DenseVLM/CLIPSelf release, open_clip). A raw CLIP file is converted, checked strictly against the
-model's CLIP module and loaded under the model's ``clip_weights_prefix`` (the rest of the model,
-such as a frozen teacher, keeps its weights). A detectron2 checkpoint must match the model exactly:
-missing, unexpected or mis-shaped keys raise :class:`CheckpointMismatchError`.
+model's CLIP (:func:`~densevlm_d2.modeling.get_clip_backbone`) and loaded into it; the rest of the
+model keeps its weights, and a trainable CLIP takes the loaded weights as the initial state of the
+weight blend. A detectron2 checkpoint must match the model exactly: missing, unexpected or
+mis-shaped keys raise :class:`CheckpointMismatchError`. Frozen teachers
+(``CLIPViTBackbone(teacher=True)``) are neither saved nor expected: they are rebuilt from their own
+files when the model is built.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from ..clip.checkpoint import (
     detect_format,
     read_state_dict,
 )
+from ..modeling import CLIPViTBackbone, get_clip_backbone
 
 __all__ = ["CLIPCheckpointer"]
 
@@ -44,13 +48,20 @@ class CLIPCheckpointer(DetectionCheckpointer):
         super().__init__(model, save_dir, **kwargs)
         self.strict = strict
 
-    def _target(self) -> tuple[str, torch.nn.Module]:
-        prefix = getattr(self.model, "clip_weights_prefix", "backbone.clip.")
-        return prefix, self.model.get_submodule(prefix.rstrip("."))
+    def _student(self) -> tuple[str, CLIPViTBackbone]:
+        """The model's CLIP and the prefix of its open_clip model's keys in the state dict."""
+        clip = get_clip_backbone(self.model)
+        name = next(n for n, m in self.model.named_modules() if m is clip)
+        return f"{name}.clip." if name else "clip.", clip
 
     @property
     def _excluded(self) -> tuple[str, ...]:
-        return tuple(getattr(self.model, "checkpoint_exclude_prefixes", ()))
+        """State-dict prefixes of the frozen teachers."""
+        return tuple(
+            f"{name}."
+            for name, m in self.model.named_modules()
+            if isinstance(m, CLIPViTBackbone) and m.is_teacher
+        )
 
     def save(self, name: str, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:
@@ -85,8 +96,8 @@ class CLIPCheckpointer(DetectionCheckpointer):
             loaded = torch.load(filename, map_location="cpu", weights_only=True)
         state = _raw_clip_state(loaded)
         if state is not None:
-            prefix, clip = self._target()
-            converted = convert_state_dict(state, clip, source=filename)
+            prefix, student = self._student()
+            converted = convert_state_dict(state, student.clip, source=filename)
             self.logger.info(
                 "Read a %s-layout CLIP checkpoint into %s*", detect_format(state).value, prefix
             )
@@ -105,6 +116,7 @@ class CLIPCheckpointer(DetectionCheckpointer):
         excluded = self._excluded
         if raw_clip:  # the CLIP part was checked strictly in _load_file; the rest keeps its weights
             incompatible.missing_keys.clear()
+            self._student()[1].reset_initial_state()
         else:  # frozen teachers are rebuilt from their own checkpoints
             incompatible.missing_keys[:] = [
                 k for k in incompatible.missing_keys if not k.startswith(excluded)

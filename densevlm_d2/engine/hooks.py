@@ -8,8 +8,7 @@ import os
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
-from ..clip.checkpoint import save_checkpoint
-from .blend import blended_student
+from ..modeling import get_clip_backbone
 
 __all__ = ["ExportCLIP"]
 
@@ -18,8 +17,8 @@ logger = logging.getLogger(__name__)
 
 class ExportCLIP(HookBase):
     """When training has finished, write the student CLIP (blended with its initial weights when
-    ``alpha < 1``) in the EVA-CLIP release layout (EVA02 models) and in open_clip's layout:
-    ``OUTPUT_DIR/clip_final_{eva_clip,open_clip}.pt``."""
+    ``alpha < 1``) in every layout it has: ``OUTPUT_DIR/clip_final_{eva_clip,open_clip}.pt``
+    (the EVA-CLIP release layout for EVA02 models only)."""
 
     def __init__(self, output_dir: str, alpha: float = 1.0):
         self.output_dir = output_dir
@@ -28,16 +27,8 @@ class ExportCLIP(HookBase):
     def after_train(self):
         if self.trainer.iter + 1 < self.trainer.max_iter or not comm.is_main_process():
             return  # not finished (stopped by an error): nothing to export
-        model = self.trainer.model
-        model = getattr(model, "module", model)
-        from ..clip.towers import EvaTower, vision_tower
-
-        formats = ["open_clip"]
-        if isinstance(vision_tower(model.backbone.clip.visual), EvaTower):
-            formats.insert(0, "eva_clip")
-        with blended_student(model, self.alpha):
-            for fmt in formats:
-                path = save_checkpoint(
-                    model.backbone.clip, os.path.join(self.output_dir, f"clip_final_{fmt}.pt"), fmt
-                )
+        clip = get_clip_backbone(self.trainer.model)
+        with clip.blended(self.alpha):
+            for fmt in clip.export_formats:
+                path = clip.save(os.path.join(self.output_dir, f"clip_final_{fmt}.pt"), fmt)
                 logger.info("exported the student CLIP (alpha %s) to %s", self.alpha, path)

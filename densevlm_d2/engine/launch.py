@@ -1,15 +1,14 @@
 """detectron2's ``launch``, also on CPU-only machines.
 
-detectron2 0.6 asserts CUDA as soon as more than one process is asked for; main falls back to gloo.
-Where the installed detectron2 cannot start CPU processes, :func:`launch` starts them itself the way
-detectron2 main does (``mp.spawn``, gloo, detectron2's local process group); everywhere else it is
-detectron2's own ``launch``.
+Back-port: detectron2 0.6's ``launch`` asserts CUDA as soon as more than one process is asked for;
+detectron2 main's falls back to gloo. Without a GPU, :func:`launch` starts the processes itself the
+way main does (``mp.spawn``, gloo, detectron2's local process group); with GPUs, or a single
+process, it is detectron2's own ``launch``. Remove it (use ``detectron2.engine.launch``) when
+detectron2 0.6 support ends.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import logging
 import socket
 from datetime import timedelta
@@ -23,11 +22,6 @@ from detectron2.utils import comm
 __all__ = ["launch"]
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
-
-
-def _d2_launch_runs_on_cpu() -> bool:
-    # the module, not the function that detectron2.engine re-exports under the same name
-    return "GLOO" in inspect.getsource(importlib.import_module("detectron2.engine.launch"))
 
 
 def _free_port() -> int:
@@ -48,7 +42,7 @@ def launch(
     """Run ``main_func(*args)`` in ``num_machines * num_gpus_per_machine`` processes (one per GPU,
     or per CPU process when no GPU is available), as detectron2's ``launch`` does."""
     world_size = num_machines * num_gpus_per_machine
-    if world_size <= 1 or torch.cuda.is_available() or _d2_launch_runs_on_cpu():
+    if world_size <= 1 or torch.cuda.is_available():
         return d2_launch(
             main_func,
             num_gpus_per_machine,

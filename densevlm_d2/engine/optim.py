@@ -1,4 +1,4 @@
-"""The published optimiser and learning-rate schedule (reference.md section 1)."""
+"""The published optimiser and learning-rate schedule (docs/published_code.md, "Training")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,12 @@
 """One training iteration: detectron2's SimpleTrainer with AMP in float16 or bfloat16 and a loss
-that must stay finite on every process."""
+that must stay finite on every process.
+
+Back-port and extension: detectron2 main's ``AMPTrainer(precision=...)`` covers float16 (with a
+gradient scaler) and bfloat16 autocast on CUDA; 0.6's ``AMPTrainer`` has float16 only, and both
+assert CUDA. :class:`RegionTrainStep` also runs autocast on the CPU and checks the loss on every
+process before the optimiser step. When detectron2 0.6 support ends, it can become an
+``AMPTrainer`` subclass that adds the finite check.
+"""
 
 from __future__ import annotations
 

@@ -14,38 +14,33 @@ from detectron2.data import (
     MetadataCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
+    get_detection_dataset_dicts,
 )
-from detectron2.engine import DefaultTrainer, TrainerBase
+from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model
 from detectron2.evaluation import COCOEvaluator
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, ProposalNetwork
 from detectron2.solver import build_lr_scheduler as build_d2_lr_scheduler
 from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.solver.lr_scheduler import LRMultiplier
 from detectron2.utils import comm
-from torch.nn.parallel import DistributedDataParallel
 
 from ..data import build_region_test_loader
 from ..data.mappers import RegionTrainMapper, build_detection_mapper
 from ..evaluation import OVCOCOEvaluator, RegionAccuracyEvaluator
-from ..modeling import OpenVocabROIHeads, set_vocabulary
-from .blend import blended_student
+from ..modeling import (
+    OpenVocabROIHeads,
+    RegionAlignmentModel,
+    get_clip_backbone,
+    set_vocabulary,
+)
 from .checkpointer import CLIPCheckpointer
 from .hooks import ExportCLIP
 from .optim import WarmupCosine, build_adamw
 from .train_step import RegionTrainStep
 
-__all__ = ["Trainer", "create_ddp_model", "is_detector", "set_dataset_vocabulary"]
+__all__ = ["Trainer", "is_detector", "set_dataset_vocabulary"]
 
 _PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def create_ddp_model(model: torch.nn.Module) -> torch.nn.Module:
-    """DistributedDataParallel over all processes, on GPUs or on the CPU (gloo)."""
-    if comm.get_world_size() == 1:
-        return model
-    device = next(model.parameters()).device
-    device_ids = [comm.get_local_rank()] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
 
 
 def is_detector(cfg) -> bool:
@@ -74,19 +69,23 @@ def set_dataset_vocabulary(cfg, model: torch.nn.Module, dataset_name: str | None
             DatasetCatalog.get(dataset_name)  # loading a COCO json sets thing_classes
         names = list(meta.thing_classes)
         novel = novel or list(meta.get("novel_classes", []))
-    set_vocabulary(model, names, novel, cache_dir=cfg.MODEL.CLIP.TEXT_CACHE_DIR or None)
+    set_vocabulary(model, names, novel)
 
 
 class Trainer(DefaultTrainer):
     def __init__(self, cfg):
-        # DefaultTrainer.__init__ wraps the model for GPUs only; the rest is the same.
+        # DefaultTrainer.__init__, except that the model is wrapped for CPU processes too (0.6 and
+        # main pass the local rank as a GPU id) and the step is RegionTrainStep.
         TrainerBase.__init__(self)
         logger = logging.getLogger("densevlm_d2")
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        model = create_ddp_model(model)
+        on_gpu = next(model.parameters()).device.type == "cuda"
+        model = create_ddp_model(
+            model, device_ids=[comm.get_local_rank()] if on_gpu else None, broadcast_buffers=False
+        )
         if cfg.SOLVER.AMP.PRECISION not in _PRECISIONS:
             raise ValueError(f"SOLVER.AMP.PRECISION must be one of {list(_PRECISIONS)}")
         self._trainer = RegionTrainStep(
@@ -153,10 +152,13 @@ class Trainer(DefaultTrainer):
         if is_detector(cfg):
             return build_detection_train_loader(cfg, mapper=build_detection_mapper(cfg, True))
         arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
-        mapper = RegionTrainMapper(cfg, with_crops=getattr(arch, "needs_crops", False))
-        dicts = [d for name in cfg.DATASETS.TRAIN for d in DatasetCatalog.get(name)]
-        if not dicts:
-            raise ValueError(f"no training images in {cfg.DATASETS.TRAIN}")
+        if not (isinstance(arch, type) and issubclass(arch, RegionAlignmentModel)):
+            raise ValueError(
+                f"{cfg.MODEL.META_ARCHITECTURE} is neither a detector nor a region-alignment "
+                "model (DenseVLM, CLIPSelf, RegionCLIP): nothing to train"
+            )
+        mapper = RegionTrainMapper(cfg, with_crops=arch.needs_crops)
+        dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
         return build_detection_train_loader(
             dicts,
             mapper=mapper,
@@ -191,9 +193,11 @@ class Trainer(DefaultTrainer):
     def test(cls, cfg, model, evaluators=None):
         """Evaluate with the blended weights (``SOLVER.WEIGHT_BLEND_ALPHA``), as published; an
         open-vocabulary detector is evaluated on each test dataset with that dataset's classes."""
-        inner = getattr(model, "module", model)
+        inner = (
+            model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+        )
         alpha = cfg.SOLVER.WEIGHT_BLEND_ALPHA
-        blend = blended_student(inner, alpha) if alpha < 1.0 else contextlib.nullcontext()
+        blend = get_clip_backbone(inner).blended(alpha) if alpha < 1.0 else contextlib.nullcontext()
         with blend:
             if evaluators is not None or not is_detector(cfg):
                 return super().test(cfg, model, evaluators)

@@ -1,8 +1,8 @@
-"""detectron2 modeling components: the CLIP ViT backbones (dense features; F-ViT pyramid + FPN),
-region pooling, the region-alignment meta-architectures and the open-vocabulary ROI heads."""
+"""detectron2 modeling components: the CLIP ViT backbones (the CLIP's one owner; F-ViT pyramid +
+FPN), region pooling, the region-alignment meta-architectures and the open-vocabulary ROI heads."""
 
-from .backbone import CLIPViTBackbone
-from .meta_arch import CLIPRegionClassifier
+from .backbone import CLIPViTBackbone, get_clip_backbone
+from .meta_arch import CLIPRegionClassifier, RegionAlignmentModel
 from .open_vocab import set_vocabulary
 from .region_pooling import BoxPooler, pool_masks
 from .roi_heads import OpenVocabROIHeads, TextClassifierOutputLayers, fuse_scores
@@ -12,8 +12,10 @@ __all__ = [
     "CLIPRegionClassifier",
     "CLIPViTBackbone",
     "OpenVocabROIHeads",
+    "RegionAlignmentModel",
     "TextClassifierOutputLayers",
     "fuse_scores",
+    "get_clip_backbone",
     "pool_masks",
     "set_vocabulary",
 ]

@@ -1,4 +1,4 @@
-"""Region-language alignment losses as plain functions (reference.md sections 3 and 4)."""
+"""Region-language alignment losses as plain functions (docs/published_code.md)."""
 
 from __future__ import annotations
 

@@ -7,20 +7,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..clip.text import TEMPLATES, TextEmbedder
-from .backbone.clip_vit import CLIPViTBackbone
+from ..clip.text import TEMPLATES
+from .backbone.clip_vit import get_clip_backbone
 from .roi_heads import OpenVocabROIHeads
 
-__all__ = ["find_clip_backbone", "set_vocabulary"]
+__all__ = ["set_vocabulary"]
 
 BACKGROUND = "background"
-
-
-def find_clip_backbone(model: nn.Module) -> CLIPViTBackbone:
-    for module in model.modules():
-        if isinstance(module, CLIPViTBackbone):
-            return module
-    raise ValueError("the model holds no CLIPViTBackbone whose text tower could encode class names")
 
 
 @torch.no_grad()
@@ -29,7 +22,6 @@ def set_vocabulary(
     class_names: Sequence[str],
     novel_classes: Sequence[str] | None = None,
     templates: Sequence[str] = TEMPLATES,
-    cache_dir: str | None = "default",
 ) -> torch.Tensor:
     """Encode ``class_names`` (and "background") with the model's own CLIP text tower and give them
     to every text classifier in ``model``. ``novel_classes``: names trained with zero weight and
@@ -49,10 +41,9 @@ def set_vocabulary(
             if not novel
         }
         novel_classes = [n for n in names if n not in base]
-    clip = find_clip_backbone(model)
-    embedder = TextEmbedder(clip.clip, clip.model_name, cache_dir)
-    embeddings = embedder(names, templates)
-    background = embedder([BACKGROUND], templates)[0]
+    clip = get_clip_backbone(model)
+    embeddings = clip.class_embeddings(names, templates=templates)
+    background = clip.class_embeddings([BACKGROUND], templates=templates)[0]
     for head in heads:
         head.set_vocabulary(names, embeddings, background, list(novel_classes))
     return embeddings

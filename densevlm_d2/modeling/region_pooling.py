@@ -1,5 +1,5 @@
-"""Region features from a dense CLIP map: boxes by 1x1 RoIAlign, masks by mean pooling (reference.md
-section 2).
+"""Region features from a dense CLIP map: boxes by 1x1 RoIAlign, masks by mean pooling
+(docs/published_code.md, "Dense features").
 
 Boxes use detectron2's ``ROIAlign`` layer (``aligned=True``, adaptive sampling) on boxes converted
 with ``convert_boxes_to_pooler_format``, which is what ``ROIPooler`` does for a single level.

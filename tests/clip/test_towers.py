@@ -204,3 +204,31 @@ def test_unsupported_models():
         densevlm_d2.build_clip_model("RN50")
     with pytest.raises(TypeError, match="no dense-feature support"):
         vision_tower(torch.nn.Linear(2, 2))
+
+
+def _published_rope_float32(grid, head_dim=64, pt_seq_len=16, theta=10000.0):
+    """The published VisionRotaryEmbeddingFast computation in float32, step by step (square grids
+    only there; per axis here): t = arange(n) / n * pt_seq_len, freqs = theta ** -(2i / d),
+    outer product, each frequency repeated twice, rows then columns."""
+    d = head_dim // 2
+    freqs = 1.0 / (theta ** (torch.arange(0, d, 2)[: d // 2].float() / d))
+    per_axis = [
+        torch.einsum("i,f->if", torch.arange(n) / n * pt_seq_len, freqs).repeat_interleave(2, -1)
+        for n in grid
+    ]
+    h, w = grid
+    angles = torch.cat(
+        [per_axis[0][:, None].expand(h, w, d), per_axis[1][None, :].expand(h, w, d)], -1
+    ).reshape(h * w, head_dim)
+    return angles.cos(), angles.sin()
+
+
+def test_timm_rope_builder_is_bit_identical_to_the_published_formula():
+    """eva_rope_table is timm's build_rotary_pos_embed; it equals the published float32 computation
+    exactly at every grid up to 40 x 40 (square and not) and for other head sizes."""
+    for head_dim in (64, 32, 80):
+        for h in range(1, 41):
+            for w in sorted({1, 7, 16, 24, 32, 36, h}):
+                sin, cos = eva_rope_table((h, w), head_dim).chunk(2, -1)
+                ref_cos, ref_sin = _published_rope_float32((h, w), head_dim)
+                assert torch.equal(cos, ref_cos) and torch.equal(sin, ref_sin), (head_dim, h, w)

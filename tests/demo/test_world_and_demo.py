@@ -13,9 +13,9 @@ import pytest
 from panopticapi.utils import rgb2id
 from PIL import Image
 
+from demo.world import CATEGORIES, STUFF, THINGS, WorldSpec, write_world
 from densevlm_d2.data.datasets import register_panoptic
 from densevlm_d2.data.mappers import RegionEvalMapper
-from demo.world import CATEGORIES, STUFF, THINGS, WorldSpec, write_world
 
 ROOT = Path(__file__).resolve().parents[2]
 

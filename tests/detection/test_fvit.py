@@ -20,8 +20,8 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 import densevlm_d2
-from densevlm_d2 import set_vocabulary
 from demo.world import NOVEL_THINGS, THINGS, WorldSpec, write_world
+from densevlm_d2 import set_vocabulary
 from densevlm_d2.engine import Trainer
 from densevlm_d2.modeling import fuse_scores
 from densevlm_d2.modeling.backbone import CLIPFPN
@@ -248,11 +248,10 @@ def test_backbone_in_a_stock_mask_rcnn_config(world):
         "MODEL.CLIP.MODEL_NAME", "EVA02-Demo-16",
         "MODEL.FVIT.BLOCKS", "[0, 1, 2, 3]",
         "MODEL.FVIT.PAD_TO", "160",
-        "MODEL.FVIT.SCORE_FUSION.ENABLED", "False",
+        "MODEL.TEXT_CLASSIFIER.SCORE_FUSION.ENABLED", "False",
         "MODEL.FPN.IN_FEATURES", "['s2', 's3', 's4', 's5']",
         "MODEL.ROI_HEADS.NAME", "OpenVocabROIHeads",
         "MODEL.ROI_HEADS.NUM_CLASSES", "6",
-        "MODEL.TEXT_CLASSIFIER.EMBED_DIM", "128",
         "INPUT.FORMAT", "RGB",
         "INPUT.MASK_FORMAT", "bitmask",
         "DATASETS.TRAIN", "('test_fvit_masks',)",
@@ -398,7 +397,7 @@ def test_ovcoco_recipe_runs_in_the_documented_layout(world, tmp_path):
         "MODEL.DEVICE", "cpu", "MODEL.CLIP.MODEL_NAME", "EVA02-Demo-16",
         "MODEL.CLIP.CHECKPOINT", "",
         "MODEL.FVIT.BLOCKS", "[0, 1, 2, 3]", "MODEL.ROI_BOX_HEAD.FC_DIM", "128",
-        "MODEL.TEXT_CLASSIFIER.EMBED_DIM", "128", "SOLVER.AMP.ENABLED", "False",
+        "SOLVER.AMP.ENABLED", "False",
         "INPUT.LSJ.IMAGE_SIZE", "256", "MODEL.FVIT.PAD_TO", "256", "SOLVER.IMS_PER_BATCH", "1",
         "SOLVER.MAX_ITER", "1", "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "out"),
     ]  # fmt: skip

@@ -21,7 +21,7 @@ from densevlm_d2.data.datasets.coco_boxes import register_coco_boxes, register_i
 from densevlm_d2.data.datasets.vocabulary import register_vocabulary
 from densevlm_d2.data.mappers import RegionTrainMapper
 from densevlm_d2.engine import Trainer, launch
-from densevlm_d2.engine.blend import blended_state
+from densevlm_d2.clip.checkpoint import blend_state_dicts
 
 ROOT = Path(__file__).resolve().parents[2]
 VOCAB = [
@@ -112,7 +112,7 @@ def test_loss_falls_on_a_fixed_batch(world, arch):
     cfg = _cfg(world, arch, **{"MODEL.DENSEVLM.THRESHOLD": 0.0})
     model = Trainer.build_model(cfg)
     optimizer = Trainer.build_optimizer(cfg, model)
-    mapper = RegionTrainMapper(cfg, with_crops=getattr(model, "needs_crops", False))
+    mapper = RegionTrainMapper(cfg, with_crops=model.needs_crops)
     batch = [mapper(d) for d in DatasetCatalog.get(cfg.DATASETS.TRAIN[0])[:2]]
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all(n.startswith("backbone.clip.visual.trunk.blocks.") for n in trainable)
@@ -255,8 +255,11 @@ def test_blend_and_export(world, tmp_path):
     trainer = Trainer(cfg)
     trainer.train()
     trained = _student(trainer)
-    initial = trainer.model.initial_clip_state
-    expected = blended_state(trained, initial, 0.9)
+    initial = trainer.model.backbone.initial_state  # the trainable weights as loaded
+    start = densevlm_d2.build_clip_model("EVA02-Tiny-16")
+    densevlm_d2.load_checkpoint(start, world / "student.pt")
+    assert initial and all(torch.equal(v, start.state_dict()[k]) for k, v in initial.items())
+    expected = {**trained, **blend_state_dicts({k: trained[k] for k in initial}, initial, 0.9)}
     for fmt in ("eva_clip", "open_clip"):
         clip = densevlm_d2.build_clip_model("EVA02-Tiny-16")
         densevlm_d2.load_checkpoint(clip, tmp_path / f"clip_final_{fmt}.pt")  # strict

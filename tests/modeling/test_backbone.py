@@ -62,7 +62,7 @@ def test_frozen_and_trainable_blocks():
     assert not frozen.clip.training  # frozen CLIP stays in eval mode
     assert frozen(torch.randn(1, 3, 32, 32))["dense"].grad_fn is None
 
-    b = build_backbone(_cfg("ViT-Tiny-16", frozen=False, trainable_blocks=1))
+    b = build_backbone(_cfg("ViT-Tiny-16", trainable_blocks=1))
     trainable = {n for n, p in b.named_parameters() if p.requires_grad}
     assert trainable and all(
         n.startswith("clip.visual.transformer.resblocks.1.") for n in trainable
@@ -77,7 +77,7 @@ def test_frozen_and_trainable_blocks():
     assert b.clip.visual.conv1.weight.grad is None
 
     with pytest.raises(ValueError, match="trainable_blocks must be in"):
-        build_backbone(_cfg("ViT-Tiny-16", frozen=False, trainable_blocks=3))
+        build_backbone(_cfg("ViT-Tiny-16", trainable_blocks=3))
     with pytest.raises(ValueError, match="unknown CLIP backbone output 'res4'"):
         build_backbone(_cfg("ViT-Tiny-16", out_features=("res4",)))
 
@@ -87,7 +87,7 @@ def test_grad_checkpointing_gives_the_same_gradients(tiny_eva, tmp_path):
     grads = []
     for ckpt in (False, True):
         b = build_backbone(
-            _cfg(frozen=False, trainable_blocks=2, grad_checkpointing=ckpt, checkpoint=str(path))
+            _cfg(trainable_blocks=2, grad_checkpointing=ckpt, checkpoint=str(path))
         )
         b(torch.ones(1, 3, 48, 48))["dense"].square().sum().backward()
         grads.append(b.clip.visual.trunk.blocks[0].attn.q_proj.weight.grad.clone())

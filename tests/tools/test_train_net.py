@@ -19,6 +19,7 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from PIL import Image
 
 import densevlm_d2
+from densevlm_d2.clip.text import load_text_embeddings
 from densevlm_d2.data.datasets import register_panoptic
 from tests.toy_panoptic import CATEGORIES, write_toy
 
@@ -46,6 +47,9 @@ class ToyColourOracle(Backbone):
 
     def output_shape(self):
         return {"dense": ShapeSpec(channels=len(self.colors), stride=16)}
+
+    def class_embeddings(self, names, embeddings_file=""):  # the CLIPViTBackbone contract
+        return load_text_embeddings(embeddings_file, len(names), len(self.colors))
 
 
 def _run_main(argv):

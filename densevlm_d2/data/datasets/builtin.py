@@ -123,7 +123,11 @@ def register_demo_world(world: str) -> None:
         ("densevlm_demo_world_det_val", "val", "instances_val.json"),
     ):
         register_ov_coco_instances(
-            name, os.path.join(world, file), os.path.join(world, split), DEMO_WORLD_NOVEL_THINGS, layout
+            name,
+            os.path.join(world, file),
+            os.path.join(world, split),
+            DEMO_WORLD_NOVEL_THINGS,
+            layout,
         )
 
 

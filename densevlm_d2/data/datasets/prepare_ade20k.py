@@ -25,8 +25,8 @@ import numpy as np
 from panopticapi.utils import id2rgb
 from PIL import Image
 
-from .panoptic import segment_record
 from .ade20k_categories import ADE20K_150, INSTANCE100_TO_SEMANTIC150
+from .panoptic import segment_record
 
 __all__ = ["ade20k_panoptic_segments", "prepare_ade20k_panoptic"]
 

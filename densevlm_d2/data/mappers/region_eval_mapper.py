@@ -1,9 +1,9 @@
 """Dataset mapper for region classification: one panoptic image -> the published evaluation inputs.
 
-Per image (reference.md section 5): the image is resized so its longest side is ``image_size``
-(PIL bicubic) and zero padded right/bottom, returned as a uint8 (3, S, S) canvas that the model
-normalises (padding becomes ``(0 - mean) / std``, as published). For each of the first
-``max_regions`` segments, in the json's order, crowd segments included:
+Per image (docs/published_code.md, "Region-classification evaluation"): the image is resized so
+its longest side is ``image_size`` (PIL bicubic) and zero padded right/bottom, returned as a uint8
+(3, S, S) canvas that the model normalises (padding becomes ``(0 - mean) / std``, as published).
+For each of the first ``max_regions`` segments, in the json's order, crowd segments included:
 
 * box: a thing's annotation ``bbox``; a stuff segment's tight mask box ``(x_min, y_min, x_max,
   y_max)`` in pixel indices (the published ``mask2box``, whose far edge is the last pixel's index);

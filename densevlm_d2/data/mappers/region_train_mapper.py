@@ -1,7 +1,6 @@
 """Training inputs for region-language alignment: the image canvas and the regions a method needs.
 
-Region sources (``mode``), as the published DenseVLM/CLIPSelf/RegionCLIP loaders (reference.md 1,
-4):
+Region sources (``mode``), as the published DenseVLM/CLIPSelf/RegionCLIP loaders build them:
 
 * ``"grid"`` (image patches): one grid shape (rows, cols) is drawn per image from ``choices``; the
   cells tile the original image (not the padding); the cells are shuffled and at most ``max_boxes``
@@ -14,8 +13,9 @@ Region sources (``mode``), as the published DenseVLM/CLIPSelf/RegionCLIP loaders
 
 The image is resized so its longest side is ``image_size`` (PIL bicubic) and zero padded right and
 bottom, like the evaluation; boxes are returned in pixels of that canvas. Crops of the original
-image (fitted into ``crop_size`` with centred padding, normalised) are built only when
-``with_crops`` is set, since only CLIPSelf uses them.
+image (a grid cell enlarged by ``grid_crop_scale``, a box by ``box_crop_scale``, about its centre;
+fitted into ``crop_size`` with centred padding, normalised) are built only when ``with_crops`` is
+set, since only CLIPSelf uses them.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from detectron2.config import configurable
 from PIL import Image
 
 from ...clip.preprocess import crop_box, preprocess_crop, resize_longest
+from ...config import resolve_deprecated_keys
 
 __all__ = ["RegionTrainMapper", "grid_boxes", "grid_choices"]
 
@@ -72,7 +73,8 @@ class RegionTrainMapper:
         min_size: float = 8,
         max_size: float = 1024,
         with_crops: bool = False,
-        crop_scale: float = 1.0,
+        grid_crop_scale: float = 1.0,
+        box_crop_scale: float = 1.5,
         crop_size: int = 224,
     ):
         if mode not in ("grid", "proposals", "labeled"):
@@ -83,11 +85,12 @@ class RegionTrainMapper:
         self.max_boxes = max_boxes
         self.min_area, self.max_area = min_size**2, max_size**2
         self.with_crops = with_crops
-        self.crop_scale = crop_scale
+        self.grid_crop_scale, self.box_crop_scale = grid_crop_scale, box_crop_scale
         self.crop_size = crop_size
 
     @classmethod
     def from_config(cls, cfg, with_crops: bool = False):
+        cfg = resolve_deprecated_keys(cfg)
         r = cfg.INPUT.REGIONS
         return {
             "image_size": cfg.MODEL.CLIP.IMAGE_SIZE,
@@ -97,7 +100,8 @@ class RegionTrainMapper:
             "min_size": r.MIN_SIZE,
             "max_size": r.MAX_SIZE,
             "with_crops": with_crops,
-            "crop_scale": r.CROP_SCALE,
+            "grid_crop_scale": r.GRID_CROP_SCALE,
+            "box_crop_scale": r.BOX_CROP_SCALE,
             "crop_size": r.CROP_SIZE,
         }
 
@@ -109,7 +113,7 @@ class RegionTrainMapper:
             order = list(range(len(cells)))
             random.shuffle(order)
             boxes = cells[order[: self.max_boxes]]
-            crops = [crop_box(b, (width, height), self.crop_scale) for b in boxes.tolist()]
+            crops = [crop_box(b, (width, height), self.grid_crop_scale) for b in boxes.tolist()]
             return boxes, crops, None
         anns = d.get("annotations", [])
         if self.mode == "labeled":
@@ -119,7 +123,8 @@ class RegionTrainMapper:
                 dtype=torch.float32,
             ).reshape(-1, 4)
             labels = torch.tensor([a["category_id"] for a in anns], dtype=torch.int64)
-            return boxes, [crop_box(b, (width, height)) for b in boxes.tolist()], labels
+            crops = [crop_box(b, (width, height), self.box_crop_scale) for b in boxes.tolist()]
+            return boxes, crops, labels
         order = list(range(len(anns)))
         random.shuffle(order)
         boxes, crops = [], []
@@ -128,7 +133,7 @@ class RegionTrainMapper:
             if not self.min_area <= w * h <= self.max_area:
                 continue
             boxes.append([x, y, x + w, y + h])
-            crops.append(crop_box(boxes[-1], (width, height), 1.5))
+            crops.append(crop_box(boxes[-1], (width, height), self.box_crop_scale))
         if not boxes:  # as published: never an image without regions
             boxes = [[0.0, 0.0, width / 4, height / 4]]
             crops = [(0.0, 0.0, float(width // 4), float(height // 4))]

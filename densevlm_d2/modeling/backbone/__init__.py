@@ -1,4 +1,4 @@
-from .clip_vit import CLIPViTBackbone, parse_out_features
+from .clip_vit import CLIPViTBackbone, get_clip_backbone, parse_out_features
 from .fvit import CLIPFPN, CLIPFeaturePyramid, SimplePyramid, build_clip_fpn_backbone
 
 __all__ = [
@@ -7,5 +7,6 @@ __all__ = [
     "CLIPViTBackbone",
     "SimplePyramid",
     "build_clip_fpn_backbone",
+    "get_clip_backbone",
     "parse_out_features",
 ]

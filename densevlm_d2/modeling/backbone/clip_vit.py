@@ -1,20 +1,51 @@
-"""A CLIP ViT (EVA02-CLIP or OpenAI-style, through upstream open_clip) as a detectron2 backbone."""
+"""The CLIP ViT backbone: the one owner of an open_clip model in densevlm_d2.
+
+:class:`CLIPViTBackbone` holds an upstream open_clip model (EVA02-CLIP or OpenAI-style) and is the
+only place the rest of the project reaches it through:
+
+* features: the detectron2 ``forward`` (dense map and block outputs at stride = patch), and
+  :meth:`~CLIPViTBackbone.features` (the same pass with the CLS image embedding on demand);
+* crops: :meth:`~CLIPViTBackbone.encode_crops` (CLS embeddings of region crops, batched);
+* text: :meth:`~CLIPViTBackbone.class_embeddings` (the text classifier on class names, cached on
+  disk, or a published ``.npy``) and :meth:`~CLIPViTBackbone.encode_text`;
+* weights: strict loading at construction, :meth:`~CLIPViTBackbone.save` in the EVA-CLIP and
+  open_clip layouts, the weights before training (:attr:`~CLIPViTBackbone.initial_state`) and the
+  published weight-space blend (:meth:`~CLIPViTBackbone.blended`).
+
+A model's student CLIP is the one ``CLIPViTBackbone`` inside its ``backbone``
+(:func:`get_clip_backbone`): that is the CLIP the checkpointer reads raw CLIP files into, the
+trainer blends and the export hook writes. Frozen teachers are ``CLIPViTBackbone(teacher=True)``
+modules outside the backbone; they are rebuilt from their own files when a model is built and are
+left out of detectron2 checkpoints.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
+import os
+from collections.abc import Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
+from torch import nn
 
-from ...clip.checkpoint import load_checkpoint
+from ...clip.checkpoint import (
+    CheckpointFormat,
+    blend_state_dicts,
+    load_checkpoint,
+    save_checkpoint,
+)
 from ...clip.models import build_clip_model, open_clip_name
-from ...clip.towers import vision_tower
+from ...clip.text import TEMPLATES, TextEmbedder, load_text_embeddings
+from ...clip.towers import EvaTower, TowerOutput, vision_tower
+from ...config import resolve_deprecated_keys
 
-__all__ = ["CLIPViTBackbone", "parse_out_features"]
+__all__ = ["CLIPViTBackbone", "get_clip_backbone", "parse_out_features"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,15 +71,21 @@ def parse_out_features(names, num_blocks: int) -> tuple[bool, list[int]]:
 
 @BACKBONE_REGISTRY.register()
 class CLIPViTBackbone(Backbone):
-    """Dense CLIP features and intermediate block outputs, all at stride = patch size.
-
-    The whole open_clip model (vision and text towers) is held as ``self.clip`` so that checkpoints
-    round-trip strictly and the text tower can build classifiers; only the vision tower runs in
-    :meth:`forward`.
+    """Dense CLIP features and intermediate block outputs, all at stride = patch size, and every
+    other use of the CLIP model (see the module docstring).
 
     Outputs (``out_features``): ``"dense"`` -> (B, D, H/p, W/p) L2-normalised projected tokens, the
     last block through its value path, as the published ``encode_dense``; ``"block<i>"`` -> (B, C,
     H/p, W/p) tokens after block ``i`` (the last block through its value path, as F-ViT takes it).
+
+    ``trainable_blocks``: how many of the last vision blocks train (0 = frozen: ``forward`` runs
+    without autograd and the model stays in eval mode). Embeddings, final norm, projection and the
+    text tower never train, nor do the last block's query/key projections, which the value path
+    never uses. A trainable CLIP keeps a CPU copy of its trainable weights as they were when it was
+    built (:attr:`initial_state`) for :meth:`blended`.
+
+    ``teacher``: a frozen CLIP that a training method distils from; it is rebuilt from
+    ``checkpoint`` whenever the model is built and is not saved in detectron2 checkpoints.
     """
 
     @configurable
@@ -56,20 +93,21 @@ class CLIPViTBackbone(Backbone):
         self,
         *,
         model_name: str,
-        checkpoint: str = "",
-        out_features: list[str] = ("dense",),
-        frozen: bool = True,
+        checkpoint: str | os.PathLike = "",
+        out_features: Sequence[str] = ("dense",),
         trainable_blocks: int = 0,
         grad_checkpointing: bool = False,
+        text_cache_dir: str | os.PathLike | None = "default",
+        teacher: bool = False,
+        model: nn.Module | None = None,
     ):
         super().__init__()
         self.model_name = open_clip_name(model_name)
-        self.clip = build_clip_model(model_name)
+        # an open_clip model of that architecture that the caller built already, or a new one
+        self.clip = model if model is not None else build_clip_model(model_name)
         if checkpoint:
             fmt = load_checkpoint(self.clip, checkpoint)
-            logger.info(
-                "CLIP backbone %s: loaded %s (%s layout)", model_name, checkpoint, fmt.value
-            )
+            logger.info("CLIP %s: loaded %s (%s layout)", model_name, checkpoint, fmt.value)
         self.tower = vision_tower(self.clip.visual)
         self.tower.grad_checkpointing = grad_checkpointing
         self._dense, self._blocks = parse_out_features(out_features, self.tower.num_blocks)
@@ -80,38 +118,27 @@ class CLIPViTBackbone(Backbone):
             name: self.tower.output_dim if name == "dense" else self.tower.width
             for name in self._out_features
         }
-        self.set_trainable(0 if frozen else trainable_blocks)
+        if teacher and trainable_blocks:
+            raise ValueError("a teacher CLIP is frozen: trainable_blocks must be 0")
+        self.is_teacher = teacher
+        self.text_cache_dir = text_cache_dir
+        self._text_embedder: TextEmbedder | None = None
+        self.initial_state: dict[str, torch.Tensor] = {}
+        self.set_trainable(trainable_blocks)
 
     @classmethod
     def from_config(cls, cfg, input_shape=None):
-        c = cfg.MODEL.CLIP
+        c = resolve_deprecated_keys(cfg).MODEL.CLIP
         return {
             "model_name": c.MODEL_NAME,
             "checkpoint": c.CHECKPOINT,
             "out_features": list(c.OUT_FEATURES),
-            "frozen": c.FROZEN,
             "trainable_blocks": c.TRAINABLE_BLOCKS,
             "grad_checkpointing": c.GRAD_CHECKPOINTING,
+            "text_cache_dir": (c.TEXT_CACHE.DIR or "default") if c.TEXT_CACHE.ENABLED else None,
         }
 
-    def set_trainable(self, num_blocks: int) -> None:
-        """Freeze everything except the last ``num_blocks`` vision blocks (published
-        ``lock_image_tower``)."""
-        n = self.tower.num_blocks
-        if not 0 <= num_blocks <= n:
-            raise ValueError(f"trainable_blocks must be in [0, {n}], got {num_blocks}")
-        for p in self.clip.parameters():
-            p.requires_grad_(False)
-        for block in self.vision_blocks[n - num_blocks :] if num_blocks else []:
-            for p in block.parameters():
-                p.requires_grad_(True)
-        self.num_trainable_blocks = num_blocks
-
-    @property
-    def vision_blocks(self) -> torch.nn.ModuleList:
-        module = self.tower.module
-        return module.blocks if hasattr(module, "blocks") else module.transformer.resblocks
-
+    # -- what the model is -------------------------------------------------------------------------
     @property
     def patch_size(self) -> int:
         return self.tower.patch_size
@@ -120,10 +147,75 @@ class CLIPViTBackbone(Backbone):
     def size_divisibility(self) -> int:
         return self.tower.patch_size
 
+    @property
+    def embed_dim(self) -> int:
+        """Size of the projected (CLIP embedding) space: dense tokens, images, crops, text."""
+        return self.tower.output_dim
+
+    @property
+    def vision_blocks(self) -> nn.ModuleList:
+        module = self.tower.module
+        return module.blocks if hasattr(module, "blocks") else module.transformer.resblocks
+
+    @property
+    def export_formats(self) -> tuple[str, ...]:
+        """Checkpoint layouts this model can be written in (the EVA-CLIP release layout exists for
+        EVA02 models only)."""
+        if isinstance(self.tower, EvaTower):
+            return (CheckpointFormat.EVA_CLIP.value, CheckpointFormat.OPEN_CLIP.value)
+        return (CheckpointFormat.OPEN_CLIP.value,)
+
+    # -- training state ----------------------------------------------------------------------------
+    def set_trainable(self, num_blocks: int) -> None:
+        """Train the last ``num_blocks`` vision blocks, freeze everything else (published
+        ``lock_image_tower``), and remember the trainable weights as the blend's initial state."""
+        n = self.tower.num_blocks
+        if not 0 <= num_blocks <= n:
+            raise ValueError(f"trainable_blocks must be in [0, {n}], got {num_blocks}")
+        self.clip.requires_grad_(False)
+        for block in self.vision_blocks[n - num_blocks :] if num_blocks else []:
+            block.requires_grad_(True)
+        # the value path gives no gradient to the last block's query/key projections; frozen, so
+        # that DistributedDataParallel does not wait for them (and AdamW's weight decay leaves them
+        # be, as for parameters without gradients in the published code)
+        for p in self.tower.dense_unused_parameters():
+            p.requires_grad_(False)
+        self.num_trainable_blocks = num_blocks
+        self.reset_initial_state()
+
+    def reset_initial_state(self) -> None:
+        """Take the current trainable weights as the blend's initial state (done when the model is
+        built, and when the checkpointer reads a raw CLIP file into it)."""
+        self.initial_state = {
+            name: p.detach().cpu().clone()
+            for name, p in self.clip.named_parameters()
+            if p.requires_grad
+        }
+
+    @contextlib.contextmanager
+    def blended(self, alpha: float) -> Iterator[CLIPViTBackbone]:
+        """Inside the block the CLIP holds ``alpha * trained + (1 - alpha) * initial`` weights (the
+        published weight-space blend), afterwards its trained weights again. A no-op when ``alpha``
+        is 1 or nothing trains."""
+        if alpha >= 1.0 or not self.initial_state:
+            yield self
+            return
+        params = dict(self.clip.named_parameters())
+        trained = {k: params[k].detach().clone() for k in self.initial_state}
+        with torch.no_grad():
+            for k, v in blend_state_dicts(trained, self.initial_state, alpha).items():
+                params[k].copy_(v)
+        try:
+            yield self
+        finally:
+            with torch.no_grad():
+                for k, v in trained.items():
+                    params[k].copy_(v)
+
     def train(self, mode: bool = True):
         super().train(mode)
-        # Frozen parts stay in eval mode (no dropout or drop path): all of CLIP when frozen, else
-        # the text tower.
+        # frozen parts stay in eval mode (no dropout or drop path): all of CLIP when frozen, else
+        # the text tower
         if self.num_trainable_blocks == 0:
             self.clip.eval()
         else:
@@ -131,10 +223,31 @@ class CLIPViTBackbone(Backbone):
             text.eval()
         return self
 
+    def frozen_copy(self) -> CLIPViTBackbone:
+        """A frozen teacher with this CLIP's current weights (CLIPSelf's teacher)."""
+        teacher = copy.deepcopy(self)
+        teacher._text_embedder = None
+        teacher.set_trainable(0)
+        teacher.is_teacher = True
+        return teacher.eval()
+
+    # -- features ----------------------------------------------------------------------------------
+    def features(
+        self,
+        x: torch.Tensor,
+        *,
+        dense: bool = True,
+        image: bool = False,
+        blocks: Sequence[int] = (),
+    ) -> TowerOutput:
+        """One pass of the vision tower over normalised images (any size); what is asked for.
+        Autograd follows the caller's context."""
+        return self.tower.forward(x, dense=dense, image=image, block_indices=blocks)
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         frozen = self.num_trainable_blocks == 0
         with torch.no_grad() if frozen else contextlib.nullcontext():
-            out = self.tower.forward(x, dense=self._dense, block_indices=self._blocks)
+            out = self.features(x, dense=self._dense, blocks=self._blocks)
         feats = {f"block{i}": t for i, t in out.blocks.items()}
         if self._dense:
             feats["dense"] = out.dense
@@ -147,3 +260,72 @@ class CLIPViTBackbone(Backbone):
             )
             for name in self._out_features
         }
+
+    def encode_crops(self, crops: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """(N, 3, h, w) normalised crops -> (N, D) L2-normalised float32 CLS embeddings, computed
+        ``batch_size`` crops at a time."""
+        device = next(self.clip.parameters()).device
+        out = [
+            self.features(crops[i : i + batch_size].to(device), dense=False, image=True).image
+            for i in range(0, len(crops), batch_size)
+        ]
+        if not out:
+            return torch.zeros(0, self.embed_dim, device=device)
+        return F.normalize(torch.cat(out).float(), dim=-1)
+
+    # -- text --------------------------------------------------------------------------------------
+    @property
+    def text_embedder(self) -> TextEmbedder:
+        """The text classifier on this CLIP's text tower (cache in ``text_cache_dir``)."""
+        if self._text_embedder is None:
+            self._text_embedder = TextEmbedder(self.clip, self.model_name, self.text_cache_dir)
+        return self._text_embedder
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """Raw strings -> (N, D) L2-normalised text embeddings (no prompt templates)."""
+        return self.text_embedder.encode_texts(list(texts))
+
+    def class_embeddings(
+        self,
+        names: Sequence[str],
+        embeddings_file: str | os.PathLike = "",
+        *,
+        templates: Sequence[str] = TEMPLATES,
+        synonyms: str = "joint",
+        renormalize: bool = True,
+    ) -> torch.Tensor:
+        """(K, D) float32 class embeddings on the CPU: read from ``embeddings_file`` (a published
+        ``.npy``, one row per name, checked against the vocabulary size and ``embed_dim``) when
+        given, else built from ``names`` with the prompt templates (cached on disk)."""
+        if embeddings_file:
+            return load_text_embeddings(embeddings_file, len(names), self.embed_dim)
+        return self.text_embedder(list(names), templates, synonyms, renormalize)
+
+    # -- weights -----------------------------------------------------------------------------------
+    def save(
+        self,
+        path: str | os.PathLike,
+        fmt: CheckpointFormat | str = "eva_clip",
+        dtype: torch.dtype | None = None,
+    ):
+        """Write the CLIP in the EVA-CLIP release layout (EVA02 only) or open_clip's, atomically."""
+        return save_checkpoint(self.clip, path, fmt, dtype)
+
+
+def get_clip_backbone(model: nn.Module) -> CLIPViTBackbone:
+    """The student CLIP of a model: ``model`` itself if it is a :class:`CLIPViTBackbone`, else the
+    one ``CLIPViTBackbone`` inside ``model.backbone`` (a DDP wrapper is looked through)."""
+    if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+        model = model.module
+    if isinstance(model, CLIPViTBackbone):
+        return model
+    backbone = getattr(model, "backbone", None)
+    if not isinstance(backbone, nn.Module):
+        raise ValueError(f"{type(model).__name__} has no backbone that could hold a CLIP")
+    found = [m for m in backbone.modules() if isinstance(m, CLIPViTBackbone)]
+    if len(found) != 1:
+        raise ValueError(
+            f"{type(model).__name__}'s backbone holds {len(found)} CLIPViTBackbone modules; "
+            "exactly one is its CLIP"
+        )
+    return found[0]

@@ -3,9 +3,9 @@
 Following the published F-ViT (CLIPSelf repository, ``F-ViT/models/evaclip_vit.py``):
 
 * the frozen CLIP ViT gives the outputs of four blocks (``[3, 5, 7, 11]`` for B/16, ``[6, 10, 14,
-  23]`` for L/14), the last one through its value path (:mod:`densevlm_d2.clip.towers`), and, for
-  the test-time score fusion, the dense CLIP map (the same value path, final norm, projection,
-  L2-normalised);
+  23]`` for L/14), the last one through its value path (:mod:`densevlm_d2.clip.towers`), and the
+  dense CLIP map (the same value path, final norm, projection, L2-normalised; a norm and a linear
+  layer more) for the ROI heads' text classifier size and test-time score fusion;
 * a simple pyramid (:class:`SimplePyramid`, trainable) brings them to strides 4, 8, 16, 32:
   ``deconv 2x2/2 -> norm -> GELU -> deconv 2x2/2``, ``deconv 2x2/2``, identity, ``maxpool 2x2/2``;
 * detectron2's :class:`~detectron2.modeling.FPN` (256 channels, ``LastLevelMaxPool`` for ``p6``).
@@ -66,7 +66,7 @@ class SimplePyramid(nn.Module):
 
 
 class CLIPFeaturePyramid(Backbone):
-    """Frozen CLIP ViT + :class:`SimplePyramid`: ``s2 .. s5`` (and ``clip_dense`` when asked)."""
+    """Frozen CLIP ViT + :class:`SimplePyramid`: ``s2 .. s5`` and ``clip_dense``."""
 
     def __init__(
         self,
@@ -75,7 +75,6 @@ class CLIPFeaturePyramid(Backbone):
         norm: str = "SyncBN",
         pad_to: int = 0,
         token_stride: int = 16,
-        with_dense: bool = True,
     ):
         super().__init__()
         if len(blocks) != 4:
@@ -88,18 +87,17 @@ class CLIPFeaturePyramid(Backbone):
             )
         self.clip = clip
         self.blocks = list(blocks)
-        self.pad_to, self.token_stride, self.with_dense = pad_to, token_stride, with_dense
+        self.pad_to, self.token_stride = pad_to, token_stride
         self.scale = clip.patch_size / token_stride
         self.pyramid = SimplePyramid(clip.tower.width, norm)
         s = token_stride
-        self._out_features = list(PYRAMID_FEATURES) + (["clip_dense"] if with_dense else [])
+        self._out_features = [*PYRAMID_FEATURES, "clip_dense"]
         self._out_feature_strides = dict(
             zip(PYRAMID_FEATURES, (s // 4, s // 2, s, 2 * s), strict=True)
         )
         self._out_feature_channels = dict.fromkeys(PYRAMID_FEATURES, clip.tower.width)
-        if with_dense:
-            self._out_feature_strides["clip_dense"] = s
-            self._out_feature_channels["clip_dense"] = clip.tower.output_dim
+        self._out_feature_strides["clip_dense"] = s
+        self._out_feature_channels["clip_dense"] = clip.embed_dim
 
     @property
     def size_divisibility(self) -> int:
@@ -122,13 +120,10 @@ class CLIPFeaturePyramid(Backbone):
         if isinstance(x, dict):  # already computed (see CLIPFPN.forward)
             return x
         with torch.no_grad():  # the CLIP ViT is frozen (and kept in eval mode by CLIPViTBackbone)
-            out = self.clip.tower.forward(
-                self.vit_input(x), dense=self.with_dense, block_indices=self.blocks
-            )
+            out = self.clip.features(self.vit_input(x), dense=True, blocks=self.blocks)
         maps = self.pyramid([out.blocks[i] for i in self.blocks])
         feats = dict(zip(PYRAMID_FEATURES, maps, strict=True))
-        if self.with_dense:
-            feats["clip_dense"] = out.dense
+        feats["clip_dense"] = out.dense
         return feats
 
     def output_shape(self) -> dict[str, ShapeSpec]:
@@ -144,32 +139,23 @@ class CLIPFPN(FPN):
     def forward(self, x):
         bottom_up = self.bottom_up(x)
         out = super().forward(bottom_up)  # the bottom-up module returns a computed dict as is
-        if "clip_dense" in bottom_up:
-            out["clip_dense"] = bottom_up["clip_dense"]
+        out["clip_dense"] = bottom_up["clip_dense"]
         return out
 
     def output_shape(self):
-        shapes = super().output_shape()
-        if "clip_dense" in self.bottom_up.output_shape():
-            shapes["clip_dense"] = self.bottom_up.output_shape()["clip_dense"]
-        return shapes
+        return {**super().output_shape(), "clip_dense": self.bottom_up.output_shape()["clip_dense"]}
 
 
 @BACKBONE_REGISTRY.register()
 def build_clip_fpn_backbone(cfg, input_shape=None) -> CLIPFPN:
-    """``MODEL.BACKBONE.NAME: build_clip_fpn_backbone``: CLIP ViT (``MODEL.CLIP.*``, frozen) +
+    """``MODEL.BACKBONE.NAME: build_clip_fpn_backbone``: CLIP ViT (``MODEL.CLIP.*``, always
+    frozen: ``TRAINABLE_BLOCKS`` and ``OUT_FEATURES`` are set here) +
     simple pyramid (``MODEL.FVIT.*``) + FPN (``MODEL.FPN.OUT_CHANNELS``, ``MODEL.FPN.NORM``)."""
     f = cfg.MODEL.FVIT
-    clip = CLIPViTBackbone(
-        model_name=cfg.MODEL.CLIP.MODEL_NAME,
-        checkpoint=cfg.MODEL.CLIP.CHECKPOINT,
-        out_features=["dense"] + [f"block{i}" for i in f.BLOCKS],
-        frozen=True,
-        grad_checkpointing=False,
-    )
-    bottom_up = CLIPFeaturePyramid(
-        clip, list(f.BLOCKS), f.PYRAMID_NORM, f.PAD_TO, f.TOKEN_STRIDE, f.SCORE_FUSION.ENABLED
-    )
+    args = CLIPViTBackbone.from_config(cfg)
+    args.update(out_features=["dense"] + [f"block{i}" for i in f.BLOCKS], trainable_blocks=0)
+    clip = CLIPViTBackbone(**args)
+    bottom_up = CLIPFeaturePyramid(clip, list(f.BLOCKS), f.PYRAMID_NORM, f.PAD_TO, f.TOKEN_STRIDE)
     in_features = list(cfg.MODEL.FPN.IN_FEATURES)
     if in_features != list(PYRAMID_FEATURES):
         raise ValueError(

@@ -2,15 +2,21 @@
 
 Each is a :class:`CLIPRegionClassifier` whose training forward returns a loss; in eval mode it is
 the region classifier itself, so evaluation during training runs exactly as ``--eval-only`` does.
-The student is the backbone's CLIP (``MODEL.CLIP``; its last ``TRAINABLE_BLOCKS`` vision blocks
-train). Frozen teachers are rebuilt from their own checkpoints when the model is built and are left
-out of detectron2 checkpoints (``checkpoint_exclude_prefixes``).
+The student is the backbone (:class:`~densevlm_d2.modeling.CLIPViTBackbone`, ``MODEL.CLIP``; its
+last ``TRAINABLE_BLOCKS`` vision blocks train). Frozen teachers are
+``CLIPViTBackbone(teacher=True)`` modules, rebuilt from their own checkpoints when the model is
+built and left out of detectron2 checkpoints.
+
+What the engine needs from these models (:class:`RegionAlignmentModel`): the uint8 canvases and
+boxes of :class:`~densevlm_d2.data.mappers.RegionTrainMapper`, plus the region crops when the class
+says :attr:`~RegionAlignmentModel.needs_crops`; the student is ``model.backbone``
+(:func:`~densevlm_d2.modeling.get_clip_backbone`).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -18,77 +24,52 @@ from detectron2.config import configurable
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils.events import get_event_storage
-from torch import nn
 
-from ...clip.checkpoint import load_checkpoint
-from ...clip.models import build_clip_model
-from ...clip.text import TextEmbedder, load_text_embeddings
-from ...clip.towers import vision_tower
 from ...data.datasets.vocabulary import vocabulary
+from ..backbone.clip_vit import CLIPViTBackbone
 from ..losses import clipself_loss, densevlm_loss, regionclip_loss
 from ..region_pooling import BoxPooler
 from .region_classifier import CLIPRegionClassifier
 
-__all__ = ["CLIPSelf", "DenseVLM", "RegionAlignmentModel", "RegionCLIP", "class_embeddings"]
+__all__ = ["CLIPSelf", "DenseVLM", "RegionAlignmentModel", "RegionCLIP", "published_thing_split"]
 
 logger = logging.getLogger(__name__)
 
 
-def class_embeddings(
-    clip: nn.Module,
-    model_name: str,
-    names,
-    npy: str = "",
-    renormalize: bool = True,
-    cache_dir="default",
-) -> torch.Tensor:
-    """(K, D) class embeddings of ``clip`` for ``names``: read from ``npy`` (published layout) when
-    given, else built by the text classifier (cached on disk)."""
-    if npy:
-        return load_text_embeddings(
-            npy, num_classes=len(names), dim=vision_tower(clip.visual).output_dim
-        )
-    return TextEmbedder(clip, model_name, cache_dir)(list(names), renormalize=renormalize)
-
-
-def _frozen(module: nn.Module) -> nn.Module:
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module.eval()
+def published_thing_split(is_thing: list[bool]) -> list[bool]:
+    """The published code's thing/stuff split: it reads the number of thing classes off the
+    embedding file's name (``Thing204``) and treats indices below that number minus one as things,
+    so the vocabulary's last thing class counts as stuff. Needs a vocabulary that lists its things
+    first."""
+    n = sum(is_thing)
+    if any(is_thing[n:]) or not all(is_thing[:n]):
+        raise ValueError("the published thing split needs a vocabulary that lists its things first")
+    return [i < n - 1 for i in range(len(is_thing))]
 
 
 class RegionAlignmentModel(CLIPRegionClassifier):
-    """Shared training plumbing: canvases -> student dense map -> box features -> :meth:`losses`."""
+    """Shared training plumbing: canvases -> student dense map -> box features -> :meth:`losses`.
 
-    checkpoint_exclude_prefixes: tuple[str, ...] = ()
-    needs_crops = False  # whether the train mapper must cut region crops
+    The contract with the engine: the train mapper cuts region crops for a model whose class sets
+    ``needs_crops``; the student CLIP (``backbone``) must train (``MODEL.CLIP.TRAINABLE_BLOCKS``).
+    """
+
+    #: whether the train mapper must cut region crops (``Trainer.build_train_loader`` reads it)
+    needs_crops: ClassVar[bool] = False
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        # Dense-feature losses give no gradient to the last block's query/key projections; frozen,
-        # so that DistributedDataParallel does not wait for them (and weight decay leaves them be,
-        # as AdamW does for parameters without gradients in the published code).
-        for p in self.backbone.tower.dense_unused_parameters():
-            p.requires_grad_(False)
-        # the student's weights before training: the other end of the weight-space blend (alpha)
-        self.initial_clip_state = {
-            k: v.detach().cpu().clone() for k, v in self.backbone.clip.state_dict().items()
-        }
-
-    @classmethod
-    def from_config(cls, cfg):
-        if cfg.MODEL.CLIP.FROZEN:
-            raise ValueError(f"{cls.__name__} trains the student: set MODEL.CLIP.FROZEN False")
-        return super().from_config(cfg)
+        if self.backbone.num_trainable_blocks == 0:
+            raise ValueError(
+                f"{type(self).__name__} trains the student: set MODEL.CLIP.TRAINABLE_BLOCKS > 0"
+            )
 
     def train(self, mode: bool = True):
         super().train(mode)
-        for prefix in self.checkpoint_exclude_prefixes:  # frozen teachers stay in eval mode
-            self.get_submodule(prefix.rstrip(".")).eval()
+        for module in self.modules():  # frozen teachers stay in eval mode
+            if isinstance(module, CLIPViTBackbone) and module.is_teacher:
+                module.eval()
         return self
-
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.float() - self.pixel_mean) / self.pixel_std
 
     def forward(self, batched_inputs):
         if not self.training:
@@ -109,20 +90,19 @@ class RegionAlignmentModel(CLIPRegionClassifier):
 
 @META_ARCH_REGISTRY.register()
 class DenseVLM(RegionAlignmentModel):
-    """Unbiased region-language alignment (reference.md sections 1 and 3).
+    """Unbiased region-language alignment (docs/published_code.md, "Training" and "DenseVLM's
+    loss").
 
     A frozen teacher (P-VLM, e.g. the refined EVA02-CLIP-L/14) classifies each region against a
     thing and stuff vocabulary; confident regions are distilled into the student with the decoupled
     KL loss (:func:`~densevlm_d2.modeling.losses.densevlm_loss`).
     """
 
-    checkpoint_exclude_prefixes = ("teacher.",)
-
     @configurable
     def __init__(
         self,
         *,
-        teacher: nn.Module,
+        teacher: CLIPViTBackbone,
         teacher_input: str = "pad",
         student_text: torch.Tensor,
         teacher_text: torch.Tensor,
@@ -134,8 +114,9 @@ class DenseVLM(RegionAlignmentModel):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.teacher = _frozen(teacher)
-        self.teacher_tower = vision_tower(teacher.visual)
+        if not teacher.is_teacher:
+            raise ValueError("DenseVLM's teacher must be a CLIPViTBackbone(teacher=True)")
+        self.teacher = teacher.eval()
         if teacher_input not in ("pad", "published"):
             raise ValueError(f"teacher input must be 'pad' or 'published', got {teacher_input!r}")
         self.teacher_input = teacher_input
@@ -149,43 +130,37 @@ class DenseVLM(RegionAlignmentModel):
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
         c = cfg.MODEL.DENSEVLM
-        teacher = build_clip_model(c.TEACHER.MODEL_NAME)
-        if c.TEACHER.CHECKPOINT:
-            load_checkpoint(teacher, c.TEACHER.CHECKPOINT)
-        else:
+        if not c.TEACHER.CHECKPOINT:
             logger.warning("MODEL.DENSEVLM.TEACHER.CHECKPOINT is empty: the teacher is random")
+        student = ret["backbone"]
+        teacher = CLIPViTBackbone(
+            model_name=c.TEACHER.MODEL_NAME,
+            checkpoint=c.TEACHER.CHECKPOINT,
+            text_cache_dir=student.text_cache_dir,
+            teacher=True,
+        )
         names, is_thing = vocabulary(c.VOCABULARY)
-        if c.THING_SPLIT == "published":  # the published code: classes 0..202 are things
-            is_thing = [i < 203 for i in range(len(names))]
+        if c.THING_SPLIT == "published":
+            is_thing = published_thing_split(is_thing)
         elif c.THING_SPLIT != "metadata":
             raise ValueError(
                 f"MODEL.DENSEVLM.THING_SPLIT must be metadata or published, got {c.THING_SPLIT!r}"
             )
-        student, cache = ret["backbone"], ret["text_cache_dir"]
+        renormalize = c.RENORMALIZE_TEXT
         ret.update(
             teacher=teacher,
             teacher_input=c.TEACHER.INPUT,
-            student_text=class_embeddings(
-                student.clip,
-                student.model_name,
-                names,
-                c.STUDENT_TEXT_EMBEDDINGS,
-                c.RENORMALIZE_TEXT,
-                cache,
+            student_text=student.class_embeddings(
+                names, c.STUDENT_TEXT_EMBEDDINGS, renormalize=renormalize
             ),
-            teacher_text=class_embeddings(
-                teacher,
-                c.TEACHER.MODEL_NAME,
-                names,
-                c.TEACHER.TEXT_EMBEDDINGS,
-                c.RENORMALIZE_TEXT,
-                cache,
+            teacher_text=teacher.class_embeddings(
+                names, c.TEACHER.TEXT_EMBEDDINGS, renormalize=renormalize
             ),
             class_is_thing=torch.tensor(is_thing),
             temperature=c.TEMPERATURE,
             threshold=c.THRESHOLD,
             stuff_classes=c.STUFF_CLASSES,
-            normalize_text=c.RENORMALIZE_TEXT,
+            normalize_text=renormalize,
         )
         return ret
 
@@ -193,13 +168,13 @@ class DenseVLM(RegionAlignmentModel):
         """Teacher box features. ``"pad"``: the canvas is zero padded to a multiple of the teacher's
         patch, boxes stay aligned. ``"published"``: the canvas as is, so a 14-px patch covers 504 of
         512 px (36 tokens) while the boxes are scaled to the whole canvas, as published."""
-        p, size = self.teacher_tower.patch_size, images.shape[-1]
+        p, size = self.teacher.patch_size, images.shape[-1]
         if self.teacher_input == "pad":
             extra = (-size) % p
             images, stride = F.pad(images, (0, extra, 0, extra)), p
         else:
             stride = size / (size // p)
-        dense = self.teacher_tower.forward(self.normalize(images), dense=True).dense
+        dense = self.teacher.features(self.normalize(images), dense=True).dense
         return BoxPooler(stride)(dense, boxes)
 
     def losses(self, batched_inputs, images, boxes, student_features):
@@ -231,16 +206,13 @@ class CLIPSelf(RegionAlignmentModel):
     """CLIPSelf: the student's region features are aligned (1 - cosine) with the CLS embeddings of
     the region crops by a frozen copy of the initial model. Needs crops from the train mapper."""
 
-    checkpoint_exclude_prefixes = ("teacher.",)
     needs_crops = True
 
     @configurable
-    def __init__(self, *, cosine_weight: float = 1.0, crop_batch: int = 64, **kwargs):
+    def __init__(self, *, cosine_weight: float = 1.0, **kwargs):
         super().__init__(**kwargs)
-        self.teacher = _frozen(copy.deepcopy(self.backbone.clip))
-        self.teacher_tower = vision_tower(self.teacher.visual)
+        self.teacher = self.backbone.frozen_copy()
         self.cosine_weight = cosine_weight
-        self.crop_batch = crop_batch
 
     @classmethod
     def from_config(cls, cfg):
@@ -249,16 +221,9 @@ class CLIPSelf(RegionAlignmentModel):
         return ret
 
     def losses(self, batched_inputs, images, boxes, student_features):
-        crops = torch.cat([x["crops"] for x in batched_inputs]).to(self.device)
+        crops = torch.cat([x["crops"] for x in batched_inputs])
         with torch.no_grad():
-            target = torch.cat(
-                [
-                    self.teacher_tower.forward(
-                        crops[i : i + self.crop_batch], dense=False, image=True
-                    ).image
-                    for i in range(0, len(crops), self.crop_batch)
-                ]
-            )
+            target = self.teacher.encode_crops(crops, self.crop_batch_size)
         return {"loss_cosine": self.cosine_weight * clipself_loss(student_features, target)}
 
 
@@ -287,16 +252,8 @@ class RegionCLIP(RegionAlignmentModel):
         c = cfg.MODEL.REGIONCLIP
         DatasetCatalog.get(c.CONCEPTS)  # loading a box dataset sets its category names
         names = MetadataCatalog.get(c.CONCEPTS).classes
-        student = ret["backbone"]
         ret.update(
-            concept_embeddings=class_embeddings(
-                student.clip,
-                student.model_name,
-                names,
-                c.CONCEPT_EMBEDDINGS,
-                True,
-                ret["text_cache_dir"],
-            ),
+            concept_embeddings=ret["backbone"].class_embeddings(names, c.CONCEPT_EMBEDDINGS),
             num_sampled=c.NUM_SAMPLED,
             contrast_weight=c.CONTRAST_WEIGHT,
         )

@@ -8,47 +8,46 @@ class embeddings of the input's dataset vocabulary, which the region-accuracy ev
 
 from __future__ import annotations
 
-import logging
-
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from torch import nn
 
-from ...clip.text import TextEmbedder, load_text_embeddings
 from ...data.datasets.vocabulary import vocabulary
+from ..backbone.clip_vit import CLIPViTBackbone
 from ..region_pooling import BoxPooler, pool_masks
 
 __all__ = ["CLIPRegionClassifier"]
 
-logger = logging.getLogger(__name__)
-
 
 @META_ARCH_REGISTRY.register()
 class CLIPRegionClassifier(nn.Module):
-    """Classifies given regions (boxes, masks, crops) against a dataset's class names."""
-
-    # where a raw CLIP checkpoint's tensors go in this model's state dict (CLIPCheckpointer)
-    clip_weights_prefix = "backbone.clip."
+    """Classifies given regions (boxes, masks, crops) against a dataset's class names with the
+    backbone's CLIP: a :class:`~densevlm_d2.modeling.CLIPViTBackbone`, or any backbone with a
+    ``"dense"`` output and CLIPViTBackbone's ``patch_size``, ``class_embeddings`` and (for crops)
+    ``encode_crops``."""
 
     @configurable
     def __init__(
         self,
         *,
-        backbone: nn.Module,
+        backbone: CLIPViTBackbone,
         pixel_mean: tuple[float, ...],
         pixel_std: tuple[float, ...],
         region_types=("rois", "maskpool"),
         text_embeddings_file: str = "",
-        text_cache_dir: str | None = "default",
         crop_batch_size: int = 64,
     ):
         super().__init__()
+        if "dense" not in backbone.output_shape():
+            raise ValueError(
+                f"{type(self).__name__} needs the backbone's 'dense' output "
+                "(MODEL.CLIP.OUT_FEATURES)"
+            )
         self.backbone = backbone
         self.region_types = tuple(region_types)
         self.text_embeddings_file = text_embeddings_file
-        self.text_cache_dir = text_cache_dir
         self.crop_batch_size = crop_batch_size
         self.box_pooler = BoxPooler(backbone.patch_size)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
@@ -57,18 +56,12 @@ class CLIPRegionClassifier(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
-        backbone = build_backbone(cfg)
-        if "dense" not in backbone.output_shape():
-            raise ValueError(
-                "CLIPRegionClassifier needs the backbone's 'dense' output (MODEL.CLIP.OUT_FEATURES)"
-            )
         return {
-            "backbone": backbone,
+            "backbone": build_backbone(cfg),
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "region_types": list(cfg.TEST.REGIONS.TYPES),
             "text_embeddings_file": cfg.TEST.REGIONS.TEXT_EMBEDDINGS,
-            "text_cache_dir": cfg.MODEL.CLIP.TEXT_CACHE_DIR or None,
         }
 
     @property
@@ -81,25 +74,20 @@ class CLIPRegionClassifier(nn.Module):
         text classifier from the registered class names (cached on disk)."""
         if dataset_name not in self._class_embeddings:
             names, _ = vocabulary(dataset_name)
-            if self.text_embeddings_file:
-                emb = load_text_embeddings(
-                    self.text_embeddings_file,
-                    num_classes=len(names),
-                    dim=self.backbone.output_shape()["dense"].channels,
-                )
-            else:
-                clip, name = self.backbone.clip, self.backbone.model_name
-                emb = TextEmbedder(clip, name, self.text_cache_dir)(names)
+            emb = self.backbone.class_embeddings(names, self.text_embeddings_file)
             self._class_embeddings[dataset_name] = F.normalize(emb.float(), dim=-1).to(self.device)
         return self._class_embeddings[dataset_name]
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 canvases -> the CLIP's normalised input (the padding becomes -mean/std)."""
+        return (images.float() - self.pixel_mean) / self.pixel_std
 
     def preprocess_image(self, batched_inputs) -> torch.Tensor:
         images = [x["image"] for x in batched_inputs]
         sizes = {tuple(im.shape) for im in images}
         if len(sizes) != 1:
             raise ValueError(f"all canvases of a batch must have one size, got {sorted(sizes)}")
-        x = torch.stack(images).to(self.device, non_blocking=True).float()
-        return (x - self.pixel_mean) / self.pixel_std
+        return self.normalize(torch.stack(images).to(self.device, non_blocking=True))
 
     def region_features(self, batched_inputs) -> list[dict[str, torch.Tensor]]:
         """Per image ``{region type: (N_i, D) L2-normalised features}``."""
@@ -115,22 +103,11 @@ class CLIPRegionClassifier(nn.Module):
         if "maskpool" in self.region_types:
             feats["maskpool"] = pool_masks(dense, [r["masks"].to(self.device) for r in regions])
         if "crops" in self.region_types:
-            feats["crops"] = self.encode_crops(torch.cat([r["crops"] for r in regions]))
+            feats["crops"] = self.backbone.encode_crops(
+                torch.cat([r["crops"] for r in regions]), self.crop_batch_size
+            )
         split = {k: v.split(counts) for k, v in feats.items()}
         return [{k: split[k][i] for k in split} for i in range(len(regions))]
-
-    def encode_crops(self, crops: torch.Tensor) -> torch.Tensor:
-        """(N, 3, 224, 224) normalised crops -> (N, D) CLS embeddings, L2-normalised."""
-        tower = self.backbone.tower
-        out = [
-            tower.forward(
-                crops[i : i + self.crop_batch_size].to(self.device), dense=False, image=True
-            ).image
-            for i in range(0, len(crops), self.crop_batch_size)
-        ]
-        if not out:
-            return torch.zeros(0, tower.output_dim, device=self.device)
-        return F.normalize(torch.cat(out).float(), dim=-1)
 
     def forward(self, batched_inputs):
         if self.training:

@@ -4,12 +4,23 @@ CLIP's region scores."""
 from __future__ import annotations
 
 from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
 from detectron2.modeling import ROI_HEADS_REGISTRY, StandardROIHeads
 
+from ...config import resolve_deprecated_keys
 from ..region_pooling import BoxPooler
 from .text_classifier import TextClassifierOutputLayers
 
 __all__ = ["OpenVocabROIHeads"]
+
+
+def _clip_dense(input_shape: dict) -> ShapeSpec:
+    if "clip_dense" not in input_shape:
+        raise ValueError(
+            "OpenVocabROIHeads needs the backbone's 'clip_dense' output (the CLIP's dense map), as "
+            f"build_clip_fpn_backbone gives it; the backbone gives {sorted(input_shape)}"
+        )
+    return input_shape["clip_dense"]
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -17,12 +28,12 @@ class OpenVocabROIHeads(StandardROIHeads):
     """detectron2's ``StandardROIHeads`` (box head, optional mask/keypoint heads, sampling,
     matching) whose box predictor is :class:`TextClassifierOutputLayers`.
 
-    When the backbone provides ``clip_dense`` (the frozen CLIP's dense map, see
-    :class:`~densevlm_d2.modeling.backbone.CLIPFPN`) and ``MODEL.FVIT.SCORE_FUSION.ENABLED``, test
-    time adds F-ViT's region score: each proposal box (before regression) is pooled from the dense
-    map by a 1x1 RoIAlign, L2-normalised and scored against the same class embeddings at
-    ``VLM_TEMPERATURE``; the two probabilities are fused by
-    :func:`~densevlm_d2.modeling.roi_heads.fuse_scores`.
+    The backbone must provide ``clip_dense``, the frozen CLIP's dense map (see
+    :class:`~densevlm_d2.modeling.backbone.CLIPFPN`): its channels are the size of the class
+    embeddings. With ``MODEL.TEXT_CLASSIFIER.SCORE_FUSION.ENABLED``, test time adds F-ViT's region
+    score: each proposal box (before regression) is pooled from the dense map by a 1x1 RoIAlign,
+    L2-normalised and scored against the same class embeddings at ``CLIP_LOGIT_SCALE``; the two
+    probabilities are fused by :func:`~densevlm_d2.modeling.roi_heads.fuse_scores`.
     """
 
     @configurable
@@ -35,19 +46,22 @@ class OpenVocabROIHeads(StandardROIHeads):
 
     @classmethod
     def from_config(cls, cfg, input_shape):
+        cfg = resolve_deprecated_keys(cfg)
         ret = super().from_config(cfg, input_shape)
-        dense = input_shape.get("clip_dense")
+        fusion = cfg.MODEL.TEXT_CLASSIFIER.SCORE_FUSION
         ret.update(
-            fusion=bool(cfg.MODEL.FVIT.SCORE_FUSION.ENABLED and dense is not None),
-            vlm_temperature=cfg.MODEL.FVIT.SCORE_FUSION.VLM_TEMPERATURE,
-            vlm_stride=dense.stride if dense is not None else 16,
+            fusion=fusion.ENABLED,
+            vlm_temperature=fusion.CLIP_LOGIT_SCALE,
+            vlm_stride=_clip_dense(input_shape).stride,
         )
         return ret
 
     @classmethod
     def _init_box_head(cls, cfg, input_shape):
         ret = super()._init_box_head(cfg, input_shape)
-        ret["box_predictor"] = TextClassifierOutputLayers(cfg, ret["box_head"].output_shape)
+        args = TextClassifierOutputLayers.from_config(cfg, ret["box_head"].output_shape)
+        args["embed_dim"] = _clip_dense(input_shape).channels
+        ret["box_predictor"] = TextClassifierOutputLayers(**args)
         return ret
 
     def set_vocabulary(self, names, embeddings, background, novel=()) -> None:

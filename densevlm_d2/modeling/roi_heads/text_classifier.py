@@ -29,6 +29,8 @@ from detectron2.modeling.roi_heads.fast_rcnn import (
 )
 from torch import nn
 
+from ...config import resolve_deprecated_keys
+
 __all__ = ["TextClassifierOutputLayers", "fuse_scores"]
 
 
@@ -97,15 +99,18 @@ class TextClassifierOutputLayers(FastRCNNOutputLayers):
 
     @classmethod
     def from_config(cls, cfg, input_shape):
+        """Everything but ``embed_dim``, the CLIP's embedding size, which
+        :class:`~densevlm_d2.modeling.OpenVocabROIHeads` takes from the backbone's ``clip_dense``
+        output."""
+        cfg = resolve_deprecated_keys(cfg)
         ret = super().from_config(cfg, input_shape)
         c = cfg.MODEL.TEXT_CLASSIFIER
         ret.update(
-            embed_dim=c.EMBED_DIM,
             temperature=c.TEMPERATURE,
             learn_temperature=c.LEARN_TEMPERATURE,
             background_weight=c.BACKGROUND_WEIGHT,
-            fusion_alpha=cfg.MODEL.FVIT.SCORE_FUSION.ALPHA,
-            fusion_beta=cfg.MODEL.FVIT.SCORE_FUSION.BETA,
+            fusion_alpha=c.SCORE_FUSION.CLIP_WEIGHT_BASE,
+            fusion_beta=c.SCORE_FUSION.CLIP_WEIGHT_NOVEL,
         )
         return ret
 
