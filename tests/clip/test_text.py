@@ -101,6 +101,12 @@ def test_cache_hit_and_misses(tiny_eva, tmp_path, monkeypatch):
     emb(["cat", "grass"])
     assert len(calls) == 4
     assert len(list(tmp_path.glob("*.npy"))) == 5
+    emb(["cat", "grass"])
+    assert len(calls) == 4  # unchanged weights: a hit without recomputing the digest's input
+    with torch.no_grad():  # changed in place again: detected without reset_digest()
+        tiny_eva.text.ln_final.bias.mul_(2.0)
+    emb(["cat", "grass"])
+    assert len(calls) == 5 and len(list(tmp_path.glob("*.npy"))) == 6
 
 
 def test_read_published_npy_checks_sizes(tmp_path):

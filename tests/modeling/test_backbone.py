@@ -86,9 +86,7 @@ def test_grad_checkpointing_gives_the_same_gradients(tiny_eva, tmp_path):
     path = densevlm_d2.save_checkpoint(tiny_eva, tmp_path / "t.pt", "open_clip")
     grads = []
     for ckpt in (False, True):
-        b = build_backbone(
-            _cfg(trainable_blocks=2, grad_checkpointing=ckpt, checkpoint=str(path))
-        )
+        b = build_backbone(_cfg(trainable_blocks=2, grad_checkpointing=ckpt, checkpoint=str(path)))
         b(torch.ones(1, 3, 48, 48))["dense"].square().sum().backward()
         grads.append(b.clip.visual.trunk.blocks[0].attn.q_proj.weight.grad.clone())
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
