@@ -27,7 +27,7 @@ def load_image_folder(image_dir: str, layout: str = "") -> list[dict]:
 
 def load_coco_boxes(
     json_file: str, image_dir: str, layout: str = "", only_annotated: bool = False
-) -> list[dict]:
+) -> tuple[list[dict], list[str]]:
     """A COCO-format json (``images``, ``annotations`` with ``bbox`` [x, y, w, h] and
     ``category_id``, ``categories``) -> dataset dicts with ``annotations`` in the json's order and
     contiguous ``category_id`` (index in the sorted category ids), and the category names."""
