@@ -100,11 +100,11 @@ def dense_predictions(
     every token classified against the world's classes; one PNG per image."""
     import os
 
-    import torch
-    from PIL import ImageDraw
-
     import densevlm_d2
     from densevlm_d2.visualization import dense_prediction, draw_dense_prediction
+
+    import torch
+    from PIL import ImageDraw
 
     from .world import CATEGORIES
 

@@ -16,12 +16,12 @@ import json
 import os
 from dataclasses import dataclass
 
+from densevlm_d2.data.datasets.builtin_meta import DEMO_WORLD_CATEGORIES, DEMO_WORLD_NOVEL_THINGS
+from densevlm_d2.data.datasets.panoptic import segment_record
+
 import numpy as np
 from panopticapi.utils import id2rgb
 from PIL import Image, ImageDraw
-
-from densevlm_d2.data.datasets.builtin_meta import DEMO_WORLD_CATEGORIES, DEMO_WORLD_NOVEL_THINGS
-from densevlm_d2.data.datasets.panoptic import segment_record
 
 __all__ = ["CATEGORIES", "NOVEL_THINGS", "WorldSpec", "instances_json", "write_world"]
 

@@ -5,7 +5,9 @@ names that newer libraries removed. Each fix tests for the missing feature itsel
 that; with detectron2 main, which no longer uses the Pillow and numpy names, the additions are
 unused aliases. Applied on ``import densevlm_d2``, which therefore has to come before the first
 import of ``detectron2.data``, ``engine``, ``modeling`` or ``evaluation`` (the Pillow name is a
-default argument there, evaluated at import). This is the one import-order rule of the project.
+default argument there, evaluated at import). This is the one import-order rule of the project;
+``ruff.toml`` gives densevlm_d2's imports their own isort section before the third-party ones, so
+every module of the repository follows it.
 
 * Pillow >= 10 removed ``Image.LINEAR`` (an alias of ``BILINEAR``), which
   ``detectron2/data/transforms/transform.py`` (0.6) uses as a default argument.

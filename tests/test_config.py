@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 
+import densevlm_d2
+from densevlm_d2 import config
+
 import pytest
 from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone, build_model
-
-import densevlm_d2
-from densevlm_d2 import config
 
 NAMESPACES = {
     config.add_clip_config: ["MODEL.CLIP"],

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import densevlm_d2
+from densevlm_d2.visualization import dense_prediction, draw_dense_prediction
+
 import numpy as np
 import torch
 from PIL import Image
-
-import densevlm_d2
-from densevlm_d2.visualization import dense_prediction, draw_dense_prediction
 
 
 def test_dense_prediction_and_drawing(tiny_vit):

@@ -26,11 +26,11 @@ from __future__ import annotations
 import json
 import os
 
+from densevlm_d2.data.datasets.panoptic import segment_record
+
 import numpy as np
 from panopticapi.utils import id2rgb
 from PIL import Image
-
-from densevlm_d2.data.datasets.panoptic import segment_record
 
 CATEGORIES = [
     {"id": 1, "name": "cat", "isthing": 1, "color": [200, 30, 30]},

@@ -21,18 +21,15 @@ import argparse
 import resource
 import time
 
-# isort: off
-import densevlm_d2  # before detectron2: makes detectron2 0.6 work with today's numpy and Pillow
+import densevlm_d2
+from densevlm_d2.engine import Trainer
+from densevlm_d2.modeling import set_vocabulary
 
-# isort: on
 import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
-
-from densevlm_d2.engine import Trainer
-from densevlm_d2.modeling import set_vocabulary
 
 
 def synthetic_batch(n: int, size: int, num_classes: int, device, seed: int) -> list[dict]:
@@ -66,7 +63,14 @@ def main(argv=None):
     cfg = densevlm_d2.add_densevlm_config(get_cfg())
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(
-        ["MODEL.CLIP.CHECKPOINT", "", "MODEL.DEVICE", args.device, "MODEL.CLIP.TEXT_CACHE.ENABLED", "False"]
+        [
+            "MODEL.CLIP.CHECKPOINT",
+            "",
+            "MODEL.DEVICE",
+            args.device,
+            "MODEL.CLIP.TEXT_CACHE.ENABLED",
+            "False",
+        ]
     )
     size = cfg.INPUT.LSJ.IMAGE_SIZE
     amp = cfg.SOLVER.AMP.ENABLED and not args.no_amp and args.device.startswith("cuda")

@@ -18,20 +18,17 @@ import tempfile
 import time
 from pathlib import Path
 
-# isort: off
-import densevlm_d2  # before detectron2: makes detectron2 0.6 work with today's numpy and Pillow
+import densevlm_d2
+from densevlm_d2.data.datasets import register_panoptic
+from densevlm_d2.engine import CLIPCheckpointer, Trainer
+from densevlm_d2.testing import write_panoptic_split
 
-# isort: on
 import numpy as np
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from detectron2.evaluation import inference_on_dataset
-
-from densevlm_d2.data.datasets import register_panoptic
-from densevlm_d2.engine import CLIPCheckpointer, Trainer
-from densevlm_d2.testing import write_panoptic_split
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "eval" / "coco_panoptic_eva02_b16.yaml"
 

@@ -11,9 +11,9 @@ import argparse
 import resource
 import time
 
-import torch
-
 import densevlm_d2
+
+import torch
 
 
 def main(argv=None):

@@ -19,20 +19,17 @@ import tempfile
 import time
 from pathlib import Path
 
-# isort: off
-import densevlm_d2  # before detectron2: makes detectron2 0.6 work with today's numpy and Pillow
+import densevlm_d2
+from densevlm_d2.clip.models import embed_dim_of
+from densevlm_d2.data.datasets.coco_boxes import register_image_folder
+from densevlm_d2.engine import Trainer
 
-# isort: on
 import numpy as np
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.utils.events import EventStorage
 from PIL import Image
-
-from densevlm_d2.clip.models import embed_dim_of
-from densevlm_d2.data.datasets.coco_boxes import register_image_folder
-from densevlm_d2.engine import Trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "coco"
 

@@ -15,10 +15,10 @@ import logging
 import time
 from pathlib import Path
 
-from PIL import Image
-
 import densevlm_d2
 from densevlm_d2.visualization import dense_prediction, draw_dense_prediction
+
+from PIL import Image
 
 DEFAULT_IMAGE = Path(densevlm_d2.__file__).parent / "assets" / "chelsea.jpg"
 DEFAULT_VOCABULARY = "cat, wall, floor, blanket, sky, grass, tree, person"

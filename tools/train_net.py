@@ -10,17 +10,14 @@
 
 import logging
 
-# isort: off
-import densevlm_d2  # before detectron2: makes detectron2 0.6 work with today's numpy and Pillow
+import densevlm_d2
+from densevlm_d2.engine import CLIPCheckpointer, Trainer, launch
 
-# isort: on
 import torch
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
-
-from densevlm_d2.engine import CLIPCheckpointer, Trainer, launch
 
 
 def setup(args):

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-import open_clip
-import pytest
-import torch
-import torch.nn.functional as F
-
 import densevlm_d2
 from densevlm_d2.clip.text import (
     TEMPLATES,
@@ -17,6 +11,13 @@ from densevlm_d2.clip.text import (
     load_text_embeddings,
     prompts,
 )
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+
 from tests.conftest import randomize_
 
 

@@ -8,14 +8,15 @@ import json
 import runpy
 from pathlib import Path
 
+from densevlm_d2.data.datasets import register_panoptic
+from densevlm_d2.data.mappers import RegionEvalMapper
+
 import numpy as np
 import pytest
 from panopticapi.utils import rgb2id
 from PIL import Image
 
 from demo.world import CATEGORIES, STUFF, THINGS, WorldSpec, write_world
-from densevlm_d2.data.datasets import register_panoptic
-from densevlm_d2.data.mappers import RegionEvalMapper
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,6 +3,11 @@ offers them (crops, class embeddings, initial weights and the blend, teachers, e
 
 from __future__ import annotations
 
+import densevlm_d2
+from densevlm_d2.clip.text import TextEmbedder
+from densevlm_d2.engine import CLIPCheckpointer, Trainer
+from densevlm_d2.modeling import CLIPViTBackbone, RegionAlignmentModel, get_clip_backbone
+
 import numpy as np
 import pytest
 import torch
@@ -11,10 +16,6 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from torch import nn
 
-import densevlm_d2
-from densevlm_d2.clip.text import TextEmbedder
-from densevlm_d2.engine import CLIPCheckpointer, Trainer
-from densevlm_d2.modeling import CLIPViTBackbone, RegionAlignmentModel, get_clip_backbone
 from tests.conftest import randomize_
 
 

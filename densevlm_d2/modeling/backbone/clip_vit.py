@@ -225,7 +225,11 @@ class CLIPViTBackbone(Backbone):
 
     def frozen_copy(self) -> CLIPViTBackbone:
         """A frozen teacher with this CLIP's current weights (CLIPSelf's teacher)."""
-        teacher = copy.deepcopy(self)
+        initial, self.initial_state = self.initial_state, {}  # not copied: a teacher has none
+        try:
+            teacher = copy.deepcopy(self)
+        finally:
+            self.initial_state = initial
         teacher._text_embedder = None
         teacher.set_trainable(0)
         teacher.is_teacher = True
