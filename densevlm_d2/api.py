@@ -51,7 +51,7 @@ class CLIPRegionEncoder(nn.Module):
                 model_name=model_name, model=model, text_cache_dir=text_cache_dir
             )
         self.clip = model
-        self.image_size = image_size
+        self.image_size = _check_image_size(image_size, model.patch_size)
         self.box_pooler = BoxPooler(model.patch_size)
 
     # -- properties --------------------------------------------------------------------------------
@@ -119,20 +119,27 @@ class CLIPRegionEncoder(nn.Module):
 
     def encode_boxes(self, images: torch.Tensor, boxes: Sequence) -> torch.Tensor:
         """Per-image (N_i, 4) pixel xyxy boxes on the input canvas -> (sum N_i, D) features, in
-        order."""
-        return self.box_pooler(self.encode_dense(images), boxes)
+        order. A box that is not finite, or that is empty once clipped to the canvas, is a
+        ``ValueError`` naming its image and index."""
+        return self.encode_regions(images, boxes=boxes)["boxes"]
 
     def encode_masks(self, images: torch.Tensor, masks: Sequence) -> torch.Tensor:
         """Per-image (N_i, h, w) token-grid masks (see :meth:`preprocess_masks`) -> (sum N_i, D)
-        features."""
-        return pool_masks(self.encode_dense(images), masks)
+        features. A mask that covers no token is a ``ValueError`` naming its image and index."""
+        return self.encode_regions(images, masks=masks)["masks"]
 
     def encode_regions(
         self, images: torch.Tensor, boxes: Sequence | None = None, masks: Sequence | None = None
     ):
-        """Boxes and masks of the same images from one dense pass.
+        """Boxes and masks of the same images from one dense pass (checked as in
+        :meth:`encode_boxes` and :meth:`encode_masks`).
 
         Returns ``{"boxes": (R, D), "masks": (M, D)}`` for what was given."""
+        images = self._batch(images)
+        if boxes is not None:
+            boxes = check_boxes(boxes, [tuple(images.shape[-2:])] * len(images), "canvas")
+        if masks is not None:
+            masks = _check_masks(masks, len(images))
         dense = self.encode_dense(images)
         out = {}
         if boxes is not None:
@@ -157,10 +164,8 @@ class CLIPRegionEncoder(nn.Module):
         for things), clipped to the image, cropped, fitted into ``crop_size`` with centred zero
         padding."""
         pil = to_pil_rgb(image)
-        crops = [
-            preprocess_crop(pil, crop_box(b, pil.size, enlarge), crop_size)
-            for b in torch.as_tensor(boxes)
-        ]
+        (boxes,) = check_boxes([boxes], [(pil.height, pil.width)], "image")
+        crops = [preprocess_crop(pil, crop_box(b, pil.size, enlarge), crop_size) for b in boxes]
         crops = torch.stack(crops) if crops else torch.zeros(0, 3, crop_size, crop_size)
         return self.clip.encode_crops(crops.to(self.device, self._dtype), batch_size)
 
@@ -192,21 +197,100 @@ class CLIPRegionEncoder(nn.Module):
         return self.clip.save(path, fmt, dtype)
 
 
+def check_boxes(
+    boxes: Sequence, sizes: Sequence[tuple[int, int]], what: str
+) -> list[torch.Tensor]:
+    """Per-image xyxy boxes as (N_i, 4) float32 tensors, each finite and with a positive width and
+    height once clipped to its ``(height, width)``; otherwise a ``ValueError`` naming the image and
+    the box indices."""
+    if len(boxes) != len(sizes):
+        raise ValueError(f"got boxes for {len(boxes)} images but {len(sizes)} images")
+    out = []
+    for i, (b, (h, w)) in enumerate(zip(boxes, sizes, strict=True)):
+        t = torch.as_tensor(b, dtype=torch.float32)
+        if t.numel() % 4 or (t.ndim != 2 and t.numel()):
+            raise ValueError(f"boxes of image {i} must be (N, 4) xyxy, got shape {tuple(t.shape)}")
+        t = t.reshape(-1, 4)
+        finite = torch.isfinite(t).all(1)
+        x0, y0 = t[:, 0].clamp(0, w), t[:, 1].clamp(0, h)
+        x1, y1 = t[:, 2].clamp(0, w), t[:, 3].clamp(0, h)
+        empty = finite & ((x1 <= x0) | (y1 <= y0))
+        problems = []
+        if not finite.all():
+            problems.append(f"not finite at indices {_indices(~finite)}")
+        if empty.any():
+            problems.append(
+                f"empty once clipped to the {w}x{h} {what} (x0 < x1 and y0 < y1 needed) at "
+                f"indices {_indices(empty)}"
+            )
+        if problems:
+            raise ValueError(f"boxes of image {i}: " + "; ".join(problems))
+        out.append(t)
+    return out
+
+
+def _check_masks(masks: Sequence, num_images: int) -> list[torch.Tensor]:
+    if len(masks) != num_images:
+        raise ValueError(f"got masks for {len(masks)} images but {num_images} images")
+    out = []
+    for i, m in enumerate(masks):
+        m = torch.as_tensor(m)
+        if m.ndim == 3 and len(m):
+            empty = ~m.flatten(1).bool().any(1)
+            if empty.any():
+                raise ValueError(
+                    f"masks of image {i} cover no token at indices {_indices(empty)} (masks are "
+                    "on the token grid: see preprocess_masks)"
+                )
+        out.append(m)
+    return out
+
+
+def _indices(flags: torch.Tensor) -> list[int]:
+    idx = torch.nonzero(flags).flatten().tolist()
+    return idx[:20] + (["..."] if len(idx) > 20 else [])
+
+
+def _check_image_size(size, patch: int):
+    sides = (size, size) if isinstance(size, int) else tuple(size)
+    if (
+        len(sides) != 2
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in sides)
+        or min(sides) < patch
+    ):
+        raise ValueError(
+            f"image_size must be an int or an (height, width) pair of ints of at least the patch "
+            f"size {patch}, got {size!r}"
+        )
+    return size if isinstance(size, int) else sides
+
+
 def load_clip(
     model_name: str = "EVA02-CLIP-B-16",
     checkpoint: str | os.PathLike | None = None,
     image_size: int | tuple[int, int] = 512,
     device: str | torch.device = "cpu",
     text_cache_dir: str | os.PathLike | None = "default",
+    random_init: bool = False,
 ) -> CLIPRegionEncoder:
     """Build a CLIP model and strictly load ``checkpoint`` (EVA-CLIP, DenseVLM/CLIPSelf or open_clip
     layout). Its parameters are frozen and it is in eval mode.
 
-    ``checkpoint=None`` leaves the model randomly initialised (no weights are downloaded).
-    ``image_size`` is the preprocessing canvas (512 in the published evaluation); the model itself
-    runs at any size.
+    A model without weights is built only when asked for: ``random_init=True`` (and no
+    checkpoint). ``image_size`` is the preprocessing canvas (512 in the published evaluation); the
+    model itself runs at any size.
     """
+    if checkpoint is None and not random_init:
+        raise ValueError(
+            f"load_clip({model_name!r}) needs weights: pass checkpoint=<file>, or "
+            "random_init=True for a randomly initialised model"
+        )
+    if checkpoint is not None and random_init:
+        raise ValueError("pass either a checkpoint or random_init=True, not both")
     clip = CLIPViTBackbone(
-        model_name=model_name, checkpoint=checkpoint or "", text_cache_dir=text_cache_dir
+        model_name=model_name,
+        checkpoint=checkpoint or "",
+        text_cache_dir=text_cache_dir,
+        checkpoint_role="CLIP checkpoint",
     )
     return CLIPRegionEncoder(clip.to(device).eval(), image_size=image_size)

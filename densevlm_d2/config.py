@@ -42,6 +42,9 @@ def add_clip_config(cfg: CN) -> None:
     # CLIP weights in the EVA-CLIP, DenseVLM/CLIPSelf or open_clip layout, loaded strictly; "" =
     # random init.
     cfg.MODEL.CLIP.CHECKPOINT = ""
+    # Run a model whose CLIPs have no weights (no checkpoint, no MODEL.WEIGHTS) on purpose: tests,
+    # smoke runs, speed measurements. Otherwise loading the model's weights names what is missing.
+    cfg.MODEL.CLIP.RANDOM_INIT = False
     # Preprocessing canvas of the region mappers: longest image side resized to this, zero padded
     # to a square (published: 512).
     cfg.MODEL.CLIP.IMAGE_SIZE = 512

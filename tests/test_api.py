@@ -89,7 +89,9 @@ def test_save_and_reload(encoder, tmp_path):
 
 
 def test_random_init_and_bad_name():
-    enc = densevlm_d2.load_clip("ViT-Tiny-16", image_size=(64, 96), text_cache_dir=None)
+    enc = densevlm_d2.load_clip(
+        "ViT-Tiny-16", image_size=(64, 96), text_cache_dir=None, random_init=True
+    )
     assert enc.token_grid == (4, 6)
     with pytest.raises(ValueError, match="unsupported CLIP model"):
-        densevlm_d2.load_clip("ViT-Z-99")
+        densevlm_d2.load_clip("ViT-Z-99", random_init=True)

@@ -39,6 +39,7 @@ def test_predict_tool_runs(tmp_path):
         [
             "--model",
             "EVA02-Tiny-16",
+            "--random-init",
             "--image-size",
             "128",
             "--vocabulary",

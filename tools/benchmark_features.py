@@ -30,7 +30,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     enc = densevlm_d2.load_clip(
-        args.model, image_size=args.image_size, device=args.device, text_cache_dir=None
+        args.model,
+        image_size=args.image_size,
+        device=args.device,
+        text_cache_dir=None,
+        random_init=True,
     )
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     g = torch.Generator().manual_seed(0)

@@ -70,6 +70,7 @@ def main(argv=None):
     cfg.MODEL.DEVICE = args.device
     cfg.MODEL.CLIP.MODEL_NAME = args.student
     cfg.MODEL.CLIP.CHECKPOINT = ""
+    cfg.MODEL.CLIP.RANDOM_INIT = True  # speed does not depend on the weights
     cfg.MODEL.CLIP.IMAGE_SIZE = args.image_size
     cfg.MODEL.DENSEVLM.TEACHER.MODEL_NAME = args.teacher
     cfg.MODEL.DENSEVLM.TEACHER.CHECKPOINT = ""

@@ -6,8 +6,8 @@ drawn with detectron2's Visualizer.
         --checkpoint densevlm_coco_6_save6_512_eva_vib16_12layers.pt --image street.jpg \
         --vocabulary "car, road, sky, building, tree, person" --output street_dense.png
 
-Without --checkpoint the model is randomly initialised (no weights can be downloaded here): the
-drawing then shows the pipeline working, not a meaningful prediction.
+--random-init instead of --checkpoint runs a randomly initialised model: the drawing then shows the
+pipeline working, not a meaningful prediction.
 """
 
 import argparse
@@ -33,8 +33,14 @@ def main(argv=None):
         default="EVA02-CLIP-B-16",
         help="one of " + ", ".join(densevlm_d2.available_models()),
     )
-    parser.add_argument(
+    weights = parser.add_mutually_exclusive_group(required=True)
+    weights.add_argument(
         "--checkpoint", default=None, help="EVA-CLIP, DenseVLM/CLIPSelf or open_clip checkpoint"
+    )
+    weights.add_argument(
+        "--random-init",
+        action="store_true",
+        help="no weights: a randomly initialised model (shows the pipeline, not a prediction)",
     )
     parser.add_argument("--image", default=str(DEFAULT_IMAGE))
     parser.add_argument(
@@ -52,14 +58,18 @@ def main(argv=None):
     names = [n.strip() for n in args.vocabulary.split(",") if n.strip()]
     if not names:
         parser.error("--vocabulary names no classes")
-    if args.checkpoint is None:
+    if args.random_init:
         print(
             f"NOTE: no --checkpoint: {args.model} is RANDOMLY INITIALISED; the prediction below "
             "is meaningless and only shows the pipeline running end to end."
         )
     t0 = time.time()
     encoder = densevlm_d2.load_clip(
-        args.model, args.checkpoint, image_size=args.image_size, device=args.device
+        args.model,
+        args.checkpoint,
+        image_size=args.image_size,
+        device=args.device,
+        random_init=args.random_init,
     )
     print(f"[1/3] built {args.model} in {time.time() - t0:.1f}s")
     t0 = time.time()

@@ -32,11 +32,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .io import WeightFileError, load_weight_file
 from .towers import EvaTower, eva_rope_table, vision_tower
 
 __all__ = [
     "CheckpointFormat",
     "CheckpointMismatchError",
+    "architecture",
     "atomic_save",
     "blend_state_dicts",
     "convert_state_dict",
@@ -45,6 +47,7 @@ __all__ = [
     "load_checkpoint",
     "read_state_dict",
     "save_checkpoint",
+    "temporary_files",
 ]
 
 # Wrapper keys under which training scripts store the model's state dict.
@@ -81,7 +84,7 @@ class CheckpointMismatchError(ValueError):
             list(unexpected),
             list(mismatched),
         )
-        parts = [f"checkpoint {source} does not match the model"]
+        parts = [f"{source} does not match the model"]
         if detail:
             parts.append(detail)
         if self.missing:
@@ -102,46 +105,45 @@ def _preview(items: list[str], n: int = 8) -> str:
 # --------------------------------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------------------------------
-def read_state_dict(source: str | os.PathLike | Mapping) -> dict[str, torch.Tensor]:
+def read_state_dict(
+    source: str | os.PathLike | Mapping, role: str = "CLIP checkpoint"
+) -> dict[str, torch.Tensor]:
     """The tensor dict of a checkpoint file or loaded object, unwrapped from
     ``state_dict``/``model``/``module`` and stripped of a ``module.`` prefix
-    (DistributedDataParallel). ``.pt``/``.pth``/``.bin`` files are read with ``torch.load(...,
-    weights_only=True)``, ``.safetensors`` files with safetensors."""
+    (DistributedDataParallel). Files are read without unpickling code
+    (:func:`~densevlm_d2.clip.io.load_weight_file`); a file that holds no state dict of tensors is
+    a :class:`~densevlm_d2.clip.io.WeightFileError` naming ``role`` and the file."""
     if isinstance(source, Mapping):
-        obj, name = source, "<state dict>"
+        obj, path = source, "<state dict>"
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"CLIP checkpoint not found: {path}")
-        if path.suffix == ".safetensors":  # how open_clip's hub checkpoints are often published
-            from safetensors.torch import load_file
-
-            obj = load_file(path, device="cpu")
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        name = str(path)
+        obj, path = load_weight_file(source, role), str(source)
     for key in _WRAPPER_KEYS:
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
             break
     if not isinstance(obj, Mapping) or not obj:
-        raise ValueError(f"{name} holds no state dict (got {type(obj).__name__})")
+        found = f"an empty {type(obj).__name__}" if not obj else f"a {type(obj).__name__}"
+        raise WeightFileError(role, path, f"holds no state dict of tensors (found {found})")
     state = dict(obj)
-    if all(k.startswith("module.") for k in state):
+    if all(isinstance(k, str) and k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
-    non_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    non_tensors = [str(k) for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if non_tensors:
-        raise ValueError(f"{name}: entries that are not tensors: {_preview(non_tensors)}")
+        raise WeightFileError(
+            role, path, f"holds entries that are not tensors: {_preview(non_tensors)}"
+        )
     return state
 
 
-def detect_format(state: Mapping[str, torch.Tensor]) -> CheckpointFormat:
+def detect_format(
+    state: Mapping[str, torch.Tensor], source: str = "<state dict>"
+) -> CheckpointFormat:
     if any(k.startswith("visual.trunk.") for k in state) or "visual.conv1.weight" in state:
         return CheckpointFormat.OPEN_CLIP
     if "visual.patch_embed.proj.weight" in state:
         return CheckpointFormat.EVA_CLIP
     raise ValueError(
-        "unrecognised CLIP checkpoint layout: expected EVA-CLIP keys "
+        f"{source}: unrecognised CLIP checkpoint layout: expected EVA-CLIP keys "
         "(visual.patch_embed.proj.weight) or open_clip keys (visual.trunk.* or "
         "visual.conv1.weight); "
         f"first keys: {_preview(sorted(state))}"
@@ -175,11 +177,11 @@ def _expected_rope(model: nn.Module) -> torch.Tensor | None:
     return torch.stack([cos, sin])
 
 
-def eva_to_open_clip(
-    state: Mapping[str, torch.Tensor], model: nn.Module, source: str = "<state dict>"
-):
-    """EVA-CLIP layout -> open_clip layout of ``model`` (an open_clip EVA02 model). RoPE buffers are
-    checked against the published formula for the model's pretrained grid and dropped."""
+def _eva_keys_to_open_clip(
+    state: Mapping[str, torch.Tensor], model: nn.Module
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """EVA-CLIP keys -> open_clip keys; RoPE buffers dropped after a check against the published
+    formula for the model's pretrained grid (the ones that differ are returned)."""
     expected = _expected_rope(model)
     out, bad_rope = {}, []
     for key, value in state.items():
@@ -199,12 +201,25 @@ def eva_to_open_clip(
         if key.startswith("visual."):
             key = "visual.trunk." + _rename_block_key(key[len("visual.") :], _EVA_TO_TIMM_BLOCK)
         out[key] = value
+    return out, bad_rope
+
+
+def _rope_error(source: str, model: nn.Module, bad_rope: list[str]) -> CheckpointMismatchError:
+    return CheckpointMismatchError(
+        source,
+        detail="RoPE buffers differ from the published formula for this model's pretrained "
+        f"grid {vision_tower(model.visual).pretrained_grid}: {_preview(bad_rope)}",
+    )
+
+
+def eva_to_open_clip(
+    state: Mapping[str, torch.Tensor], model: nn.Module, source: str = "<state dict>"
+):
+    """EVA-CLIP layout -> open_clip layout of ``model`` (an open_clip EVA02 model). RoPE buffers are
+    checked against the published formula for the model's pretrained grid and dropped."""
+    out, bad_rope = _eva_keys_to_open_clip(state, model)
     if bad_rope:
-        raise CheckpointMismatchError(
-            source,
-            detail="RoPE buffers differ from the published formula for this model's pretrained "
-            f"grid {vision_tower(model.visual).pretrained_grid}: {_preview(bad_rope)}",
-        )
+        raise _rope_error(source, model, bad_rope)
     return out
 
 
@@ -237,21 +252,64 @@ def open_clip_to_eva(
 # --------------------------------------------------------------------------------------------------
 # Strict loading
 # --------------------------------------------------------------------------------------------------
+_BLOCK_INDEX = re.compile(
+    r"^(visual\.trunk\.blocks|visual\.transformer\.resblocks|text\.transformer\.resblocks"
+    r"|transformer\.resblocks)\.(\d+)\."
+)
+_WIDTH_KEYS = {
+    "vision width": ("visual.trunk.pos_embed", "visual.positional_embedding"),
+    "text width": ("text.token_embedding.weight", "token_embedding.weight"),
+    "embedding size": ("text.text_projection", "text_projection"),
+}
+
+
+def architecture(state: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    """Depths and widths that an open_clip-layout state dict reveals: vision/text blocks, vision
+    and text width, embedding size."""
+    arch: dict[str, int] = {}
+    for key in state:
+        m = _BLOCK_INDEX.match(key)
+        if m:
+            name = "vision blocks" if m.group(1).startswith("visual") else "text blocks"
+            arch[name] = max(arch.get(name, 0), int(m.group(2)) + 1)
+    for name, keys in _WIDTH_KEYS.items():
+        key = next((k for k in keys if k in state), None)
+        if key is not None:
+            arch[name] = int(state[key].shape[-1])
+    return arch
+
+
 def convert_state_dict(
-    state: Mapping[str, torch.Tensor], model: nn.Module, source: str = "<state dict>"
+    state: Mapping[str, torch.Tensor], model: nn.Module, source: str = "CLIP checkpoint"
 ) -> dict[str, torch.Tensor]:
     """Any supported layout -> ``model``'s own (open_clip) layout, checked strictly against
-    ``model``."""
-    fmt = detect_format(state)
+    ``model``: the same architecture (depths and widths), every key, every shape, and floating-point
+    tensors where the model has them."""
+    fmt = detect_format(state, source)
+    bad_rope: list[str] = []
     if fmt is CheckpointFormat.EVA_CLIP:
         if not isinstance(vision_tower(model.visual), EvaTower):
             raise CheckpointMismatchError(
                 source, detail="an EVA-CLIP layout file cannot load into a non-EVA model"
             )
-        state = eva_to_open_clip(state, model, source)
+        state, bad_rope = _eva_keys_to_open_clip(state, model)
     else:
         state = {k: v for k, v in state.items() if k not in _OPENAI_CONFIG_KEYS}
     target = model.state_dict()
+    file_arch, model_arch = architecture(state), architecture(target)
+    differ = [
+        f"{k} {file_arch[k]} (model {model_arch[k]})"
+        for k in model_arch
+        if k in file_arch and file_arch[k] != model_arch[k]
+    ]
+    if differ:
+        raise CheckpointMismatchError(
+            source,
+            detail=f"the file holds another architecture: {', '.join(differ)}; is the model name "
+            "right?",
+        )
+    if bad_rope:
+        raise _rope_error(source, model, bad_rope)
     missing = [k for k in target if k not in state]
     unexpected = [k for k in state if k not in target]
     mismatched = [
@@ -263,15 +321,28 @@ def convert_state_dict(
         raise CheckpointMismatchError(
             source, missing, unexpected, mismatched, detail=f"read as {fmt.value} layout"
         )
+    not_float = [
+        f"{k} ({state[k].dtype})"
+        for k in target
+        if target[k].is_floating_point() and not state[k].is_floating_point()
+    ]
+    if not_float:
+        raise CheckpointMismatchError(
+            source,
+            detail=f"{len(not_float)} tensor(s) are not floating point where the model's are: "
+            f"{_preview(not_float)}",
+        )
     return {k: state[k] for k in target}
 
 
-def load_checkpoint(model: nn.Module, source: str | os.PathLike | Mapping) -> CheckpointFormat:
+def load_checkpoint(
+    model: nn.Module, source: str | os.PathLike | Mapping, role: str = "CLIP checkpoint"
+) -> CheckpointFormat:
     """Strictly load a checkpoint of any supported layout into an open_clip ``model``; returns its
-    format."""
-    name = str(source) if not isinstance(source, Mapping) else "<state dict>"
-    state = read_state_dict(source)
-    fmt = detect_format(state)
+    format. Errors name ``role`` and the file."""
+    name = f"{role} {source}" if not isinstance(source, Mapping) else f"{role} (a state dict)"
+    state = read_state_dict(source, role)
+    fmt = detect_format(state, name)
     model.load_state_dict(convert_state_dict(state, model, name), strict=True)
     return fmt
 
@@ -296,6 +367,17 @@ def export_state_dict(
     return open_clip_to_eva(state, model)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def temporary_files(directory: str | os.PathLike) -> list[Path]:
+    """Temporary files that :func:`atomic_save` leaves when its process is killed mid-write."""
+    return sorted(Path(directory).glob(".*.tmp"))
+
+
 def atomic_save(obj, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file next to ``path``, then rename: a crash never leaves half a
     file."""
@@ -303,6 +385,7 @@ def atomic_save(obj, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; other outputs follow the umask
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()

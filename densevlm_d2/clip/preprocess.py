@@ -26,6 +26,7 @@ __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
     "crop_box",
+    "load_rgb",
     "normalize",
     "preprocess_crop",
     "preprocess_image",
@@ -59,8 +60,18 @@ def to_pil_rgb(image) -> Image.Image:
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an HxWx3 uint8 RGB array, got {image.dtype} {image.shape}")
         return Image.fromarray(image)
-    with Image.open(image) as img:
-        return img.convert("RGB")
+    return load_rgb(image)
+
+
+def load_rgb(path, context: str = "") -> Image.Image:
+    """Decode an image file as RGB; a file that cannot be decoded (missing, truncated, not an image)
+    is an ``OSError`` naming it (and ``context``, e.g. the dataset and image id)."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        where = f" ({context})" if context else ""
+        raise OSError(f"cannot decode the image {path}{where}: {e}") from None
 
 
 def resize_longest(
@@ -71,7 +82,8 @@ def resize_longest(
     ch, cw = _canvas(size)
     w, h = image.size
     scale = fit_scale((h, w), (ch, cw))
-    nh, nw = round(h * scale), round(w * scale)
+    # at least one pixel: a very elongated image keeps a 1-px short side
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     resized = image.resize((nw, nh), Image.BICUBIC)
     canvas = Image.new(image.mode, (cw, ch), 0)
     offset = ((cw - nw) // 2, (ch - nh) // 2) if center else (0, 0)
@@ -111,7 +123,7 @@ def preprocess_masks(masks, grid: int | tuple[int, int], chunk: int = 16) -> tor
     gh, gw = _canvas(grid)
     n, h, w = m.shape
     scale = fit_scale((h, w), (gh, gw))
-    nh, nw = round(h * scale), round(w * scale)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     out = torch.zeros(n, gh, gw, dtype=torch.bool)
     for i in range(0, n, chunk):
         resized = F.interpolate(

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,7 +35,9 @@ __all__ = [
     "TEMPLATES",
     "TextEmbedder",
     "article",
+    "check_vocabulary",
     "clean_name",
+    "encode_tokens",
     "default_cache_dir",
     "load_text_embeddings",
     "prompts",
@@ -158,11 +161,60 @@ def load_text_embeddings(
     return torch.from_numpy(arr.astype(np.float32, copy=False))
 
 
+def check_vocabulary(names: Sequence[str]) -> list[str]:
+    """A vocabulary must be a list (or other sequence) of non-empty strings; repeated names are
+    reported with a warning (they get identical embeddings)."""
+    if isinstance(names, str | bytes) or not isinstance(names, Sequence):
+        raise ValueError(
+            f"a vocabulary is a list of class names, got {type(names).__name__} {names!r:.80}"
+            + (" (put a single name in a list)" if isinstance(names, str) else "")
+        )
+    if not names:
+        raise ValueError("empty class vocabulary: give at least one class name")
+    bad = [(i, n) for i, n in enumerate(names) if not isinstance(n, str) or not n.strip()]
+    if bad:
+        raise ValueError(
+            f"class names must be non-empty strings; at indices {[i for i, _ in bad][:10]}: "
+            f"{[n for _, n in bad][:10]}"
+        )
+    seen, repeated = set(), []
+    for n in names:
+        if n in seen:
+            repeated.append(n)
+        seen.add(n)
+    if repeated:
+        logger.warning("the vocabulary repeats %s", sorted(set(repeated))[:10])
+    return list(names)
+
+
+def _cache_problem(path: Path, num_classes: int, renormalized: bool) -> str | None:
+    """What is wrong with a cache file, or None when it is intact."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        return f"unreadable: {e}"
+    if arr.dtype != np.float32 or arr.ndim != 2 or arr.shape[0] != num_classes:
+        return f"{arr.dtype} array of shape {arr.shape}, expected float32 ({num_classes}, D)"
+    if not np.isfinite(arr).all():
+        return "non-finite values"
+    norms = np.linalg.norm(arr, axis=1)
+    low = 0.999 if renormalized else 1e-3
+    if (norms < low).any() or (norms > 1.001).any():
+        return f"row norms between {norms.min():.3g} and {norms.max():.3g}"
+    return None
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def save_text_embeddings(embeddings: torch.Tensor, path: str | os.PathLike) -> Path:
     """Write ``(K, D)`` embeddings as a float32 ``.npy`` (atomically)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with open(tmp, "wb") as f:
         np.save(f, embeddings.detach().float().cpu().numpy())
     os.replace(tmp, path)
@@ -203,6 +255,36 @@ def _text_state_signature(model: torch.nn.Module) -> tuple:
     return tuple(
         (k, v.data_ptr(), v._version, str(v.dtype)) for k, v in sorted(_text_state(model).items())
     )
+
+
+def encode_tokens(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """open_clip's ``encode_text`` on tokens trimmed to the longest text of the batch.
+
+    The text towers here attend causally and read the end-of-text token, so the padding after it
+    never changes a text's embedding: a batch of prompts 10-20 tokens long costs a fraction of the
+    full 77-token pass for the same result (to float rounding). Text towers outside that case
+    (class token, padding mask, other pooling) go through ``encode_text`` unchanged.
+    """
+    tower = getattr(model, "text", None) or model  # CustomTextCLIP's TextTransformer, or CLIP
+    pool = getattr(tower, "pool_type", None) or getattr(tower, "text_pool_type", None)
+    plain = (
+        getattr(tower, "cls_emb", None) is None
+        and not getattr(tower, "use_pad_mask", False)
+        and pool == "argmax"
+        and getattr(tower, "attn_mask", None) is not None
+    )
+    if not plain:
+        return model.encode_text(tokens)
+    length = int((tokens != 0).sum(1).max())
+    tokens = tokens[:, :length]
+    cast = tower.transformer.get_cast_dtype()
+    x = tower.token_embedding(tokens).to(cast) + tower.positional_embedding[:length].to(cast)
+    x = tower.ln_final(tower.transformer(x, attn_mask=tower.attn_mask[:length, :length]))
+    x = x[torch.arange(len(x), device=x.device), tokens.argmax(dim=-1)]
+    projection = tower.text_projection
+    if projection is None:
+        return x
+    return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
 
 
 class TextEmbedder:
@@ -263,18 +345,15 @@ class TextEmbedder:
 
     @torch.no_grad()
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        """Raw strings -> (N, D) L2-normalised text embeddings."""
-        if not texts:
-            raise ValueError("no texts to encode")
+        """Raw strings -> (N, D) L2-normalised text embeddings, ``batch_size`` at a time."""
+        if isinstance(texts, str) or not texts:
+            raise ValueError(f"expected a non-empty list of strings, got {texts!r}")
         device = next(self.model.parameters()).device
         out = []
         for i in range(0, len(texts), self.batch_size):
             tokens = self.tokenizer(list(texts[i : i + self.batch_size])).to(device)
-            out.append(F.normalize(self.model.encode_text(tokens).float(), dim=-1))
+            out.append(F.normalize(encode_tokens(self.model, tokens).float(), dim=-1).cpu())
         return torch.cat(out)
-
-    def _template_mean(self, name: str, templates: Sequence[str]) -> torch.Tensor:
-        return self.encode_texts(prompts(name, templates)).mean(0)
 
     def compute(
         self,
@@ -282,21 +361,45 @@ class TextEmbedder:
         templates: Sequence[str] = TEMPLATES,
         synonyms: str = "joint",
         renormalize: bool = True,
+        progress: bool | None = None,
     ) -> torch.Tensor:
-        """(K, D) float32 embeddings on the CPU, no cache."""
+        """(K, D) float32 embeddings on the CPU, no cache. The prompts of several names go through
+        the text tower together (``batch_size`` prompts at a time), so memory stays bounded for any
+        vocabulary size; a progress bar is shown for large vocabularies (``progress=None``: when
+        there are more than 5,000 prompts)."""
+        from tqdm import tqdm
+
         if synonyms not in ("joint", "split"):
             raise ValueError(f"synonyms must be 'joint' or 'split', got {synonyms!r}")
-        if not names:
-            raise ValueError("empty class vocabulary")
-        rows = []
-        for name in names:
-            if synonyms == "split":
-                words = [w.strip() for w in name.split(",") if w.strip()]
-                row = torch.stack([self._template_mean(w, templates) for w in words]).mean(0)
-            else:
-                row = self._template_mean(name, templates)
+        names = check_vocabulary(names)
+        templates = list(templates)
+        # one "unit" per name (joint) or per synonym (split); a unit's embedding is the mean of its
+        # L2-normalised prompt embeddings
+        units = [
+            [w.strip() for w in name.split(",") if w.strip()] if synonyms == "split" else [name]
+            for name in names
+        ]
+        flat = [u for per_name in units for u in per_name]
+        per_batch = max(1, self.batch_size // len(templates))
+        if progress is None:
+            progress = len(flat) * len(templates) > 5000
+        means = []
+        for i in tqdm(
+            range(0, len(flat), per_batch),
+            desc=f"text embeddings ({len(names)} names x {len(templates)} templates)",
+            disable=not progress,
+            unit="batch",
+        ):
+            chunk = flat[i : i + per_batch]
+            texts = [p for unit in chunk for p in prompts(unit, templates)]
+            means.append(self.encode_texts(texts).view(len(chunk), len(templates), -1).mean(1))
+        means = torch.cat(means)
+        rows, start = [], 0
+        for per_name in units:
+            row = means[start : start + len(per_name)].mean(0)
+            start += len(per_name)
             rows.append(F.normalize(row, dim=0) if renormalize else row)
-        return torch.stack(rows).cpu()
+        return torch.stack(rows)
 
     def __call__(
         self,
@@ -305,15 +408,25 @@ class TextEmbedder:
         synonyms: str = "joint",
         renormalize: bool = True,
     ) -> torch.Tensor:
-        """(K, D) embeddings, read from the cache when present."""
+        """(K, D) embeddings, read from the cache when present and intact. A damaged cache file
+        (unreadable, wrong shape or type, non-finite or zero rows, wrong norms) is recomputed and
+        rewritten, with a warning naming it. Files are written atomically, so processes filling the
+        same cache at once each write a whole file."""
+        names = check_vocabulary(names)
         if self.cache_dir is None:
             return self.compute(names, templates, synonyms, renormalize)
         key = self.cache_key(names, templates, synonyms, renormalize)
         path = self.cache_dir / f"{self.model_name}-{len(names)}-{key}.npy"
         if path.is_file():
-            logger.info("text embeddings: cache hit %s", path)
-            return load_text_embeddings(path, num_classes=len(names))
-        logger.info("text embeddings: computing %d classes (cache miss %s)", len(names), path)
+            problem = _cache_problem(path, len(names), renormalize)
+            if problem is None:
+                logger.info("text embeddings: cache hit %s", path)
+                return load_text_embeddings(path, num_classes=len(names))
+            logger.warning(
+                "text embeddings: recomputing the damaged cache file %s (%s)", path, problem
+            )
+        else:
+            logger.info("text embeddings: computing %d classes (cache miss %s)", len(names), path)
         emb = self.compute(names, templates, synonyms, renormalize)
         save_text_embeddings(emb, path)
         meta = {
@@ -323,5 +436,5 @@ class TextEmbedder:
             "renormalize": renormalize,
             "num_templates": len(templates),
         }
-        path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+        _atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
         return emb

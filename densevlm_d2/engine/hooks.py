@@ -7,12 +7,45 @@ import os
 
 from detectron2.engine import HookBase
 from detectron2.utils import comm
+from detectron2.utils.events import JSONWriter
 
 from ..modeling import get_clip_backbone
 
-__all__ = ["ExportCLIP"]
+__all__ = ["ExportCLIP", "LazyFile", "LazyJSONWriter"]
 
 logger = logging.getLogger(__name__)
+
+
+class LazyFile:
+    """A file opened for appending on the first write, so that a run killed before it has anything
+    to write leaves no empty file (detectron2's ``JSONWriter`` opens ``metrics.json`` at start)."""
+
+    def __init__(self, path: str):
+        self.path, self._file = path, None
+
+    def write(self, text: str) -> int:
+        if self._file is None:
+            self._file = open(self.path, "a")  # noqa: SIM115 (closed by close())
+        return self._file.write(text)
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+class LazyJSONWriter(JSONWriter):
+    """detectron2's ``JSONWriter`` writing through a :class:`LazyFile`."""
+
+    def __init__(self, json_file: str, window_size: int = 20):
+        # JSONWriter.__init__ only opens the file and sets these
+        self._file_handle = LazyFile(json_file)
+        self._window_size = window_size
+        self._last_write = -1
 
 
 class ExportCLIP(HookBase):

@@ -31,6 +31,8 @@ class RegionTrainStep(SimpleTrainer):
     ):
         super().__init__(model, data_loader, optimizer)
         self.amp, self.precision = amp, precision
+        #: asked for the last (finite) checkpoint when the loss stops being finite
+        self.checkpointer = None
         device = next(model.parameters()).device
         self.device_type = device.type
         # a gradient scaler only for float16 (bfloat16 has float32's range)
@@ -67,11 +69,18 @@ class RegionTrainStep(SimpleTrainer):
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         if finite.item() < 1:
             values = {k: float(v.detach()) for k, v in loss_dict.items()}
+            last = self.checkpointer.last_checkpoint() if self.checkpointer is not None else None
             raise FloatingPointError(
                 f"non-finite loss at iteration {self.iter} (on this or another process): "
-                f"{values}. Training stopped before the optimiser step; the last checkpoint is "
-                "intact: resume it with --resume, e.g. with a lower SOLVER.BASE_LR or "
-                "SOLVER.AMP.PRECISION bfloat16."
+                f"{values}. Training stopped before the optimiser step. "
+                + (
+                    f"The last checkpoint, {last}, holds finite weights (checkpoints are only "
+                    "written when they do): resume from it with --resume, e.g. with a lower "
+                    "SOLVER.BASE_LR or SOLVER.AMP.PRECISION bfloat16."
+                    if last
+                    else "No checkpoint was written yet: lower SOLVER.BASE_LR or use "
+                    "SOLVER.AMP.PRECISION bfloat16 and start again."
+                )
             )
 
     def state_dict(self):

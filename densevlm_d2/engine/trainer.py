@@ -23,6 +23,7 @@ from detectron2.solver import build_lr_scheduler as build_d2_lr_scheduler
 from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.solver.lr_scheduler import LRMultiplier
 from detectron2.utils import comm
+from detectron2.utils.events import CommonMetricPrinter, TensorboardXWriter
 
 from ..data import build_region_test_loader
 from ..data.mappers import RegionTrainMapper, build_detection_mapper
@@ -34,7 +35,7 @@ from ..modeling import (
     set_vocabulary,
 )
 from .checkpointer import CLIPCheckpointer
-from .hooks import ExportCLIP
+from .hooks import ExportCLIP, LazyJSONWriter
 from .optim import WarmupCosine, build_adamw
 from .train_step import RegionTrainStep
 
@@ -96,7 +97,13 @@ class Trainer(DefaultTrainer):
             _PRECISIONS[cfg.SOLVER.AMP.PRECISION],
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = CLIPCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = CLIPCheckpointer(
+            model,
+            cfg.OUTPUT_DIR,
+            allow_random_clip=cfg.MODEL.CLIP.RANDOM_INIT,
+            trainer=weakref.proxy(self),
+        )
+        self._trainer.checkpointer = self.checkpointer
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -120,6 +127,16 @@ class Trainer(DefaultTrainer):
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
         self._trainer.load_state_dict(state_dict["_trainer"])
+
+    def build_writers(self):
+        """detectron2's default writers, with ``metrics.json`` created on the first metrics (a run
+        killed before them leaves no empty file)."""
+        out = self.cfg.OUTPUT_DIR
+        return [
+            CommonMetricPrinter(self.max_iter),
+            LazyJSONWriter(os.path.join(out, "metrics.json")),
+            TensorboardXWriter(out),
+        ]
 
     def build_hooks(self):
         hooks = super().build_hooks()

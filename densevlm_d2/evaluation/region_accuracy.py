@@ -97,11 +97,14 @@ class RegionAccuracyEvaluator(DatasetEvaluator):
 
     def reset(self):
         self._records: list[dict] = []
+        self._empty_skipped: dict[str, int] = {}  # image id -> stuff segments without pixels
 
     def process(self, inputs, outputs):
         thing = torch.as_tensor(self.class_is_thing)
         for inp, out in zip(inputs, outputs, strict=True):
             regions = inp["regions"]
+            if regions.get("empty_segments_skipped"):
+                self._empty_skipped[str(inp["image_id"])] = regions["empty_segments_skipped"]
             if len(regions["classes"]) == 0:
                 continue
             gt = regions["classes"].cpu()
@@ -121,17 +124,33 @@ class RegionAccuracyEvaluator(DatasetEvaluator):
                 )
             self._records.append(rec)
 
-    def _gathered(self) -> list[dict] | None:
+    def _gathered(self) -> tuple[list[dict], dict[str, int]] | None:
         if not self.distributed or comm.get_world_size() == 1:
-            return self._records
+            return self._records, self._empty_skipped
         comm.synchronize()
-        parts = comm.gather(self._records, dst=0)
-        return list(itertools.chain(*parts)) if comm.is_main_process() else None
+        parts = comm.gather((self._records, self._empty_skipped), dst=0)
+        if not comm.is_main_process():
+            return None
+        skipped = {}
+        for _, part in parts:
+            skipped.update(part)
+        return list(itertools.chain(*(records for records, _ in parts))), skipped
 
     def evaluate(self):
-        records = self._gathered()
-        if records is None:
+        gathered = self._gathered()
+        if gathered is None:
             return {}
+        records, empty_skipped = gathered
+        self._num_empty_skipped = sum(empty_skipped.values())
+        if self._num_empty_skipped:
+            logger.warning(
+                "%s: %d stuff segment(s) in %d image(s) have no pixels in their panoptic PNG "
+                "(painted over by things, as Mask2Former's ADE20K preparation writes them): "
+                "skipped, not scored",
+                self.dataset_name,
+                self._num_empty_skipped,
+                len(empty_skipped),
+            )
         seen, unique = set(), []
         for rec in records:  # one record per image; the inference sampler should never repeat one
             key = (str(rec["image_id"]), tuple(rec["segment_ids"].tolist()))
@@ -204,6 +223,7 @@ class RegionAccuracyEvaluator(DatasetEvaluator):
                 "dataset": self.dataset_name,
                 "num_images": num_images,
                 "num_regions": {"thing": n_thing, "stuff": len(gt) - n_thing},
+                "empty_segments_skipped": self._num_empty_skipped,
                 "metrics": {
                     f"{k}.{m}": _json_number(v) for k, r in results.items() for m, v in r.items()
                 },

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..clip.text import TEMPLATES
+from ..clip.text import TEMPLATES, check_vocabulary
 from .backbone.clip_vit import get_clip_backbone
 from .roi_heads import OpenVocabROIHeads
 
@@ -30,9 +30,9 @@ def set_vocabulary(
     heads = [m for m in model.modules() if isinstance(m, OpenVocabROIHeads)]
     if not heads:
         raise ValueError("the model has no open-vocabulary ROI heads (MODEL.ROI_HEADS.NAME)")
-    names = [str(n) for n in class_names]
-    if not names or len(set(names)) != len(names):
-        raise ValueError(f"the vocabulary must be non-empty names without repeats, got {names}")
+    names = check_vocabulary(class_names)
+    if len(set(names)) != len(names):
+        raise ValueError(f"a detector's vocabulary must be names without repeats, got {names}")
     if novel_classes is None:
         predictor = heads[0].box_predictor
         base = {

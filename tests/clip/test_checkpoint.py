@@ -254,11 +254,18 @@ def test_shape_mismatch_is_named(tiny_eva):
     assert "visual.trunk.head.weight (file (32, 128) vs model (64, 128))" in str(e.value)
 
 
-def test_wrong_architecture_is_an_error(eva_b16_release_state):
+def test_wrong_architecture_is_an_error(eva_b16_release_state, tiny_eva):
+    """The error names the depths and widths that differ, not the first keys or buffers."""
     with pytest.raises(
-        CheckpointMismatchError, match="unexpected key.*shape mismatch.*visual.trunk.cls_token"
+        CheckpointMismatchError,
+        match=r"another architecture: vision blocks 12 \(model 2\), text blocks 12 \(model 2\), "
+        r"vision width 768 \(model 128\)",
     ):
         load_checkpoint(densevlm_d2.build_clip_model("EVA02-Tiny-16"), eva_b16_release_state)
+    # a tiny EVA file into the demo's EVA02 (other grid and head size): not a RoPE difference
+    with pytest.raises(CheckpointMismatchError) as e:
+        load_checkpoint(densevlm_d2.build_clip_model("EVA02-Demo-16"), _eva_tiny_state(tiny_eva))
+    assert "vision blocks 2 (model 4)" in str(e.value) and "RoPE" not in str(e.value)
     with pytest.raises(CheckpointMismatchError, match="non-EVA model"):
         load_checkpoint(densevlm_d2.build_clip_model("ViT-Tiny-16"), eva_b16_release_state)
 

@@ -396,7 +396,7 @@ def test_ovcoco_recipe_runs_in_the_documented_layout(world, tmp_path):
         sys.executable, str(ROOT / "tools" / "train_net.py"),
         "--config-file", str(ROOT / "configs" / "ovcoco" / "fvit_eva02_b16.yaml"),
         "MODEL.DEVICE", "cpu", "MODEL.CLIP.MODEL_NAME", "EVA02-Demo-16",
-        "MODEL.CLIP.CHECKPOINT", "",
+        "MODEL.CLIP.CHECKPOINT", "", "MODEL.CLIP.RANDOM_INIT", "True",
         "MODEL.FVIT.BLOCKS", "[0, 1, 2, 3]", "MODEL.ROI_BOX_HEAD.FC_DIM", "128",
         "SOLVER.AMP.ENABLED", "False",
         "INPUT.LSJ.IMAGE_SIZE", "256", "MODEL.FVIT.PAD_TO", "256", "SOLVER.IMS_PER_BATCH", "1",

@@ -16,24 +16,47 @@ so detectron2's tools work on these datasets.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from panopticapi.utils import rgb2id
+from PIL import Image
+
+from ...clip.preprocess import load_rgb
 
 __all__ = [
+    "DatasetFormatError",
     "DatasetLayoutError",
     "segment_record",
     "check_layout",
     "load_panoptic_json",
     "panoptic_metadata",
+    "read_panoptic_pair",
     "register_panoptic",
 ]
 
 
 class DatasetLayoutError(FileNotFoundError):
     """A file or folder of a registered dataset is missing; the message names it and the layout."""
+
+
+class DatasetFormatError(ValueError):
+    """A dataset file is inconsistent; the message names the file, the image and the segment."""
+
+
+def _check_unique(where: str, what: str, values: list) -> None:
+    seen, repeated = set(), []
+    for v in values:
+        if v in seen:
+            repeated.append(v)
+        seen.add(v)
+    if repeated:
+        raise DatasetFormatError(
+            f"{where}: {what}s are not unique: {sorted(set(map(str, repeated)))[:10]} repeat"
+        )
 
 
 def check_layout(paths: dict[str, str], layout: str) -> None:
@@ -96,8 +119,14 @@ def load_panoptic_json(
     check_layout(
         {"panoptic json": json_file, "image dir": image_dir, "panoptic PNG dir": gt_dir}, layout
     )
-    with open(json_file) as f:
-        data = json.load(f)
+    try:
+        with open(json_file) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise DatasetFormatError(f"{json_file} is not valid json: {e}") from None
+    for key in ("images", "annotations"):
+        if not isinstance(data.get(key), list):
+            raise DatasetFormatError(f"{json_file} has no '{key}' list (COCO panoptic format)")
     to_contiguous = meta["category_id_to_contiguous_id"]
     file_ids = {c["id"] for c in data.get("categories", [])}
     if file_ids and file_ids != set(to_contiguous):
@@ -106,6 +135,10 @@ def load_panoptic_json(
             f"of {len(to_contiguous)} classes (ids that differ: "
             f"{sorted(file_ids ^ set(to_contiguous))[:10]})"
         )
+    _check_unique(json_file, "image id", [img["id"] for img in data["images"]])
+    _check_unique(
+        json_file, "annotation image id", [ann["image_id"] for ann in data["annotations"]]
+    )
     annotations = {ann["image_id"]: ann for ann in data["annotations"]}
     dicts = []
     for img in data["images"]:
@@ -113,8 +146,20 @@ def load_panoptic_json(
         if ann is None:
             continue
         segments = []
+        where = f"{json_file}, image id {img['id']!r}"
+        _check_unique(where, "segment id", [seg["id"] for seg in ann["segments_info"]])
         for seg in ann["segments_info"]:
             seg = dict(seg)
+            if seg["category_id"] not in to_contiguous:
+                raise DatasetFormatError(
+                    f"{where}, segment {seg['id']}: unknown category id {seg['category_id']} "
+                    f"(the dataset's categories have ids {sorted(to_contiguous)[:10]} ...)"
+                )
+            box = seg.get("bbox")
+            if box is None or len(box) != 4 or not all(math.isfinite(float(v)) for v in box):
+                raise DatasetFormatError(
+                    f"{where}, segment {seg['id']}: bbox {box!r} is not 4 finite numbers"
+                )
             seg["category_id"] = to_contiguous[seg["category_id"]]
             seg["isthing"] = meta["class_is_thing"][seg["category_id"]]
             segments.append(seg)
@@ -131,6 +176,54 @@ def load_panoptic_json(
     if not dicts:
         raise ValueError(f"{json_file} has no annotated images")
     return dicts
+
+
+def read_panoptic_pair(record: dict) -> tuple[Image.Image, np.ndarray, set[int]]:
+    """Decode an image and its panoptic PNG and check them against the record's segments.
+
+    Returns (RGB image, segment-id map, ids of stuff segments with no pixels). A stuff segment whose
+    pixels were all painted over by things is what Mask2Former's ADE20K panoptic preparation
+    writes (it lists stuff before pasting things); it is returned for the caller to skip and count.
+    Anything else inconsistent is a :class:`DatasetFormatError` naming the files, the image and the
+    segments: an image or PNG that cannot be decoded, sizes that differ, a thing segment with no
+    pixels, pixels of a segment the json does not list.
+    """
+    where = f"image id {record['image_id']!r}"
+    image = load_rgb(record["file_name"], where)
+    png_path = record["pan_seg_file_name"]
+    if not os.path.isfile(png_path):
+        raise DatasetFormatError(f"panoptic PNG not found: {png_path} ({where})")
+    try:
+        with Image.open(png_path) as png:
+            pan = rgb2id(np.asarray(png.convert("RGB"), dtype=np.uint8))
+    except OSError as e:
+        raise DatasetFormatError(f"cannot decode {png_path} ({where}): {e}") from None
+    if pan.shape != (image.height, image.width):
+        raise DatasetFormatError(
+            f"{png_path} is {pan.shape[1]}x{pan.shape[0]} but {record['file_name']} is "
+            f"{image.width}x{image.height} ({where})"
+        )
+    if (record.get("height"), record.get("width")) not in ((None, None), pan.shape):
+        raise DatasetFormatError(
+            f"{where}: the json says {record['width']}x{record['height']} but "
+            f"{record['file_name']} is {image.width}x{image.height}"
+        )
+    present = set(np.unique(pan).tolist()) - {0}
+    listed = {seg["id"]: seg for seg in record["segments_info"]}
+    unlisted = sorted(present - set(listed))
+    if unlisted:
+        raise DatasetFormatError(
+            f"{png_path} ({where}) has pixels of segment ids {unlisted[:10]} that the json does "
+            "not list"
+        )
+    absent = [i for i in listed if i not in present]
+    absent_things = [i for i in absent if listed[i]["isthing"]]
+    if absent_things:
+        raise DatasetFormatError(
+            f"{where}: thing segment(s) {absent_things[:10]} of the json have no pixels in "
+            f"{png_path}"
+        )
+    return image, pan, set(absent)
 
 
 def register_panoptic(

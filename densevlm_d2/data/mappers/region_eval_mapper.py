@@ -21,11 +21,10 @@ import copy
 import numpy as np
 import torch
 from detectron2.config import configurable
-from panopticapi.utils import rgb2id
-from PIL import Image
 
 from ...clip.models import patch_size_of
 from ...clip.preprocess import crop_box, preprocess_crop, preprocess_masks, resize_longest
+from ..datasets.panoptic import read_panoptic_pair
 
 __all__ = ["REGION_TYPES", "RegionEvalMapper"]
 
@@ -78,19 +77,15 @@ class RegionEvalMapper:
 
     def __call__(self, dataset_dict: dict) -> dict:
         d = copy.deepcopy(dataset_dict)
-        with Image.open(d["file_name"]) as img:
-            image = img.convert("RGB")
+        image, pan, empty = read_panoptic_pair(d)
         canvas, scale = resize_longest(image, self.image_size)
-        with Image.open(d["pan_seg_file_name"]) as png:
-            pan = rgb2id(np.asarray(png.convert("RGB"), dtype=np.uint8))
-        if pan.shape != (image.height, image.width):
-            raise ValueError(
-                f"{d['pan_seg_file_name']} is {pan.shape[1]}x{pan.shape[0]} but "
-                f"{d['file_name']} is {image.width}x{image.height}"
-            )
 
         boxes, crop_boxes, masks, classes, is_thing, seg_ids = [], [], [], [], [], []
+        skipped_empty = 0
         for seg in d["segments_info"][: self.max_regions]:
+            if seg["id"] in empty:  # a stuff segment painted over by things: skipped and counted
+                skipped_empty += 1
+                continue
             mask = pan == seg["id"]
             if seg["isthing"]:
                 x, y, w, h = (float(v) for v in seg["bbox"])
@@ -98,10 +93,6 @@ class RegionEvalMapper:
                 crop = crop_box(box, image.size, self.thing_crop_scale)
             else:
                 ys, xs = np.nonzero(mask)
-                if len(xs) == 0:
-                    raise ValueError(
-                        f"segment {seg['id']} of {d['pan_seg_file_name']} has no pixels"
-                    )
                 box = crop = (float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()))
                 w, h = box[2] - box[0], box[3] - box[1]
             if not self.min_area <= w * h <= self.max_area:
@@ -118,6 +109,7 @@ class RegionEvalMapper:
             "classes": torch.tensor(classes, dtype=torch.int64),
             "is_thing": torch.tensor(is_thing, dtype=torch.bool),
             "segment_ids": torch.tensor(seg_ids, dtype=torch.int64),
+            "empty_segments_skipped": skipped_empty,
         }
         if "maskpool" in self.region_types:
             regions["masks"] = (

@@ -100,13 +100,18 @@ class CLIPViTBackbone(Backbone):
         text_cache_dir: str | os.PathLike | None = "default",
         teacher: bool = False,
         model: nn.Module | None = None,
+        checkpoint_role: str = "CLIP checkpoint",
     ):
+        """``model``: an open_clip model of that architecture built already (default: a new one).
+        ``checkpoint_role``: what ``checkpoint`` is, for error messages (e.g. its config key)."""
         super().__init__()
         self.model_name = open_clip_name(model_name)
-        # an open_clip model of that architecture that the caller built already, or a new one
         self.clip = model if model is not None else build_clip_model(model_name)
+        #: where the weights came from: the checkpoint file, or None while randomly initialised
+        self.weights_source: str | None = None
         if checkpoint:
-            fmt = load_checkpoint(self.clip, checkpoint)
+            fmt = load_checkpoint(self.clip, checkpoint, role=checkpoint_role)
+            self.weights_source = str(checkpoint)
             logger.info("CLIP %s: loaded %s (%s layout)", model_name, checkpoint, fmt.value)
         self.tower = vision_tower(self.clip.visual)
         self.tower.grad_checkpointing = grad_checkpointing
@@ -136,6 +141,7 @@ class CLIPViTBackbone(Backbone):
             "trainable_blocks": c.TRAINABLE_BLOCKS,
             "grad_checkpointing": c.GRAD_CHECKPOINTING,
             "text_cache_dir": (c.TEXT_CACHE.DIR or "default") if c.TEXT_CACHE.ENABLED else None,
+            "checkpoint_role": "CLIP (MODEL.CLIP.CHECKPOINT)",
         }
 
     # -- what the model is -------------------------------------------------------------------------

@@ -130,14 +130,13 @@ class DenseVLM(RegionAlignmentModel):
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
         c = cfg.MODEL.DENSEVLM
-        if not c.TEACHER.CHECKPOINT:
-            logger.warning("MODEL.DENSEVLM.TEACHER.CHECKPOINT is empty: the teacher is random")
         student = ret["backbone"]
         teacher = CLIPViTBackbone(
             model_name=c.TEACHER.MODEL_NAME,
             checkpoint=c.TEACHER.CHECKPOINT,
             text_cache_dir=student.text_cache_dir,
             teacher=True,
+            checkpoint_role="teacher CLIP (MODEL.DENSEVLM.TEACHER.CHECKPOINT)",
         )
         names, is_thing = vocabulary(c.VOCABULARY)
         if c.THING_SPLIT == "published":

@@ -1,0 +1,41 @@
+#!/usr/bin/env python
+"""Validate registered datasets completely before a long run: every json entry, image and panoptic
+PNG is read and checked; every problem is listed with its file, image id and segment.
+
+    python tools/check_dataset.py densevlm_coco_panoptic_val densevlm_ade20k_panoptic_val
+
+Exit status 1 when a dataset has a problem. Datasets live under $DETECTRON2_DATASETS (see
+datasets/README.md).
+"""
+
+import argparse
+import sys
+
+from densevlm_d2.data.check import check_dataset
+
+from detectron2.data import DatasetCatalog
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("datasets", nargs="+", help="registered dataset names")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.datasets if n not in DatasetCatalog.list()]
+    if unknown:
+        parser.error(
+            f"not registered: {unknown}; registered densevlm datasets: "
+            + ", ".join(n for n in sorted(DatasetCatalog.list()) if n.startswith("densevlm"))
+        )
+    failed = False
+    for name in args.datasets:
+        report = check_dataset(name, progress=not args.no_progress)
+        print(report.summary())
+        failed |= not report.ok
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
