@@ -197,9 +197,7 @@ class CLIPRegionEncoder(nn.Module):
         return self.clip.save(path, fmt, dtype)
 
 
-def check_boxes(
-    boxes: Sequence, sizes: Sequence[tuple[int, int]], what: str
-) -> list[torch.Tensor]:
+def check_boxes(boxes: Sequence, sizes: Sequence[tuple[int, int]], what: str) -> list[torch.Tensor]:
     """Per-image xyxy boxes as (N_i, 4) float32 tensors, each finite and with a positive width and
     height once clipped to its ``(height, width)``; otherwise a ``ValueError`` naming the image and
     the box indices."""

@@ -95,3 +95,56 @@ def test_random_init_and_bad_name():
     assert enc.token_grid == (4, 6)
     with pytest.raises(ValueError, match="unsupported CLIP model"):
         densevlm_d2.load_clip("ViT-Z-99", random_init=True)
+
+
+def test_bad_boxes_and_masks_name_their_indices(encoder):
+    x = encoder.preprocess(_photo())  # a 128 x 128 canvas
+    good = [0.0, 0.0, 64.0, 64.0]
+    boxes = torch.tensor(
+        [good, [float("nan"), 0, 10, 10], [0, 0, float("inf"), 5], [50, 50, 40, 60],
+         [200, 200, 300, 300], [10, 10, 10, 30], good]
+    )  # fmt: skip
+    with pytest.raises(ValueError) as e:
+        encoder.encode_boxes(x, [boxes])
+    msg = str(e.value)
+    assert "boxes of image 0: not finite at indices [1, 2]" in msg
+    assert "empty once clipped to the 128x128 canvas" in msg and "at indices [3, 4, 5]" in msg
+    photo = _photo()  # 120 x 90
+    with pytest.raises(ValueError, match=r"empty once clipped to the 120x90 image .* \[1\]"):
+        encoder.encode_crops(photo, torch.tensor([good, [130.0, 0.0, 150.0, 20.0]]))
+    with pytest.raises(ValueError, match="not finite at indices"):
+        encoder.encode_crops(photo, torch.tensor([[float("nan")] * 4]))
+    masks = torch.zeros(3, 8, 8, dtype=torch.bool)
+    masks[1, 2:4, 2:4] = True
+    with pytest.raises(ValueError, match=r"masks of image 0 cover no token at indices \[0, 2\]"):
+        encoder.encode_masks(x, [masks])
+    with pytest.raises(ValueError, match=r"\(N, 4\) xyxy"):
+        encoder.encode_boxes(x, [torch.ones(3, 5)])
+
+
+def test_vocabularies_must_be_lists_of_names(encoder, caplog):
+    with pytest.raises(ValueError, match="a vocabulary is a list of class names, got str 'cat'"):
+        encoder.text_classifier("cat")
+    with pytest.raises(ValueError, match="got NoneType"):
+        encoder.text_classifier(None)
+    with pytest.raises(ValueError, match=r"non-empty strings; at indices \[1, 2\]: \[None, '  '\]"):
+        encoder.text_classifier(["cat", None, "  "])
+    with pytest.raises(ValueError, match="empty class vocabulary"):
+        encoder.text_classifier([])
+    with caplog.at_level("WARNING"):
+        emb = encoder.text_classifier(["cat", "sky", "cat"])
+    assert "the vocabulary repeats ['cat']" in caplog.text and torch.equal(emb[0], emb[2])
+
+
+@torch.no_grad()
+def test_very_elongated_images(encoder, tmp_path):
+    for size, (h, w) in ((64, (5000, 300)), (512, (10, 10000))):
+        enc = densevlm_d2.load_clip("EVA02-Tiny-16", random_init=True, image_size=size)
+        image = Image.fromarray(np.full((h, w, 3), 128, np.uint8))
+        x, scale = enc.preprocess(image, return_scale=True)
+        assert x.shape == (3, size, size) and scale == pytest.approx(size / max(h, w))
+        masks = np.zeros((1, h, w), bool)
+        masks[0, : h // 2] = True
+        grid = enc.preprocess_masks(masks)
+        assert grid.shape == (1, size // 16, size // 16) and grid.any()
+        assert enc.encode_masks(x, [grid]).shape == (1, 64)

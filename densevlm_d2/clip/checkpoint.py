@@ -122,7 +122,8 @@ def read_state_dict(
             obj = obj[key]
             break
     if not isinstance(obj, Mapping) or not obj:
-        found = f"an empty {type(obj).__name__}" if not obj else f"a {type(obj).__name__}"
+        empty = isinstance(obj, Mapping)
+        found = f"{'an empty' if empty else 'a'} {type(obj).__name__}"
         raise WeightFileError(role, path, f"holds no state dict of tensors (found {found})")
     state = dict(obj)
     if all(isinstance(k, str) and k.startswith("module.") for k in state):

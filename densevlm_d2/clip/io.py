@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import struct
 import zipfile
 from pathlib import Path
 
@@ -122,7 +123,7 @@ def _torch_load(path: Path, role: str) -> object:
                 f"(torch.load with weights_only=True: {code.strip()})",
             ) from None
         raise WeightFileError(role, path, not_a_checkpoint) from None
-    except EOFError:
+    except (EOFError, IndexError, struct.error):
         raise WeightFileError(
             role, path, "the file is truncated (unexpected end of file)"
         ) from None

@@ -146,9 +146,17 @@ def load_text_embeddings(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"text embedding file not found: {path}")
-    arr = np.load(path, allow_pickle=False)
-    if arr.ndim != 2:
-        raise ValueError(f"{path}: expected a (num_classes, dim) array, got shape {arr.shape}")
+    try:
+        arr = np.load(path, allow_pickle=False)  # never unpickles (object arrays are refused)
+    except (OSError, ValueError, EOFError) as e:
+        raise ValueError(
+            f"text embedding file {path} cannot be read as a .npy array: {e}"
+        ) from None
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(
+            f"{path}: expected a (num_classes, dim) float array, got {arr.dtype} of shape "
+            f"{arr.shape}"
+        )
     if num_classes is not None and arr.shape[0] != num_classes:
         raise ValueError(
             f"{path} has {arr.shape[0]} class embeddings but the vocabulary has "
@@ -157,6 +165,12 @@ def load_text_embeddings(
     if dim is not None and arr.shape[1] != dim:
         raise ValueError(
             f"{path} has {arr.shape[1]}-d embeddings but the model's embedding size is {dim}"
+        )
+    bad = np.nonzero(~np.isfinite(arr).all(1) | ~arr.any(1))[0]
+    if len(bad):
+        raise ValueError(
+            f"{path}: rows {bad[:10].tolist()} are not finite or all zero (classes cannot be "
+            "scored against them)"
         )
     return torch.from_numpy(arr.astype(np.float32, copy=False))
 

@@ -126,3 +126,55 @@ def test_openai_style_model_text(tiny_vit):
     emb = TextEmbedder(tiny_vit, "ViT-Tiny-16", cache_dir=None)
     assert emb.compute(["cat"]).shape == (1, 64)
     assert len(emb.weights_digest()) == 32
+
+
+def test_damaged_cache_files_are_recomputed(tiny_eva, tmp_path, caplog):
+    emb = TextEmbedder(tiny_eva, "EVA02-Tiny-16", cache_dir=tmp_path)
+    names = ["cat", "sky"]
+    good = emb(names)
+    (path,) = tmp_path.glob("*.npy")
+    damages = {
+        "truncated": lambda: path.write_bytes(path.read_bytes()[:40]),
+        "nan": lambda: np.save(path, np.full((2, 64), np.nan, np.float32)),
+        "zero": lambda: np.save(path, np.zeros((2, 64), np.float32)),
+        "shape": lambda: np.save(path, np.ones((3, 64), np.float32) / 8),
+        "float64": lambda: np.save(path, good.double().numpy()),
+    }
+    for what, damage in damages.items():
+        damage()
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            again = emb(names)
+        assert torch.allclose(again, good, atol=1e-6), what
+        assert f"recomputing the damaged cache file {path}" in caplog.text, what
+        assert torch.equal(load_text_embeddings(path, 2), again)  # rewritten whole
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def _fill_cache(cache_dir: str, seed: int) -> list:
+    model = randomize_(densevlm_d2.build_clip_model("EVA02-Tiny-16"), seed=1)
+    torch.manual_seed(seed)
+    return TextEmbedder(model, "EVA02-Tiny-16", cache_dir=cache_dir)(["cat", "sky"]).tolist()
+
+
+def test_two_processes_filling_one_cache(tmp_path):
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(2) as pool:
+        a, b = pool.starmap(_fill_cache, [(str(tmp_path), 0), (str(tmp_path), 1)])
+    assert np.allclose(a, b, atol=1e-6)
+    (path,) = tmp_path.glob("*.npy")
+    assert np.allclose(load_text_embeddings(path, 2).numpy(), a, atol=1e-6)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_published_files_with_bad_rows_are_errors(tmp_path):
+    rows = np.ones((3, 4), np.float32)
+    rows[1] = 0
+    rows[2, 0] = np.nan
+    np.save(tmp_path / "bad.npy", rows)
+    with pytest.raises(ValueError, match=r"bad.npy: rows \[1, 2\] are not finite or all zero"):
+        load_text_embeddings(tmp_path / "bad.npy", 3, 4)
+    np.save(tmp_path / "ints.npy", np.ones((3, 4), np.int64))
+    with pytest.raises(ValueError, match="float array, got int64"):
+        load_text_embeddings(tmp_path / "ints.npy", 3, 4)

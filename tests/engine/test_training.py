@@ -242,7 +242,9 @@ def test_non_finite_loss_stops_training(world, tmp_path, monkeypatch):
     monkeypatch.setattr(region_alignment, "densevlm_loss", nan_loss)
     trainer = Trainer(_cfg(world, out=tmp_path))
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    with pytest.raises(FloatingPointError, match="non-finite loss at iteration 0.*No checkpoint was written yet"):
+    with pytest.raises(
+        FloatingPointError, match="non-finite loss at iteration 0.*No checkpoint was written yet"
+    ):
         trainer.train()
     # stopped before the optimiser step: the weights are untouched
     assert all(torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())

@@ -94,3 +94,22 @@ def test_float64_exactness():
     c1 = np.array([1, 0, 0, 1, 1, 0], bool)
     metrics, _ = region_accuracy(gt, c1, c1, np.zeros(6, bool), np.array([True, True]))
     assert metrics["thing.macc1"] == 100 * (1 / 3 + 2 / 3) / 2
+
+
+def test_skipped_empty_segments_are_counted_and_reported(dataset_name, tmp_path, caplog):
+    """Stuff segments without pixels (skipped by the mapper) are never scored; their number is in
+    the log and in region_macc.json, including those of images left with no region."""
+    ev = RegionAccuracyEvaluator(dataset_name, output_dir=str(tmp_path), distributed=False)
+    ev.reset()
+    one, out_one = _image(1, [0, 3], [[0], [3]])
+    one["regions"]["empty_segments_skipped"] = 2
+    none, out_none = _image(2, [], [])
+    none["regions"]["empty_segments_skipped"] = 1
+    ev.process([one, none], [out_one, out_none])
+    with caplog.at_level("WARNING"):
+        res = ev.evaluate()
+    assert res["rois"]["all.macc1"] == pytest.approx(100.0)
+    saved = json.loads((tmp_path / "region_macc.json").read_text())
+    assert saved["empty_segments_skipped"] == 3
+    assert saved["num_regions"] == {"thing": 1, "stuff": 1}
+    assert "3 stuff segment(s) in 2 image(s) have no pixels" in caplog.text

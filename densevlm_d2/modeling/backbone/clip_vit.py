@@ -41,7 +41,7 @@ from ...clip.checkpoint import (
     save_checkpoint,
 )
 from ...clip.models import build_clip_model, open_clip_name
-from ...clip.text import TEMPLATES, TextEmbedder, load_text_embeddings
+from ...clip.text import TEMPLATES, TextEmbedder, check_vocabulary, load_text_embeddings
 from ...clip.towers import EvaTower, TowerOutput, vision_tower
 from ...config import resolve_deprecated_keys
 
@@ -293,7 +293,7 @@ class CLIPViTBackbone(Backbone):
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         """Raw strings -> (N, D) L2-normalised text embeddings (no prompt templates)."""
-        return self.text_embedder.encode_texts(list(texts))
+        return self.text_embedder.encode_texts(texts)
 
     def class_embeddings(
         self,
@@ -307,9 +307,10 @@ class CLIPViTBackbone(Backbone):
         """(K, D) float32 class embeddings on the CPU: read from ``embeddings_file`` (a published
         ``.npy``, one row per name, checked against the vocabulary size and ``embed_dim``) when
         given, else built from ``names`` with the prompt templates (cached on disk)."""
+        names = check_vocabulary(names)
         if embeddings_file:
             return load_text_embeddings(embeddings_file, len(names), self.embed_dim)
-        return self.text_embedder(list(names), templates, synonyms, renormalize)
+        return self.text_embedder(names, templates, synonyms, renormalize)
 
     # -- weights -----------------------------------------------------------------------------------
     def save(
