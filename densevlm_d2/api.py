@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .clip.checkpoint import CheckpointFormat
+from .clip.hub import zoo_entry
 from .clip.preprocess import (
     crop_box,
     preprocess_crop,
@@ -250,7 +251,7 @@ def _indices(flags: torch.Tensor) -> list[int]:
 
 
 def _check_image_size(size, patch: int):
-    sides = (size, size) if isinstance(size, int) else tuple(size)
+    sides = (size, size) if isinstance(size, int | float) else tuple(size)
     if (
         len(sides) != 2
         or not all(isinstance(s, int) and not isinstance(s, bool) for s in sides)
@@ -274,10 +275,19 @@ def load_clip(
     """Build a CLIP model and strictly load ``checkpoint`` (EVA-CLIP, DenseVLM/CLIPSelf or open_clip
     layout). Its parameters are frozen and it is in eval mode.
 
+    ``checkpoint`` may be a local file, an ``hf://<org>/<repo>/<file>`` reference or a model-zoo
+    name; ``model_name`` may itself be a model-zoo name (``load_clip("densevlm-eva02-b16")``), which
+    gives the architecture and the weights (:mod:`densevlm_d2.clip.hub`, docs/model_zoo.md).
+
     A model without weights is built only when asked for: ``random_init=True`` (and no
     checkpoint). ``image_size`` is the preprocessing canvas (512 in the published evaluation); the
     model itself runs at any size.
     """
+    entry = zoo_entry(model_name)
+    if entry is not None:  # a zoo name: its architecture and its checkpoint
+        if checkpoint is not None:
+            raise ValueError(f"{model_name!r} is a model-zoo entry: pass no checkpoint with it")
+        model_name, checkpoint = entry.model, entry.reference
     if checkpoint is None and not random_init:
         raise ValueError(
             f"load_clip({model_name!r}) needs weights: pass checkpoint=<file>, or "

@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .io import WeightFileError, load_weight_file
+from .hub import resolve_weights
+from .io import WeightFileError, WeightFileNotFoundError, load_weight_file
 from .towers import EvaTower, eva_rope_table, vision_tower
 
 __all__ = [
@@ -110,13 +111,18 @@ def read_state_dict(
 ) -> dict[str, torch.Tensor]:
     """The tensor dict of a checkpoint file or loaded object, unwrapped from
     ``state_dict``/``model``/``module`` and stripped of a ``module.`` prefix
-    (DistributedDataParallel). Files are read without unpickling code
+    (DistributedDataParallel). ``source`` may be a local file, an ``hf://`` reference or a
+    model-zoo name (:mod:`densevlm_d2.clip.hub`). Files are read without unpickling code
     (:func:`~densevlm_d2.clip.io.load_weight_file`); a file that holds no state dict of tensors is
     a :class:`~densevlm_d2.clip.io.WeightFileError` naming ``role`` and the file."""
     if isinstance(source, Mapping):
         obj, path = source, "<state dict>"
     else:
-        obj, path = load_weight_file(source, role), str(source)
+        try:
+            local = resolve_weights(source)
+        except FileNotFoundError as e:
+            raise WeightFileNotFoundError(role, source, str(e)) from None
+        obj, path = load_weight_file(local, role), str(source)
     for key in _WRAPPER_KEYS:
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]

@@ -100,16 +100,20 @@ def load_weight_file(path: str | os.PathLike, role: str = "weight file") -> obje
     return _torch_load(path, role)
 
 
-def _start(path: Path) -> str:
+def _start(path: Path) -> bytes:
     with open(path, "rb") as f:
-        return repr(f.read(12))
+        return f.read(12)
 
 
 def _torch_load(path: Path, role: str) -> object:
-    not_a_checkpoint = (
-        f"not a PyTorch checkpoint (it starts with {_start(path)}; expected a file written by "
-        "torch.save, a .safetensors file or a detectron2 .pkl)"
-    )
+    start = _start(path)
+    if start.startswith(b"PK\x03\x04"):  # torch.save's zip archive, unreadable: damaged
+        not_a_checkpoint = "the file is truncated or corrupted (a zip archive torch cannot read)"
+    else:
+        not_a_checkpoint = (
+            f"not a PyTorch checkpoint (it starts with {start!r}; expected a file written by "
+            "torch.save, a .safetensors file or a detectron2 .pkl)"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

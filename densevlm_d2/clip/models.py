@@ -5,7 +5,8 @@ Names accepted by :func:`build_clip_model` (case-sensitive):
 * ``EVA02-CLIP-B-16`` (open_clip ``EVA02-B-16``): EVA02-CLIP-B/16, the DenseVLM/CLIPSelf student;
 * ``EVA02-CLIP-L-14`` (``EVA02-L-14``): EVA02-CLIP-L/14 at 224 px;
 * ``EVA02-CLIP-L-14-336`` (``EVA02-L-14-336``): EVA02-CLIP-L/14-336, the DenseVLM teacher;
-* ``ViT-B-16``: OpenAI-style ViT-B/16;
+* ``ViT-B-16``: OpenAI-style ViT-B/16 with GELU (open_clip's own weights);
+* ``ViT-B-16-quickgelu``: the same with QuickGELU, which OpenAI's released weights need;
 * ``EVA02-Tiny-16``, ``ViT-Tiny-16`` (configs shipped here): tiny versions of those, for tests;
 * ``EVA02-Demo-16`` (shipped here): a small EVA02 (width 192, 4 blocks, 128 px) for the CPU demo.
 
@@ -49,6 +50,7 @@ _SUPPORTED = (
     "EVA02-L-14",
     "EVA02-L-14-336",
     "ViT-B-16",
+    "ViT-B-16-quickgelu",
     "EVA02-Tiny-16",
     "ViT-Tiny-16",
     "EVA02-Demo-16",

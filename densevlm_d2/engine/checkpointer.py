@@ -34,6 +34,7 @@ from ..clip.checkpoint import (
     read_state_dict,
     temporary_files,
 )
+from ..clip.hub import resolve_weights
 from ..clip.io import WeightFileError, WeightFileNotFoundError, load_weight_file
 from ..modeling import CLIPViTBackbone, get_clip_backbone
 
@@ -164,6 +165,11 @@ class CLIPCheckpointer(DetectionCheckpointer):
         return ret
 
     def load(self, path: str, *args, **kwargs):
+        if path:  # a local file, an hf:// reference or a model-zoo name
+            try:
+                path = str(resolve_weights(path))
+            except FileNotFoundError as e:
+                raise WeightFileNotFoundError(self._role, path, str(e)) from None
         if path and not os.path.isfile(path):
             local = self.path_manager.get_local_path(path)
             if not os.path.isfile(local):

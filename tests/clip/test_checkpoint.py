@@ -325,3 +325,15 @@ def test_atomic_save_leaves_nothing_on_failure(tmp_path):
         atomic_save({"a": lambda: 0}, target)  # lambdas cannot be pickled
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
+
+
+def test_openai_weights_need_the_quickgelu_variant():
+    """OpenAI's ViT-B/16 weights were trained with QuickGELU: ViT-B-16-quickgelu has the same keys
+    as ViT-B-16 (a file loads into either) and QuickGELU activations."""
+    from open_clip.transformer import QuickGELU
+
+    quick = densevlm_d2.build_clip_model("ViT-B-16-quickgelu")
+    assert isinstance(quick.visual.transformer.resblocks[0].mlp.gelu, QuickGELU)
+    gelu = densevlm_d2.build_clip_model("ViT-B-16")
+    assert not isinstance(gelu.visual.transformer.resblocks[0].mlp.gelu, QuickGELU)
+    load_checkpoint(quick, export_state_dict(gelu, "open_clip"))

@@ -75,6 +75,7 @@ def test_each_kind_of_bad_file_is_named(tmp_path):
         "missing.pt": (None, "file not found"),
         "empty.pt": (b"", "the file is empty"),
         "truncated.pt": (good.read_bytes()[:3000], "truncated or corrupted"),
+        "nearly_whole.pt": (good.read_bytes()[:-20], "truncated or corrupted"),
         "text.pt": (b"not a checkpoint at all\n", "not a PyTorch checkpoint (it starts with"),
         "bad.safetensors": (b"\x10\x00\x00", "not a readable safetensors file"),
         "legacy_truncated.pt": (None, "truncated (unexpected end of file)"),

@@ -98,6 +98,8 @@ def test_api_random_weights_only_on_request():
     assert densevlm_d2.load_clip("EVA02-Tiny-16", random_init=True, image_size=64).clip
     with pytest.raises(ValueError, match="image_size must be"):
         densevlm_d2.load_clip("EVA02-Tiny-16", random_init=True, image_size=0)
+    with pytest.raises(ValueError, match="image_size must be"):
+        densevlm_d2.load_clip("EVA02-Tiny-16", random_init=True, image_size=12.5)
     with pytest.raises(ValueError, match="at least the patch size 16"):
         densevlm_d2.load_clip("EVA02-Tiny-16", random_init=True, image_size=(8, 64))
 

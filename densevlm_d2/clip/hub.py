@@ -1,0 +1,272 @@
+"""Published weights by name: ``hf://`` references and the model zoo, resolved through the Hugging
+Face hub cache.
+
+A weight reference is any of
+
+* a local path;
+* ``hf://<org>/<repo>/<path/in/repo>[@<revision>]``: a file of a Hugging Face model repository,
+  downloaded once by ``huggingface_hub`` into its standard cache (``HF_HOME`` / ``HF_HUB_CACHE``
+  honoured) and read from there afterwards; with ``HF_HUB_OFFLINE=1`` only the cache is used;
+* a model-zoo name (:data:`MODEL_ZOO`, e.g. ``densevlm-eva02-b16``), optionally written
+  ``zoo://<name>``: a published checkpoint with its architecture, source, layout, licence and
+  published numbers.
+
+:func:`resolve_weights` turns a reference into a local file. Without network and without a cached
+copy, the error names the repository, the file and the command that fetches it on a connected
+machine.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "MODEL_ZOO",
+    "HubReference",
+    "ZooEntry",
+    "is_cached",
+    "parse_hf_reference",
+    "resolve_weights",
+    "zoo_entry",
+]
+
+HF_PREFIX = "hf://"
+ZOO_PREFIX = "zoo://"
+
+
+@dataclass(frozen=True)
+class HubReference:
+    repo_id: str
+    filename: str
+    revision: str | None = None
+
+    def __str__(self) -> str:
+        rev = f"@{self.revision}" if self.revision else ""
+        return f"{HF_PREFIX}{self.repo_id}/{self.filename}{rev}"
+
+    @property
+    def fetch_command(self) -> str:
+        rev = f" --revision {self.revision}" if self.revision else ""
+        return f"hf download {self.repo_id} {self.filename}{rev}"
+
+
+def parse_hf_reference(ref: str) -> HubReference:
+    """``hf://org/repo/path/in/repo[@revision]`` -> :class:`HubReference`."""
+    body = ref[len(HF_PREFIX) :]
+    body, _, revision = body.partition("@")
+    parts = body.split("/")
+    if len(parts) < 3 or not all(parts):
+        raise ValueError(
+            f"{ref!r} is not a hub reference: expected hf://<org>/<repo>/<path/in/repo>"
+            "[@<revision>]"
+        )
+    return HubReference("/".join(parts[:2]), "/".join(parts[2:]), revision or None)
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """A published checkpoint: where it is, what it is, what it was measured to do."""
+
+    name: str
+    model: str  # densevlm_d2 architecture name
+    files: tuple[HubReference, ...]  # the first that resolves is used
+    layout: str  # eva_clip or open_clip
+    source: str
+    licence: str
+    description: str
+    # paper Table 1 (top-1 / top-5 %): COCO Boxes, Masks-T, Masks-S; ADE Boxes, Masks-T, Masks-S
+    published: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def reference(self) -> str:
+        return f"{ZOO_PREFIX}{self.name}"
+
+
+def _table1(*values: str) -> dict[str, str]:
+    keys = ("COCO Boxes", "COCO Masks-T", "COCO Masks-S", "ADE Boxes", "ADE Masks-T", "ADE Masks-S")
+    return dict(zip(keys, values, strict=True))
+
+
+def _open_clip_entry(name: str, model: str, tag: str, description: str) -> ZooEntry:
+    """An open_clip pretrained tag, located as open_clip locates it (safetensors first)."""
+    import open_clip
+
+    from .models import open_clip_name
+
+    repo = open_clip.get_pretrained_cfg(open_clip_name(model), tag)["hf_hub"].strip("/")
+    files = tuple(
+        HubReference(repo, f)
+        for f in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+    )
+    return ZooEntry(
+        name, model, files, "open_clip", f"open_clip pretrained tag {tag!r}", "see the repository",
+        description,
+    )  # fmt: skip
+
+
+_EVA = "QuanSun/EVA-CLIP"
+_DENSEVLM = "lyhisme/DenseVLM"
+
+MODEL_ZOO: dict[str, ZooEntry] = {
+    e.name: e
+    for e in (
+        ZooEntry(
+            "eva02-clip-b16",
+            "EVA02-CLIP-B-16",
+            (HubReference(_EVA, "EVA02_CLIP_B_psz16_s8B.pt"),),
+            "eva_clip",
+            "EVA-CLIP release (baaivision/EVA)",
+            "MIT",
+            "EVA02-CLIP-B/16, the DenseVLM/CLIPSelf student's starting point",
+            _table1(
+                "44.3 / 68.7",
+                "44.7 / 66.0",
+                "26.2 / 51.9",
+                "33.0 / 57.6",
+                "33.9 / 56.2",
+                "36.2 / 62.3",
+            ),
+        ),  # fmt: skip
+        ZooEntry(
+            "eva02-clip-l14-336",
+            "EVA02-CLIP-L-14-336",
+            (HubReference(_EVA, "EVA02_CLIP_L_336_psz14_s6B.pt"),),
+            "eva_clip",
+            "EVA-CLIP release (baaivision/EVA)",
+            "MIT",
+            "EVA02-CLIP-L/14 at 336 px, the CLIPSelf L/14 recipes' starting point",
+        ),
+        ZooEntry(
+            "eva02-clip-l14",
+            "EVA02-CLIP-L-14",
+            (HubReference(_EVA, "EVA02_CLIP_L_psz14_s4B.pt"),),
+            "eva_clip",
+            "EVA-CLIP release (baaivision/EVA)",
+            "MIT",
+            "EVA02-CLIP-L/14 at 224 px",
+        ),
+        ZooEntry(
+            "densevlm-eva02-b16",
+            "EVA02-CLIP-B-16",
+            (HubReference(_DENSEVLM, "densevlm_coco_6_save6_512_eva_vib16_12layers.pt"),),
+            "eva_clip",
+            "DenseVLM release (HVision-NKU/DenseVLM)",
+            "CC BY-NC 4.0",
+            "DenseVLM student: EVA02-CLIP-B/16 fine-tuned on COCO, 6 epochs, 512 px",
+            _table1(
+                "72.3 / 89.9",
+                "70.1 / 84.4",
+                "44.9 / 76.4",
+                "51.0 / 81.8",
+                "49.3 / 76.5",
+                "57.0 / 84.0",
+            ),
+        ),  # fmt: skip
+        ZooEntry(
+            "densevlm-teacher-eva02-l14-336",
+            "EVA02-CLIP-L-14-336",
+            (HubReference(_DENSEVLM, "clipself_coco_6_save6_512_eva_vitl14_24layers.pt"),),
+            "eva_clip",
+            "DenseVLM release (HVision-NKU/DenseVLM)",
+            "CC BY-NC 4.0",
+            "DenseVLM's teacher: EVA02-CLIP-L/14-336 refined with CLIPSelf on COCO, 512 px",
+        ),
+        _open_clip_entry(
+            "openclip-eva02-b16",
+            "EVA02-CLIP-B-16",
+            "merged2b_s8b_b131k",
+            "EVA02-CLIP-B/16 as open_clip publishes it (the same weights as eva02-clip-b16)",
+        ),  # fmt: skip
+        _open_clip_entry(
+            "openclip-eva02-l14-336",
+            "EVA02-CLIP-L-14-336",
+            "merged2b_s6b_b61k",
+            "EVA02-CLIP-L/14-336 as open_clip publishes it",
+        ),  # fmt: skip
+        _open_clip_entry(
+            "openai-vit-b16",
+            "ViT-B-16-quickgelu",
+            "openai",
+            "OpenAI CLIP ViT-B/16 (QuickGELU), as open_clip publishes it",
+        ),  # fmt: skip
+    )
+}
+
+
+def zoo_entry(ref: str) -> ZooEntry | None:
+    """The zoo entry a reference names (``name`` or ``zoo://name``), else None."""
+    name = ref[len(ZOO_PREFIX) :] if ref.startswith(ZOO_PREFIX) else ref
+    entry = MODEL_ZOO.get(name)
+    if entry is None and ref.startswith(ZOO_PREFIX):
+        raise ValueError(f"{ref!r}: no such model-zoo entry; entries: {', '.join(MODEL_ZOO)}")
+    return entry
+
+
+def _download(file: HubReference, offline: bool | None = None) -> str:
+    from huggingface_hub import hf_hub_download
+
+    kwargs = {"local_files_only": True} if offline else {}
+    return hf_hub_download(file.repo_id, file.filename, revision=file.revision, **kwargs)
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "") not in (
+        "",
+        "0",
+        "false",
+        "False",
+    )
+
+
+def _resolve_files(files: tuple[HubReference, ...], what: str, zoo_name: str = "") -> Path:
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    offline = _offline()
+    problems = []
+    for file in files:
+        try:
+            return Path(_download(file, offline))
+        except (LocalEntryNotFoundError, EntryNotFoundError, OSError, ValueError) as e:
+            problems.append(f"{file}: {type(e).__name__}")
+    where = "the hub cache (offline: HF_HUB_OFFLINE is set)" if offline else "the hub or its cache"
+    fetch = (
+        f"`python -m densevlm_d2.model_zoo download {zoo_name}`" if zoo_name else ""
+    ) or f"`{files[0].fetch_command}`"
+    raise FileNotFoundError(
+        f"{what}: not found in {where}; tried {'; '.join(problems)}. On a machine with network "
+        f"access, fetch it into the cache with {fetch}, then copy the cache ({_cache_dir()}) or "
+        "set HF_HUB_CACHE to it."
+    )
+
+
+def _cache_dir() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def resolve_weights(ref: str | os.PathLike) -> Path:
+    """A weight reference (local path, ``hf://`` reference, zoo name) -> a local file."""
+    text = os.fspath(ref)
+    if text.startswith(HF_PREFIX):
+        file = parse_hf_reference(text)
+        return _resolve_files((file,), f"hub file {file}")
+    entry = zoo_entry(text) if not os.path.exists(text) else None
+    if entry is not None:
+        return _resolve_files(entry.files, f"model-zoo entry {entry.name!r}", entry.name)
+    return Path(text)
+
+
+def is_cached(entry: ZooEntry) -> Path | None:
+    """The cached file of a zoo entry, or None (never touches the network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for file in entry.files:
+        path = try_to_load_from_cache(file.repo_id, file.filename, revision=file.revision)
+        if isinstance(path, str):
+            return Path(path)
+    return None
