@@ -18,6 +18,8 @@ setup(
         "torchvision",
         "open_clip_torch==3.3.0",
         "timm>=1.0.15,<1.1",
+        "huggingface_hub",
+        "safetensors",
         "fvcore",
         "pycocotools",
         "opencv-python-headless",

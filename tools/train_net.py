@@ -6,9 +6,12 @@
         MODEL.WEIGHTS checkpoints/EVA02_CLIP_B_psz16_s8B.pt
 
 ``--num-gpus N`` starts N processes (N CPU processes with gloo when no GPU is available).
+``--register my_datasets.py`` runs a file that registers your own datasets (in every process)
+before the config is read: see docs/own_data.md.
 """
 
 import logging
+import runpy
 
 import densevlm_d2
 from densevlm_d2.engine import CLIPCheckpointer, Trainer, launch
@@ -34,7 +37,21 @@ def setup(args):
     return cfg
 
 
+def argument_parser():
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--register",
+        action="append",
+        default=[],
+        metavar="FILE.py",
+        help="a Python file that registers datasets or vocabularies (repeatable)",
+    )
+    return parser
+
+
 def main(args):
+    for path in getattr(args, "register", []):
+        runpy.run_path(path, run_name="__densevlm_register__")
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
@@ -48,7 +65,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = argument_parser().parse_args()
     launch(
         main,
         args.num_gpus,

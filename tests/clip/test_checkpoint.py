@@ -337,3 +337,13 @@ def test_openai_weights_need_the_quickgelu_variant():
     gelu = densevlm_d2.build_clip_model("ViT-B-16")
     assert not isinstance(gelu.visual.transformer.resblocks[0].mlp.gelu, QuickGELU)
     load_checkpoint(quick, export_state_dict(gelu, "open_clip"))
+
+
+def test_exports_load_in_upstream_open_clip(tiny_eva, tmp_path):
+    """docs/model_zoo.md: open_clip-layout exports load in open_clip.create_model(pretrained=)."""
+    import open_clip
+
+    path = densevlm_d2.save_checkpoint(tiny_eva, tmp_path / "tiny_open_clip.pt", "open_clip")
+    model = open_clip.create_model("EVA02-Tiny-16", pretrained=str(path))
+    for k, v in tiny_eva.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k

@@ -1,6 +1,8 @@
-"""Dataset registration (importing this module registers the built-in datasets)."""
+"""Dataset registration (importing this module registers the built-in datasets); the register_*
+functions also register your own (docs/own_data.md)."""
 
 from . import builtin  # noqa: F401
+from .coco_boxes import register_coco_boxes, register_image_folder
 from .panoptic import (
     DatasetFormatError,
     DatasetLayoutError,
@@ -8,11 +10,15 @@ from .panoptic import (
     panoptic_metadata,
     register_panoptic,
 )
+from .vocabulary import register_vocabulary
 
 __all__ = [
     "DatasetFormatError",
     "DatasetLayoutError",
     "load_panoptic_json",
     "panoptic_metadata",
+    "register_coco_boxes",
+    "register_image_folder",
     "register_panoptic",
+    "register_vocabulary",
 ]

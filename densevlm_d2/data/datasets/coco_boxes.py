@@ -14,12 +14,16 @@ from .panoptic import check_layout
 __all__ = ["load_coco_boxes", "load_image_folder", "register_coco_boxes", "register_image_folder"]
 
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
 def load_image_folder(image_dir: str, layout: str = "") -> list[dict]:
-    """``{"file_name", "image_id"}`` for every ``*.jpg`` of a folder, sorted by name."""
+    """``{"file_name", "image_id"}`` for every image (``.jpg``, ``.jpeg``, ``.png``) of a folder,
+    sorted by name."""
     check_layout({"image dir": image_dir}, layout)
-    names = sorted(n for n in os.listdir(image_dir) if n.lower().endswith(".jpg"))
+    names = sorted(n for n in os.listdir(image_dir) if n.lower().endswith(IMAGE_EXTENSIONS))
     if not names:
-        raise ValueError(f"no *.jpg images in {image_dir}")
+        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {image_dir}")
     return [
         {"file_name": os.path.join(image_dir, n), "image_id": os.path.splitext(n)[0]} for n in names
     ]
@@ -59,7 +63,7 @@ def load_coco_boxes(
     return dicts, [c["name"] for c in cats]
 
 
-def register_image_folder(name: str, image_dir: str, layout: str) -> None:
+def register_image_folder(name: str, image_dir: str, layout: str = "") -> None:
     if name in DatasetCatalog.list():
         return
     DatasetCatalog.register(
@@ -69,7 +73,7 @@ def register_image_folder(name: str, image_dir: str, layout: str) -> None:
 
 
 def register_coco_boxes(
-    name: str, json_file: str, image_dir: str, layout: str, only_annotated: bool = False
+    name: str, json_file: str, image_dir: str, layout: str = "", only_annotated: bool = False
 ) -> None:
     """Register lazily; the category names become ``MetadataCatalog.get(name).classes`` on load."""
     if name in DatasetCatalog.list():

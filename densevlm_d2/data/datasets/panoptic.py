@@ -87,10 +87,17 @@ def segment_record(seg_id: int, category_id: int, mask: np.ndarray, iscrowd: int
 
 
 def panoptic_metadata(categories: Sequence[dict]) -> dict:
-    """Metadata for a list of ``{"id", "name", "isthing", "color"}`` categories."""
+    """Metadata for a list of ``{"id", "name", "isthing", "color"}`` categories (``color`` is
+    optional: detectron2's random colours, fixed by the id, are used where it is missing)."""
+    missing = [c for c in categories if not {"id", "name", "isthing"} <= set(c)]
+    if missing or not categories:
+        raise DatasetFormatError(
+            "categories need 'id', 'name' and 'isthing' (and optionally 'color'); "
+            f"got {missing[:3] or 'none'}"
+        )
     cats = sorted(categories, key=lambda c: c["id"])
     names = [c["name"] for c in cats]
-    colors = [list(c["color"]) for c in cats]
+    colors = [list(c["color"]) if "color" in c else _fixed_color(c["id"]) for c in cats]
     is_thing = [bool(c["isthing"]) for c in cats]
     to_contiguous = {c["id"]: i for i, c in enumerate(cats)}
     return {
@@ -226,17 +233,28 @@ def read_panoptic_pair(record: dict) -> tuple[Image.Image, np.ndarray, set[int]]
     return image, pan, set(absent)
 
 
+def _fixed_color(seed: int) -> list[int]:
+    rng = np.random.default_rng(seed)
+    return [int(v) for v in rng.integers(0, 256, 3)]
+
+
 def register_panoptic(
     name: str,
-    categories: Sequence[dict],
+    categories: Sequence[dict] | None,
     image_root: str,
     panoptic_root: str,
     panoptic_json: str,
-    layout: str,
+    layout: str = "",
 ) -> None:
-    """Register ``name`` lazily (files are read on first use); a second call is a no-op."""
+    """Register ``name`` lazily (images and annotations are read on first use); a second call is a
+    no-op. ``categories=None`` takes them from the json's ``categories`` now (your own datasets);
+    ``layout`` is shown when a file is missing."""
     if name in DatasetCatalog.list():
         return
+    if categories is None:
+        check_layout({"panoptic json": panoptic_json}, layout)
+        with open(panoptic_json) as f:
+            categories = json.load(f).get("categories") or []
     meta = panoptic_metadata(categories)
     DatasetCatalog.register(
         name, lambda: load_panoptic_json(panoptic_json, image_root, panoptic_root, meta, layout)

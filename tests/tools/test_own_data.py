@@ -1,0 +1,122 @@
+"""docs/own_data.md, step by step: the registration file is taken from the page itself; the commands
+are the page's, with tiny models instead of EVA02-CLIP-B/16 and L/14."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import runpy
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import densevlm_d2
+from densevlm_d2.testing import write_panoptic_split
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE = ROOT / "docs" / "own_data.md"
+CATEGORIES = [  # no colours: optional in your own json
+    {"id": 1, "name": "tent", "isthing": 1},
+    {"id": 2, "name": "kite", "isthing": 1},
+    {"id": 7, "name": "sand", "isthing": 0},
+    {"id": 9, "name": "sky", "isthing": 0},
+    {"id": 11, "name": "grass", "isthing": 0},
+]
+# what the tiny models change in the page's commands
+TINY = ["MODEL.DEVICE", "cpu", "MODEL.CLIP.MODEL_NAME", "EVA02-Tiny-16", "MODEL.CLIP.IMAGE_SIZE",
+        "64", "DATALOADER.NUM_WORKERS", "0", "TEST.REGIONS.IMS_PER_BATCH", "2"]  # fmt: skip
+
+
+def _page_block(start: str) -> str:
+    blocks = re.findall(r"```(?:python|bash)\n(.*?)```", PAGE.read_text(), flags=re.S)
+    return next(b for b in blocks if b.lstrip().startswith(start))
+
+
+def _page_command(start: str) -> list[str]:
+    """The page's command (continuation lines joined), split as a shell would, after the script."""
+    import shlex
+
+    line = _page_block(start).replace("\\\n", " ")
+    return shlex.split(line)[2:]  # drop "python tools/..."
+
+
+def test_own_data_page(tmp_path, tiny_eva):
+    data = tmp_path / "my_data"
+    colored = [dict(c, color=[40 * c["id"], 90, 160]) for c in CATEGORIES]
+    paths = [str(data / "val"), str(data / "panoptic_val"), str(data / "panoptic_val.json")]
+    write_panoptic_split(*paths, colored, num_images=4, seed=5)
+    content = json.loads((data / "panoptic_val.json").read_text())
+    content["categories"] = CATEGORIES
+    (data / "panoptic_val.json").write_text(json.dumps(content))
+    (data / "train").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        arr = rng.integers(0, 255, (60 + 8 * i, 80, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(data / "train" / f"img_{i}.{'png' if i % 2 else 'jpg'}")
+    (data / "vocabulary.json").write_text(
+        json.dumps([{"name": c["name"], "isthing": c["isthing"]} for c in CATEGORIES])
+    )
+    register = tmp_path / "my_datasets.py"
+    register.write_text(_page_block("# my_datasets.py"))
+    weights = densevlm_d2.save_checkpoint(tiny_eva, tmp_path / "tiny.pt", "eva_clip")
+    env = dict(os.environ, MY_DATA=str(data))
+    os.chdir(tmp_path)  # the page's relative paths (my_datasets.py, output/...)
+
+    # 2. check the datasets
+    tool = str(ROOT / "tools" / "check_dataset.py")
+    check = subprocess.run(
+        [sys.executable, tool, *_page_command("python tools/check_dataset.py")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stderr[-2000:]
+    assert "my_panoptic_val: 4 images" in check.stdout and "0 problem(s)" in check.stdout
+    assert "my_train_images: 4 images" in check.stdout
+
+    # 3. train
+    train = _page_command(
+        "python tools/train_net.py --register my_datasets.py --config-file configs/coco"
+    )
+    train[train.index("--config-file") + 1] = str(ROOT / "configs/coco/densevlm_eva02_b16.yaml")
+    train += TINY + [
+        "MODEL.CLIP.CHECKPOINT", str(weights), "MODEL.DENSEVLM.TEACHER.CHECKPOINT", str(weights),
+        "MODEL.DENSEVLM.TEACHER.MODEL_NAME", "EVA02-Tiny-16", "MODEL.CLIP.TRAINABLE_BLOCKS", "2",
+        "SOLVER.AMP.ENABLED", "False",
+        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3", "SOLVER.WARMUP_ITERS", "1",
+    ]  # fmt: skip
+    run = subprocess.run([sys.executable, str(ROOT / "tools" / "train_net.py"), *train],
+                         env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = tmp_path / "output" / "my_densevlm"
+    assert (out / "clip_final_eva_clip.pt").exists() and (out / "clip_final_open_clip.pt").exists()
+    during = json.loads((out / "inference/my_panoptic_val/region_macc.json").read_text())
+    assert during["num_images"] == 4
+
+    # 4. evaluate the exported student
+    evaluate = _page_command(
+        "python tools/train_net.py --register my_datasets.py --config-file configs/eval"
+    )
+    evaluate[evaluate.index("--config-file") + 1] = str(
+        ROOT / "configs/eval/coco_panoptic_eva02_b16.yaml"
+    )
+    run = subprocess.run([sys.executable, str(ROOT / "tools" / "train_net.py"), *evaluate, *TINY],
+                         env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(
+        (
+            tmp_path / "output/my_densevlm_eval/inference/my_panoptic_val/region_macc.json"
+        ).read_text()
+    )
+    assert result["num_images"] == 4 and result["metrics"]["maskpool.thing.macc1"] is not None
+    assert {row["class"] for row in result["per_class"]} <= {c["name"] for c in CATEGORIES}
+
+    # 5. any vocabulary at run time, from the exported file
+    ns = {}
+    exec(_page_block("import densevlm_d2").replace("EVA02-CLIP-B-16", "EVA02-Tiny-16"), ns)
+    assert ns["classes"].shape == (4, 64)
+    shutil.rmtree(tmp_path / "output")
+    runpy.run_path(str(register))  # the registration file runs twice without complaint
