@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -191,13 +192,9 @@ def check_vocabulary(names: Sequence[str]) -> list[str]:
             f"class names must be non-empty strings; at indices {[i for i, _ in bad][:10]}: "
             f"{[n for _, n in bad][:10]}"
         )
-    seen, repeated = set(), []
-    for n in names:
-        if n in seen:
-            repeated.append(n)
-        seen.add(n)
+    repeated = sorted(n for n, count in Counter(names).items() if count > 1)
     if repeated:
-        logger.warning("the vocabulary repeats %s", sorted(set(repeated))[:10])
+        logger.warning("the vocabulary repeats %s", repeated[:10])
     return list(names)
 
 

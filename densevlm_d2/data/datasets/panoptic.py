@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -48,15 +49,9 @@ class DatasetFormatError(ValueError):
 
 
 def _check_unique(where: str, what: str, values: list) -> None:
-    seen, repeated = set(), []
-    for v in values:
-        if v in seen:
-            repeated.append(v)
-        seen.add(v)
+    repeated = sorted(str(v) for v, count in Counter(values).items() if count > 1)
     if repeated:
-        raise DatasetFormatError(
-            f"{where}: {what}s are not unique: {sorted(set(map(str, repeated)))[:10]} repeat"
-        )
+        raise DatasetFormatError(f"{where}: {what}s are not unique: {repeated[:10]} repeat")
 
 
 def check_layout(paths: dict[str, str], layout: str) -> None:
