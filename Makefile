@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Rebuilt only when what it installs changes; a second `make` reinstalls nothing.
 STAMP := $(VENV)/.densevlm_d2-env
 
-.PHONY: env test demo lint clean-env
+.PHONY: env test demo lint clean-env wheelhouse wheelhouse-check gpu-check
 
 env: $(STAMP)
 
@@ -25,6 +25,21 @@ lint: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m demo $(DEMO_ARGS)
+
+# For a GPU node without network (docs/gpu.md): wheels for the node's Python, e.g.
+# `make wheelhouse PYTHON_VERSION=3.12` -> wheelhouse-cp312/
+PYTHON_VERSION ?= 3.11
+wheelhouse: $(STAMP)
+	$(PY) tools/wheelhouse.py build --python-version $(PYTHON_VERSION) \
+		--out wheelhouse-cp$(subst .,,$(PYTHON_VERSION))
+
+# Build it for this machine, install it offline over a stock torch into a fresh prefix, run the tests
+wheelhouse-check: $(STAMP)
+	tools/check_wheelhouse.sh
+
+# On the GPU node, with its own python (installs from wheelhouse-cpXY/ when needed)
+gpu-check:
+	tools/gpu_check.sh
 
 clean-env:
 	rm -rf $(VENV)

@@ -9,7 +9,9 @@ setup(
     packages=find_packages(
         exclude=("tests", "tests.*", "tools", "configs", "datasets", "demo", "demo.*")
     ),
-    package_data={"densevlm_d2": ["clip/model_configs/*.json", "assets/*"]},
+    package_data={
+        "densevlm_d2": ["clip/model_configs/*.json", "assets/*", "data/vocabularies/*.json"]
+    },
     python_requires=">=3.10",
     # detectron2 and panopticapi are not on PyPI: tools/install_extras.py installs them (see
     # README).
@@ -22,8 +24,10 @@ setup(
         "safetensors",
         "fvcore",
         "pycocotools",
-        "opencv-python-headless",
         "numpy",
         "Pillow",
     ],
+    # drawing predictions (densevlm_d2.visualization, tools/predict.py, the demo's figures) uses
+    # detectron2's Visualizer, which imports OpenCV
+    extras_require={"vis": ["opencv-python-headless"]},
 )

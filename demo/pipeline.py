@@ -25,12 +25,24 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["DemoConfig", "run_demo"]
+__all__ = ["DemoConfig", "missing_requirements", "run_demo"]
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_NET = ROOT / "tools" / "train_net.py"
 CONFIGS = ROOT / "configs" / "demo"
 MODELS = ("student", "teacher", "clipself", "densevlm")
+
+
+# open_clip_train (stages 2 and 3) imports these, from open_clip's [training] extra; `make env`
+# installs them, a cluster install from the wheelhouse (tools/wheelhouse.py) does not
+TRAINING_MODULES = {"pandas": "pandas", "webdataset": "webdataset", "braceexpand": "braceexpand"}
+
+
+def missing_requirements() -> list[str]:
+    """The pip names of what the demo needs beyond densevlm_d2's own requirements and lacks here."""
+    from importlib.util import find_spec
+
+    return [pip for module, pip in TRAINING_MODULES.items() if find_spec(module) is None]
 
 
 class DemoConfig:
@@ -195,6 +207,12 @@ def run_demo(
     """Run (or reuse) every stage; returns the table and the paths of the pictures."""
     from .world import WorldSpec, write_world
 
+    missing = missing_requirements()
+    if missing:
+        raise RuntimeError(
+            "the demo trains its CLIPs with open_clip_train, which needs "
+            f"{', '.join(missing)}: pip install {' '.join(missing)} (make env installs them)"
+        )
     cfg = cfg or DemoConfig()
     demo = Path(demo_dir).resolve()
     if rebuild:
@@ -202,7 +220,11 @@ def run_demo(
     data_root, models, runs, logs = demo / "datasets", demo / "models", demo / "runs", demo / "logs"
     for d in (data_root, models, runs, logs):
         d.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, DETECTRON2_DATASETS=str(data_root), PYTHONPATH=str(ROOT))
+    env = dict(
+        os.environ,
+        DETECTRON2_DATASETS=str(data_root),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    )
     env.setdefault("DENSEVLM_CACHE", str(demo / "cache"))
     stage = _Stage(7)
     world = data_root / "demo_world"

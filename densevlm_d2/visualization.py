@@ -1,5 +1,6 @@
 """Dense open-vocabulary prediction of one image (every token classified against a vocabulary) and
-its drawing with detectron2's Visualizer."""
+its drawing with detectron2's Visualizer (the drawing needs OpenCV: ``pip install
+opencv-python-headless``; the prediction does not)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from detectron2.data.catalog import Metadata
 from detectron2.utils.colormap import random_color
-from detectron2.utils.visualizer import Visualizer
 
 from .api import CLIPRegionEncoder
 from .clip.preprocess import to_pil_rgb
@@ -51,6 +51,16 @@ def draw_dense_prediction(
 ) -> np.ndarray:
     """The image with each predicted class region coloured and named (detectron2's
     ``draw_sem_seg``): HxWx3 RGB. ``colors``: RGB per class (default: fixed random colours)."""
+    try:
+        from detectron2.utils.visualizer import Visualizer
+    except ModuleNotFoundError as e:
+        if e.name != "cv2":
+            raise
+        raise ModuleNotFoundError(
+            "drawing predictions uses detectron2's Visualizer, which needs OpenCV: "
+            "pip install opencv-python-headless",
+            name="cv2",
+        ) from e
     if colors is None:
         rng_state = np.random.get_state()
         np.random.seed(0)  # the same colours on every run

@@ -256,24 +256,27 @@ def main(argv=None):
     peak = args.peak_tflops or next((v for k, v in PEAKS.items() if k in name), None)
     result = {"device": name, "torch": torch.__version__, "quick": args.quick,
               "bf16_peak_tflops": peak, "densevlm": {}}  # fmt: skip
-    precisions = ["float16", "bfloat16"] if cuda else ["float32"]
-    for precision in precisions:
+
+    def save(section, value):  # after every section: a run cut short keeps what it measured
+        result[section] = value
+        print(json.dumps({section: value}), flush=True)
+        tmp = Path(args.out).with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        tmp.replace(args.out)
+
+    for precision in ["float16", "bfloat16"] if cuda else ["float32"]:
         r = densevlm_train(args, work, precision, args.batch)
         if peak:
             r["utilisation_of_bf16_peak"] = r["flops_per_image"] * r["images_per_s"] / (peak * 1e12)
-        result["densevlm"][precision] = r
-        print(json.dumps({precision: r}), flush=True)
+        save("densevlm", {**result["densevlm"], precision: r})
     if cuda and "largest" not in args.skip:
-        result["densevlm"]["largest_bfloat16"] = largest_batch(
-            args, work, "bfloat16", args.batch * 2
-        )
+        largest = largest_batch(args, work, "bfloat16", args.batch * 2)
+        save("densevlm", {**result["densevlm"], "largest_bfloat16": largest})
     if "eval" not in args.skip:
-        result["region_eval"] = region_eval(args)
+        save("region_eval", region_eval(args))
     if "fvit" not in args.skip:
-        result["fvit"] = fvit(args)
-    result["mapper_images_per_s"] = mapper_speed(args, work)
-    Path(args.out).write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
+        save("fvit", fvit(args))
+    save("mapper_images_per_s", mapper_speed(args, work))
     return result
 
 

@@ -103,40 +103,53 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def download_detectron2_fallback(dest: Path) -> Path:
+    """The ``pb1-detectron2`` source archive from PyPI, in ``dest``, checked against its sha256."""
+    _pip(
+        "download", "--no-deps", "--no-binary", ":all:", "--no-build-isolation",
+        "-d", str(dest), D2_FALLBACK,
+    )  # fmt: skip
+    archives = sorted(dest.glob("pb1*detectron2-*.tar.gz"))
+    if len(archives) != 1:
+        raise RuntimeError(f"expected one source archive of {D2_FALLBACK}, found {archives}")
+    return archives[0]
+
+
+def prepare_detectron2_source(archive: Path, dest: Path, extension: bool = True) -> Path:
+    """Unpack the fallback archive into ``dest`` as an installable ``detectron2`` source tree: the
+    archive's sha256 checked, our stub ``layers/csrc/vision.cpp`` added and the distribution
+    renamed. ``extension=False`` also drops the compiled extension altogether, for a machine without
+    a C++ compiler (``detectron2._C`` is then absent; densevlm_d2 never imports it)."""
+    digest = _sha256(archive)
+    if digest != D2_FALLBACK_SHA256:
+        raise RuntimeError(
+            f"{archive.name} has sha256 {digest}, expected {D2_FALLBACK_SHA256}: "
+            "refusing to install"
+        )
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest, filter="data")
+    src = next(p for p in dest.iterdir() if p.is_dir() and (p / "setup.py").is_file())
+    csrc = src / "detectron2" / "layers" / "csrc"
+    csrc.mkdir(parents=True, exist_ok=True)
+    (csrc / "vision.cpp").write_text(STUB_EXTENSION)
+    setup_py = src / "setup.py"
+    text = setup_py.read_text()
+    edits = {'name="pb1-detectron2"': 'name="detectron2"'}
+    if not extension:
+        edits["ext_modules=get_extensions(),"] = "ext_modules=[],"
+    for old, new in edits.items():
+        if old not in text:
+            raise RuntimeError(f"unexpected setup.py in {D2_FALLBACK}: {old!r} not found")
+        text = text.replace(old, new)
+    setup_py.write_text(text)
+    return src
+
+
 def install_detectron2_fallback() -> None:
     with tempfile.TemporaryDirectory(prefix="d2src-") as tmp:
         tmp = Path(tmp)
-        _pip(
-            "download",
-            "--no-deps",
-            "--no-binary",
-            ":all:",
-            "--no-build-isolation",
-            "-d",
-            str(tmp),
-            D2_FALLBACK,
-        )
-        archives = list(tmp.glob("*.tar.gz"))
-        if len(archives) != 1:
-            raise RuntimeError(f"expected one source archive of {D2_FALLBACK}, found {archives}")
-        digest = _sha256(archives[0])
-        if digest != D2_FALLBACK_SHA256:
-            raise RuntimeError(
-                f"{archives[0].name} has sha256 {digest}, expected {D2_FALLBACK_SHA256}: "
-                "refusing to install"
-            )
-        with tarfile.open(archives[0]) as tar:
-            tar.extractall(tmp, filter="data")
-        src = next(p for p in tmp.iterdir() if p.is_dir())
-        csrc = src / "detectron2" / "layers" / "csrc"
-        csrc.mkdir(parents=True, exist_ok=True)
-        (csrc / "vision.cpp").write_text(STUB_EXTENSION)
-        setup_py = src / "setup.py"
-        text = setup_py.read_text()
-        if 'name="pb1-detectron2"' not in text:
-            raise RuntimeError(f"unexpected setup.py in {D2_FALLBACK}: distribution name not found")
-        setup_py.write_text(text.replace('name="pb1-detectron2"', 'name="detectron2"'))
-        _pip("install", "--no-build-isolation", str(src))
+        archive = download_detectron2_fallback(tmp)
+        _pip("install", "--no-build-isolation", str(prepare_detectron2_source(archive, tmp)))
 
 
 def _detectron2_works() -> bool:

@@ -27,11 +27,19 @@ def adamw_param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict
 
 
 def build_adamw(
-    model: torch.nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8
+    model: torch.nn.Module,
+    lr: float,
+    weight_decay: float,
+    betas=(0.9, 0.999),
+    eps: float = 1e-8,
+    fused: bool | None = None,
 ) -> torch.optim.AdamW:
-    return torch.optim.AdamW(
-        adamw_param_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps
-    )
+    """``fused`` (one kernel for all parameters' updates; the same arithmetic) defaults to on when
+    every trainable parameter is on a CUDA device."""
+    groups = adamw_param_groups(model, weight_decay)
+    if fused is None:
+        fused = all(p.is_cuda for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused or None)
 
 
 class WarmupCosine(ParamScheduler):

@@ -48,12 +48,14 @@ class RegionTrainStep(SimpleTrainer):
         with torch.autocast(self.device_type, dtype=self.precision, enabled=self.amp):
             loss_dict = self.model(data)
             losses = sum(loss_dict.values())
-        self._check_finite(losses, loss_dict)
         self.optimizer.zero_grad()
         if self.grad_scaler is not None:
             self.grad_scaler.scale(losses).backward()
         else:
             losses.backward()
+        # After the backward pass: its kernels are queued before the host waits for the loss (the
+        # metrics below read it anyway), and a non-finite loss still stops the optimiser step.
+        self._check_finite(losses, loss_dict)
         self._write_metrics(loss_dict, data_time)
         if self.grad_scaler is not None:
             self.grad_scaler.unscale_(self.optimizer)  # gradient clipping sees true gradients

@@ -56,6 +56,7 @@ def test_region_alignment_steps_under_amp(world, arch, precision):  # noqa: F811
                                "SOLVER.BASE_LR": 1e-3})  # fmt: skip
     model = Trainer.build_model(cfg).train()
     optimizer = Trainer.build_optimizer(cfg, model)
+    assert bool(optimizer.defaults["fused"]) == DEVICE.startswith("cuda")  # fused AdamW on CUDA
     mapper = RegionTrainMapper(cfg, with_crops=model.needs_crops)
     data = [mapper(d) for d in DatasetCatalog.get(cfg.DATASETS.TRAIN[0])[:2]]
     totals = _run_steps(model, optimizer, data, precision)

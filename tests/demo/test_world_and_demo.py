@@ -16,6 +16,7 @@ import pytest
 from panopticapi.utils import rgb2id
 from PIL import Image
 
+from demo.pipeline import missing_requirements
 from demo.world import CATEGORIES, STUFF, THINGS, WorldSpec, write_world
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,6 +103,9 @@ def test_registered_and_mapped(world):
     assert len(out["regions"]["classes"]) > 0 and out["regions"]["masks"].shape[1:] == (8, 8)
 
 
+@pytest.mark.skipif(
+    bool(missing_requirements()), reason="open_clip_train's extras are not installed"
+)
 def test_reduced_demo_runs_and_caches(tmp_path, capsys):
     tool = runpy.run_module("demo.__main__")
     result = tool["main"](["--quick", "--demo-dir", str(tmp_path)])
@@ -119,3 +123,12 @@ def test_reduced_demo_runs_and_caches(tmp_path, capsys):
     tool["main"](["--quick", "--demo-dir", str(tmp_path)])  # cached: re-evaluates and redraws only
     out = capsys.readouterr().out
     assert out.count("cached:") == 5 and "Train Epoch" not in out
+
+
+def test_demo_names_missing_training_extras(monkeypatch, tmp_path):
+    import demo.pipeline as pipeline
+
+    monkeypatch.setitem(pipeline.TRAINING_MODULES, "no_such_module_xyz", "no-such-pkg")
+    with pytest.raises(RuntimeError, match="needs no-such-pkg: pip install no-such-pkg"):
+        pipeline.run_demo(tmp_path / "demo")
+    assert not (tmp_path / "demo").exists()  # nothing started

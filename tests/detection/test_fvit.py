@@ -297,7 +297,11 @@ def test_backbone_in_a_stock_mask_rcnn_config(world):
 
 
 def test_train_net_tiny_recipe_trains_and_reports_ap50(world, tmp_path):
-    env = dict(os.environ, DETECTRON2_DATASETS=str(world), PYTHONPATH=str(ROOT))
+    env = dict(
+        os.environ,
+        DETECTRON2_DATASETS=str(world),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    )
     out = tmp_path / "out"
     cmd = [
         sys.executable, str(ROOT / "tools" / "train_net.py"), "--config-file", str(TINY),
@@ -391,7 +395,11 @@ def test_ovcoco_recipe_runs_in_the_documented_layout(world, tmp_path):
     (B/16's text tower needs minutes on 2 CPU cores for 65 names x 63 templates)."""
     data_root = tmp_path / "data"
     write_ov_coco_layout(data_root, world / "demo_world")
-    env = dict(os.environ, DETECTRON2_DATASETS=str(data_root), PYTHONPATH=str(ROOT))
+    env = dict(
+        os.environ,
+        DETECTRON2_DATASETS=str(data_root),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    )
     cmd = [
         sys.executable, str(ROOT / "tools" / "train_net.py"),
         "--config-file", str(ROOT / "configs" / "ovcoco" / "fvit_eva02_b16.yaml"),

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The GPU check, for a bare GPU node within a short lease (about 6 minutes on one H100): installs the
+# project from the wheelhouse when its dependencies are missing (tools/wheelhouse.py), runs the CUDA
+# tests and the GPU benchmark, and writes everything to $OUT:
+#   env.txt  install.log  cuda_tests.xml  cuda_tests.log  gpu_benchmark.json  gpu_check.log
+#
+#   OUT=output/gpu_check WHEELHOUSE=wheelhouse-cp312 tools/gpu_check.sh     (or: make gpu-check)
+# BENCH_ARGS passes options to tools/benchmark_gpu.py (e.g. "--skip largest"); TEST_TIMEOUT and
+# BENCH_TIMEOUT (seconds) bound the two parts, so a hung step still leaves the other's results.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+OUT=${OUT:-output/gpu_check}
+TAG=$($PY -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
+WHEELHOUSE=${WHEELHOUSE:-wheelhouse-$TAG}
+mkdir -p "$OUT"
+exec > >(tee "$OUT/gpu_check.log") 2>&1
+echo "== $(date -u +%FT%TZ) on $(hostname)"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
+
+if ! $PY -c "import detectron2, open_clip, panopticapi" 2>/dev/null; then
+    echo "== installing from $WHEELHOUSE"
+    $PY tools/wheelhouse.py install --wheelhouse "$WHEELHOUSE" --prefix "${PREFIX:-/tmp/densevlm_d2-prefix}" \
+        --env-file "$OUT/pythonpath.sh" 2>&1 | tee "$OUT/install.log" || exit 1
+    source "$OUT/pythonpath.sh"
+fi
+$PY -m detectron2.utils.collect_env > "$OUT/env.txt" 2>&1
+echo "== installed after ${SECONDS} s"
+
+echo "== CUDA tests"
+timeout "${TEST_TIMEOUT:-240}" $PY -m pytest tests/cuda -q -rs -p no:cacheprovider \
+    --junitxml "$OUT/cuda_tests.xml" 2>&1 | tee "$OUT/cuda_tests.log"
+echo "== CUDA tests: exit ${PIPESTATUS[0]} after ${SECONDS} s"
+
+echo "== GPU benchmark"
+timeout "${BENCH_TIMEOUT:-300}" $PY tools/benchmark_gpu.py --out "$OUT/gpu_benchmark.json" ${BENCH_ARGS:-}
+echo "== benchmark: exit $? after ${SECONDS} s"
