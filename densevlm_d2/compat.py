@@ -16,8 +16,10 @@ every module of the repository follows it.
   and ``data/datasets/pascal_voc.py``.
 * setuptools >= 82 no longer ships ``pkg_resources``, which ``detectron2.model_zoo`` (0.6 and main)
   imports only to call ``resource_filename``. When no real ``pkg_resources`` can be imported, an
-  import of it gets a module with that one function (nothing is put in ``sys.modules`` before
-  someone imports it).
+  import of it gets a module with that function and a no-op ``fixup_namespace_packages`` (callers
+  such as pytest's ``monkeypatch.syspath_prepend`` call it whenever ``pkg_resources`` is in
+  ``sys.modules``; PEP 420 namespace packages need no fixing). Nothing is put in ``sys.modules``
+  before someone imports it.
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ def _resource_filename(package: str, resource: str) -> str:
     return os.fspath(importlib.resources.files(package).joinpath(resource))
 
 
+def _fixup_namespace_packages(path_item, parent=None) -> None:
+    """Nothing to do: namespace packages without pkg_resources are PEP 420 ones."""
+
+
 class _PkgResourcesShim(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Finds ``pkg_resources`` only when no other finder does (it is last on ``sys.meta_path``)."""
 
@@ -69,8 +75,9 @@ class _PkgResourcesShim(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return None
 
     def exec_module(self, module: types.ModuleType) -> None:
-        module.__doc__ = "densevlm_d2.compat: resource_filename only, for detectron2.model_zoo"
+        module.__doc__ = "densevlm_d2.compat: resource_filename (for detectron2.model_zoo) only"
         module.resource_filename = _resource_filename
+        module.fixup_namespace_packages = _fixup_namespace_packages
 
 
 def _pkg_resources(applied: list[str]) -> None:

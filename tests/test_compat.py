@@ -35,6 +35,15 @@ def test_detectron2_modules_import():
     )
 
 
+def test_pytest_syspath_prepend_beside_pkg_resources(monkeypatch, tmp_path):
+    """pytest (and others) call pkg_resources.fixup_namespace_packages whenever a pkg_resources is
+    imported: the shim must answer it too."""
+    import pkg_resources  # noqa: F401  (the shim, where no real one exists)
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert sys.path[0] == str(tmp_path)
+
+
 def test_idempotent(monkeypatch):
     first = compat.apply()
     assert compat.apply() == first
