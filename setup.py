@@ -10,7 +10,12 @@ setup(
         exclude=("tests", "tests.*", "tools", "configs", "datasets", "demo", "demo.*")
     ),
     package_data={
-        "densevlm_d2": ["clip/model_configs/*.json", "assets/*", "data/vocabularies/*.json"]
+        "densevlm_d2": [
+            "clip/model_configs/*.json",
+            "assets/*",
+            "data/vocabularies/*.json",
+            "data/vocabularies/sem_seg/*.json",
+        ]
     },
     python_requires=">=3.10",
     # detectron2 and panopticapi are not on PyPI: tools/install_extras.py installs them (see
@@ -29,5 +34,6 @@ setup(
     ],
     # drawing predictions (densevlm_d2.visualization, tools/predict.py, the demo's figures) uses
     # detectron2's Visualizer, which imports OpenCV
-    extras_require={"vis": ["opencv-python-headless"]},
+    # datasets/prepare_pascal_context.py reads PASCAL-Context's .mat annotations with scipy
+    extras_require={"vis": ["opencv-python-headless"], "prepare": ["scipy"]},
 )

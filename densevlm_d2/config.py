@@ -9,6 +9,8 @@ Each namespace belongs to the component that reads it:
 * ``MODEL.DENSEVLM`` / ``MODEL.CLIPSELF`` / ``MODEL.REGIONCLIP``: the training methods;
 * ``MODEL.FVIT``: F-ViT's backbone (pyramid on the CLIP ViT); ``MODEL.TEXT_CLASSIFIER``: the
   open-vocabulary ROI heads (text classifier, CLIP score fusion); ``INPUT.LSJ``: detection data;
+* ``MODEL.DENSE_SEG``: training-free dense segmentation
+  (:class:`~densevlm_d2.modeling.meta_arch.CLIPDenseSegmenter`; SCLIP's protocol);
 * ``SOLVER``: AdamW, the schedule, AMP precision, the weight blend and the export at the end.
 
 Keys that were renamed keep working for one release: :func:`resolve_deprecated_keys` translates
@@ -23,6 +25,7 @@ from detectron2.config import CfgNode as CN
 
 __all__ = [
     "add_clip_config",
+    "add_dense_segmentation_config",
     "add_densevlm_config",
     "add_fvit_config",
     "add_region_evaluation_config",
@@ -153,6 +156,40 @@ def add_region_training_config(cfg: CN) -> None:
     cfg.MODEL.REGIONCLIP.CONTRAST_WEIGHT = 1.0
 
 
+def add_dense_segmentation_config(cfg: CN) -> None:
+    """``MODEL.DENSE_SEG``: the training-free segmentation protocol (defaults: SCLIP's for ADE20K,
+    Context-59, VOC-20 with a ViT-B/16; configs/sem_seg/ sets the per-benchmark values)."""
+    cfg.MODEL.DENSE_SEG = CN()
+    # Resize so the short side is SHORT_SIDE (the long side at most MAX_LONG_SIDE); 0 = no resize.
+    cfg.MODEL.DENSE_SEG.SHORT_SIDE = 336
+    cfg.MODEL.DENSE_SEG.MAX_LONG_SIDE = 2048
+    # Round the resized pixels to 0..255 integers, as an 8-bit (OpenCV) resize does.
+    cfg.MODEL.DENSE_SEG.ROUND_RESIZED = True
+    # Sliding windows of WINDOW pixels every STRIDE pixels (WINDOW 0: the whole image at once).
+    cfg.MODEL.DENSE_SEG.WINDOW = 224
+    cfg.MODEL.DENSE_SEG.STRIDE = 112
+    # Windows of one image per backbone pass (memory only; results do not depend on it).
+    cfg.MODEL.DENSE_SEG.WINDOW_BATCH = 16
+    # Softmax temperature: probabilities = softmax(LOGIT_SCALE * cosine) over the text queries.
+    cfg.MODEL.DENSE_SEG.LOGIT_SCALE = 40.0
+    # With a background class (dataset metadata background_index): pixels whose best probability
+    # is below PROB_THRESHOLD become background; foreground classes covering at most
+    # AREA_THRESHOLD of the foreground pixels are suppressed first (0 = off).
+    cfg.MODEL.DENSE_SEG.PROB_THRESHOLD = 0.0
+    cfg.MODEL.DENSE_SEG.AREA_THRESHOLD = 0.0
+    # Prompt templates: "imagenet" (OpenAI's 80) or "vild" (DenseVLM's 63); PROMPT_STYLE "plain"
+    # puts the name in as given, "densevlm" as the DenseVLM text generator does.
+    cfg.MODEL.DENSE_SEG.TEMPLATES = "imagenet"
+    cfg.MODEL.DENSE_SEG.PROMPT_STYLE = "plain"
+    # ", "-separated synonyms in a class name: "max" (one query each, best probability), "mean"
+    # (mean embedding) or "joint" (the whole string in the prompt).
+    cfg.MODEL.DENSE_SEG.SYNONYMS = "max"
+    # A .npy of class embeddings (one row per class, in the dataset's class order) instead.
+    cfg.MODEL.DENSE_SEG.TEXT_EMBEDDINGS = ""
+    # Also write detectron2's sem_seg_predictions.json (RLE of every prediction; large and slow).
+    cfg.TEST.SAVE_SEM_SEG_PREDICTIONS = False
+
+
 def add_fvit_config(cfg: CN) -> None:
     """F-ViT: ``MODEL.FVIT`` (backbone), ``MODEL.TEXT_CLASSIFIER`` (ROI heads), ``INPUT.LSJ``."""
     # MODEL.BACKBONE.NAME "build_clip_fpn_backbone": frozen CLIP, simple pyramid on four blocks,
@@ -235,6 +272,7 @@ def add_densevlm_config(cfg: CN) -> CN:
     add_region_evaluation_config(cfg)
     add_region_training_config(cfg)
     add_fvit_config(cfg)
+    add_dense_segmentation_config(cfg)
     add_solver_config(cfg)
     return cfg
 

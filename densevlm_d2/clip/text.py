@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "IMAGENET_TEMPLATES",
+    "PROMPT_STYLES",
     "TEMPLATES",
     "TextEmbedder",
     "article",
@@ -116,6 +118,96 @@ TEMPLATES: tuple[str, ...] = (
 )
 
 
+# The 80 ImageNet prompt templates of OpenAI's CLIP, in the order the training-free segmentation
+# code (SCLIP, ClearCLIP, NACLIP, ...) uses them; the names go in raw (prompt style "plain").
+IMAGENET_TEMPLATES: tuple[str, ...] = (
+    "a bad photo of a {}.",
+    "a photo of many {}.",
+    "a sculpture of a {}.",
+    "a photo of the hard to see {}.",
+    "a low resolution photo of the {}.",
+    "a rendering of a {}.",
+    "graffiti of a {}.",
+    "a bad photo of the {}.",
+    "a cropped photo of the {}.",
+    "a tattoo of a {}.",
+    "the embroidered {}.",
+    "a photo of a hard to see {}.",
+    "a bright photo of a {}.",
+    "a photo of a clean {}.",
+    "a photo of a dirty {}.",
+    "a dark photo of the {}.",
+    "a drawing of a {}.",
+    "a photo of my {}.",
+    "the plastic {}.",
+    "a photo of the cool {}.",
+    "a close-up photo of a {}.",
+    "a black and white photo of the {}.",
+    "a painting of the {}.",
+    "a painting of a {}.",
+    "a pixelated photo of the {}.",
+    "a sculpture of the {}.",
+    "a bright photo of the {}.",
+    "a cropped photo of a {}.",
+    "a plastic {}.",
+    "a photo of the dirty {}.",
+    "a jpeg corrupted photo of a {}.",
+    "a blurry photo of the {}.",
+    "a photo of the {}.",
+    "a good photo of the {}.",
+    "a rendering of the {}.",
+    "a {} in a video game.",
+    "a photo of one {}.",
+    "a doodle of a {}.",
+    "a close-up photo of the {}.",
+    "a photo of a {}.",
+    "the origami {}.",
+    "the {} in a video game.",
+    "a sketch of a {}.",
+    "a doodle of the {}.",
+    "a origami {}.",
+    "a low resolution photo of a {}.",
+    "the toy {}.",
+    "a rendition of the {}.",
+    "a photo of the clean {}.",
+    "a photo of a large {}.",
+    "a rendition of a {}.",
+    "a photo of a nice {}.",
+    "a photo of a weird {}.",
+    "a blurry photo of a {}.",
+    "a cartoon {}.",
+    "art of a {}.",
+    "a sketch of the {}.",
+    "a embroidered {}.",
+    "a pixelated photo of a {}.",
+    "itap of the {}.",
+    "a jpeg corrupted photo of the {}.",
+    "a good photo of a {}.",
+    "a plushie {}.",
+    "a photo of the nice {}.",
+    "a photo of the small {}.",
+    "a photo of the weird {}.",
+    "the cartoon {}.",
+    "art of the {}.",
+    "a drawing of the {}.",
+    "a photo of the large {}.",
+    "a black and white photo of a {}.",
+    "the plushie {}.",
+    "a dark photo of a {}.",
+    "itap of a {}.",
+    "graffiti of the {}.",
+    "a toy {}.",
+    "itap of my {}.",
+    "a photo of a cool {}.",
+    "a photo of a small {}.",
+    "a tattoo of the {}.",
+)
+
+#: "densevlm": the published generator's prompts (cleaned name, article, "This is " prefix);
+#: "plain": ``template.format(name)`` with the name as given, as OpenAI's zero-shot code does
+PROMPT_STYLES = ("densevlm", "plain")
+
+
 def clean_name(name: str) -> str:
     return name.replace("_", " ").replace("/", " or ").lower().rstrip(".")
 
@@ -126,7 +218,12 @@ def article(name: str) -> str:
     return "an" if name[:1] in ("a", "e", "i", "o", "u") else "a"
 
 
-def prompts(name: str, templates: Sequence[str] = TEMPLATES) -> list[str]:
+def prompts(name: str, templates: Sequence[str] = TEMPLATES, style: str = "densevlm") -> list[str]:
+    """The prompts of one name (see :data:`PROMPT_STYLES`)."""
+    if style == "plain":
+        return [t.format(name) for t in templates]
+    if style != "densevlm":
+        raise ValueError(f"prompt style must be one of {PROMPT_STYLES}, got {style!r}")
     texts = [t.format(clean_name(name), article=article(name)) for t in templates]
     return ["This is " + t if t.startswith("a") or t.startswith("the") else t for t in texts]
 
@@ -339,19 +436,24 @@ class TextEmbedder:
         self._weights_digest = None
 
     def cache_key(
-        self, names: Sequence[str], templates: Sequence[str], synonyms: str, renormalize: bool
+        self,
+        names: Sequence[str],
+        templates: Sequence[str],
+        synonyms: str,
+        renormalize: bool,
+        style: str = "densevlm",
     ) -> str:
-        payload = json.dumps(
-            {
-                "model": self.model_name,
-                "weights": self.weights_digest(),
-                "names": list(names),
-                "templates": list(templates),
-                "synonyms": synonyms,
-                "renormalize": renormalize,
-            },
-            sort_keys=True,
-        )
+        fields = {
+            "model": self.model_name,
+            "weights": self.weights_digest(),
+            "names": list(names),
+            "templates": list(templates),
+            "synonyms": synonyms,
+            "renormalize": renormalize,
+        }
+        if style != "densevlm":  # keys of the published style stay what they were
+            fields["style"] = style
+        payload = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
     @torch.no_grad()
@@ -373,6 +475,7 @@ class TextEmbedder:
         synonyms: str = "joint",
         renormalize: bool = True,
         progress: bool | None = None,
+        style: str = "densevlm",
     ) -> torch.Tensor:
         """(K, D) float32 embeddings on the CPU, no cache. The prompts of several names go through
         the text tower together (``batch_size`` prompts at a time), so memory stays bounded for any
@@ -382,6 +485,8 @@ class TextEmbedder:
 
         if synonyms not in ("joint", "split"):
             raise ValueError(f"synonyms must be 'joint' or 'split', got {synonyms!r}")
+        if style not in PROMPT_STYLES:
+            raise ValueError(f"prompt style must be one of {PROMPT_STYLES}, got {style!r}")
         names = check_vocabulary(names)
         templates = list(templates)
         # one "unit" per name (joint) or per synonym (split); a unit's embedding is the mean of its
@@ -402,7 +507,7 @@ class TextEmbedder:
             unit="batch",
         ):
             chunk = flat[i : i + per_batch]
-            texts = [p for unit in chunk for p in prompts(unit, templates)]
+            texts = [p for unit in chunk for p in prompts(unit, templates, style)]
             means.append(self.encode_texts(texts).view(len(chunk), len(templates), -1).mean(1))
         means = torch.cat(means)
         rows, start = [], 0
@@ -418,6 +523,7 @@ class TextEmbedder:
         templates: Sequence[str] = TEMPLATES,
         synonyms: str = "joint",
         renormalize: bool = True,
+        style: str = "densevlm",
     ) -> torch.Tensor:
         """(K, D) embeddings, read from the cache when present and intact. A damaged cache file
         (unreadable, wrong shape or type, non-finite or zero rows, wrong norms) is recomputed and
@@ -425,8 +531,8 @@ class TextEmbedder:
         same cache at once each write a whole file."""
         names = check_vocabulary(names)
         if self.cache_dir is None:
-            return self.compute(names, templates, synonyms, renormalize)
-        key = self.cache_key(names, templates, synonyms, renormalize)
+            return self.compute(names, templates, synonyms, renormalize, style=style)
+        key = self.cache_key(names, templates, synonyms, renormalize, style)
         path = self.cache_dir / f"{self.model_name}-{len(names)}-{key}.npy"
         if path.is_file():
             problem = _cache_problem(path, len(names), renormalize)
@@ -438,13 +544,14 @@ class TextEmbedder:
             )
         else:
             logger.info("text embeddings: computing %d classes (cache miss %s)", len(names), path)
-        emb = self.compute(names, templates, synonyms, renormalize)
+        emb = self.compute(names, templates, synonyms, renormalize, style=style)
         save_text_embeddings(emb, path)
         meta = {
             "model": self.model_name,
             "names": list(names),
             "synonyms": synonyms,
             "renormalize": renormalize,
+            "style": style,
             "num_templates": len(templates),
         }
         _atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))

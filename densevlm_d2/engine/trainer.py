@@ -26,8 +26,8 @@ from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, TensorboardXWriter
 
 from ..data import build_region_test_loader
-from ..data.mappers import RegionTrainMapper, build_detection_mapper
-from ..evaluation import OVCOCOEvaluator, RegionAccuracyEvaluator
+from ..data.mappers import RegionTrainMapper, SemSegTestMapper, build_detection_mapper
+from ..evaluation import OVCOCOEvaluator, RegionAccuracyEvaluator, SemSegMetricsEvaluator
 from ..modeling import (
     OpenVocabROIHeads,
     RegionAlignmentModel,
@@ -194,6 +194,10 @@ class Trainer(DefaultTrainer):
             return OVCOCOEvaluator(dataset_name, output_dir=output_folder)
         if evaluator_type == "coco":
             return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False)
+        if evaluator_type == "sem_seg":
+            return SemSegMetricsEvaluator(
+                dataset_name, output_folder, save_predictions=cfg.TEST.SAVE_SEM_SEG_PREDICTIONS
+            )
         raise NotImplementedError(
             f"no evaluator for dataset {dataset_name!r} (evaluator_type={evaluator_type!r})"
         )
@@ -203,6 +207,13 @@ class Trainer(DefaultTrainer):
         if is_detector(cfg):
             return build_detection_test_loader(
                 cfg, dataset_name, mapper=build_detection_mapper(cfg, False)
+            )
+        if MetadataCatalog.get(dataset_name).get("evaluator_type", None) == "sem_seg":
+            # one image per batch: images keep their own sizes
+            return build_detection_test_loader(
+                DatasetCatalog.get(dataset_name),
+                mapper=SemSegTestMapper(dataset_name),
+                num_workers=cfg.DATALOADER.NUM_WORKERS,
             )
         return build_region_test_loader(cfg, dataset_name)
 

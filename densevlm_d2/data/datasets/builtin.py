@@ -20,6 +20,13 @@ The CPU demo's world (``demo_world/``): ``densevlm_demo_world_{train,val}`` (pan
 open-vocabulary detection ``densevlm_demo_world_det_{train_base,val}`` (ring and cross novel);
 ``densevlm_demo_world_train_regions`` (every segment's box: the teacher's refinement regions).
 
+Semantic segmentation (``datasets/README.md``, "Semantic segmentation benchmarks"; label files
+written by ``datasets/prepare_{coco_stuff_sem_seg,ade20k_sem_seg,ade20k_full_sem_seg,
+pascal_context,voc}.py``): ``densevlm_coco_stuff_171_{train,val}_sem_seg``,
+``densevlm_coco_object_val_sem_seg``, ``densevlm_ade20k_{150,847}_val_sem_seg``,
+``densevlm_pascal_context_{59,459,60}_val_sem_seg``, ``densevlm_voc_{20,21}_val_sem_seg``
+(``sem_seg.SEM_SEG_BENCHMARKS`` lists the val ones in table order).
+
 Vocabulary without a dataset: ``densevlm_coco_stuff_ade20k_316`` (COCO-Stuff + ADE20K, 204 things
 and 112 stuff classes, the published DenseVLM training vocabulary).
 """
@@ -35,6 +42,7 @@ from .builtin_meta import DEMO_WORLD_CATEGORIES, DEMO_WORLD_NOVEL_THINGS
 from .coco_boxes import register_coco_boxes, register_image_folder
 from .ov_coco import register_ov_coco, register_ov_coco_instances
 from .panoptic import register_panoptic
+from .sem_seg import register_sem_seg_benchmarks
 from .vocabulary import VOCABULARY_DIR, register_vocabulary
 
 __all__ = ["COCO_LAYOUT", "ADE20K_LAYOUT", "register_all"]
@@ -95,6 +103,7 @@ def register_all(root: str | None = None) -> None:
         "densevlm_coco_stuff_ade20k_316", VOCABULARY_DIR / "coco_stuff_ade20k_316.json"
     )
     register_ov_coco(root)
+    register_sem_seg_benchmarks(root)
     register_demo_world(os.path.join(root, "demo_world"))
 
 

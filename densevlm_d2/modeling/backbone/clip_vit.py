@@ -303,14 +303,16 @@ class CLIPViTBackbone(Backbone):
         templates: Sequence[str] = TEMPLATES,
         synonyms: str = "joint",
         renormalize: bool = True,
+        style: str = "densevlm",
     ) -> torch.Tensor:
         """(K, D) float32 class embeddings on the CPU: read from ``embeddings_file`` (a published
         ``.npy``, one row per name, checked against the vocabulary size and ``embed_dim``) when
-        given, else built from ``names`` with the prompt templates (cached on disk)."""
+        given, else built from ``names`` with the prompt templates (cached on disk; ``style``: see
+        :data:`~densevlm_d2.clip.text.PROMPT_STYLES`)."""
         names = check_vocabulary(names)
         if embeddings_file:
             return load_text_embeddings(embeddings_file, len(names), self.embed_dim)
-        return self.text_embedder(names, templates, synonyms, renormalize)
+        return self.text_embedder(names, templates, synonyms, renormalize, style)
 
     # -- weights -----------------------------------------------------------------------------------
     def save(

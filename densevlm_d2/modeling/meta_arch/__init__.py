@@ -1,9 +1,11 @@
 """Meta-architectures (registered in detectron2's META_ARCH_REGISTRY)."""
 
+from .dense_segmenter import CLIPDenseSegmenter
 from .region_alignment import CLIPSelf, DenseVLM, RegionAlignmentModel, RegionCLIP
 from .region_classifier import CLIPRegionClassifier
 
 __all__ = [
+    "CLIPDenseSegmenter",
     "CLIPRegionClassifier",
     "CLIPSelf",
     "DenseVLM",

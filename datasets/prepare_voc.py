@@ -1,0 +1,36 @@
+#!/usr/bin/env python
+"""Write PASCAL VOC 2012 validation labels with 20 classes and with 21 (background first).
+
+    python datasets/prepare_voc.py                           # $DETECTRON2_DATASETS or ./datasets
+
+Reads VOCdevkit/VOC2012/SegmentationClass/*.png for ImageSets/Segmentation/val.txt; writes
+VOCdevkit/VOC2012/annotations_detectron2/val/*.png (20 classes, background and boundaries 255) and
+annotations_detectron2_voc21/val/*.png (0 background, 1..20, boundaries 255).
+"""
+
+import argparse
+import os
+
+from densevlm_d2.data.datasets.prepare_sem_seg import prepare_voc
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--root",
+        default=os.getenv("DETECTRON2_DATASETS", "datasets"),
+        help="folder that holds VOCdevkit/VOC2012/",
+    )
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    outs = prepare_voc(
+        os.path.join(args.root, "VOCdevkit", "VOC2012"), progress=not args.no_progress
+    )
+    for out in outs:
+        print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+#!/usr/bin/env python
+"""Training-free semantic segmentation of one CLIP checkpoint on every benchmark, as one table.
+
+    python tools/eval_sem_seg.py --clip eva02_b16 --weights zoo://densevlm-eva02-b16
+    python tools/eval_sem_seg.py --clip openai_b16 --weights openai-vit-b16 \
+        --benchmarks voc21 ade20k_150
+    python tools/eval_sem_seg.py --clip eva02_b16 --weights model_final.pth --num-gpus 8
+
+Runs ``configs/sem_seg/<clip>/<benchmark>.yaml`` for each benchmark with one model (the CLIP is
+built and loaded once), writes each benchmark's metrics to
+``<output-dir>/<benchmark>/inference/<dataset>/sem_seg_metrics.json`` and the table (mIoU, %) to
+``<output-dir>/summary.{md,json}``. Trailing ``KEY VALUE`` pairs override config keys for every
+benchmark. A benchmark whose data is missing is reported in the table and skipped (``--strict``:
+stop instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import runpy
+from pathlib import Path
+
+import densevlm_d2
+from densevlm_d2.data.datasets.panoptic import DatasetLayoutError
+from densevlm_d2.engine import CLIPCheckpointer, Trainer, launch
+from densevlm_d2.modeling.meta_arch import CLIPDenseSegmenter
+
+import torch
+from detectron2.config import get_cfg
+from detectron2.engine import default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "sem_seg"
+#: table order: the training-free literature's eight, then the two large vocabularies
+BENCHMARKS = (
+    "voc21",
+    "context60",
+    "coco_object",
+    "voc20",
+    "context59",
+    "coco_stuff_171",
+    "ade20k_150",
+    "ade20k_847",
+    "context459",
+)
+
+
+def benchmark_config(clip: str, benchmark: str, opts, output_dir: str):
+    path = CONFIG_DIR / clip / f"{benchmark}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no config {path} (CLIPs: {sorted(_clips())})")
+    cfg = densevlm_d2.add_densevlm_config(get_cfg())
+    cfg.merge_from_file(str(path))
+    cfg.merge_from_list(list(opts))
+    cfg.OUTPUT_DIR = os.path.join(output_dir, benchmark)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    return cfg
+
+
+def _clips() -> list[str]:
+    return [p.name for p in CONFIG_DIR.iterdir() if p.is_dir()]
+
+
+def format_table(rows: dict[str, float | str]) -> str:
+    head = "| " + " | ".join(rows) + " |"
+    rule = "|" + "|".join("---:" for _ in rows) + "|"
+    cells = [f"{v:.1f}" if isinstance(v, float) else v for v in rows.values()]
+    return "\n".join([head, rule, "| " + " | ".join(cells) + " |"])
+
+
+def main(args) -> dict:
+    logger = logging.getLogger("densevlm_d2")
+    for path in args.register:
+        runpy.run_path(path, run_name="__densevlm_register__")
+    cfgs = {b: benchmark_config(args.clip, b, args.opts, args.output_dir) for b in args.benchmarks}
+    first = next(iter(cfgs.values()))
+    setup_cfg = first.clone()
+    setup_cfg.defrost()
+    setup_cfg.OUTPUT_DIR = args.output_dir
+    default_setup(setup_cfg, argparse.Namespace(config_file="", eval_only=True, **vars(args)))
+    setup_logger(output=args.output_dir, distributed_rank=comm.get_rank(), name="densevlm_d2")
+    model = Trainer.build_model(first)
+    CLIPCheckpointer(
+        model, save_dir=args.output_dir, allow_random_clip=first.MODEL.CLIP.RANDOM_INIT
+    ).resume_or_load(args.weights, resume=False)
+    rows: dict[str, float | str] = {}
+    for bench, cfg in cfgs.items():
+        seg = CLIPDenseSegmenter(
+            backbone=model.backbone, **CLIPDenseSegmenter.protocol_from_config(cfg)
+        )
+        seg.to(model.device).eval()
+        try:
+            results = Trainer.test(cfg, seg)
+        except (DatasetLayoutError, FileNotFoundError) as e:
+            if args.strict:
+                raise
+            logger.warning("%s skipped: %s", bench, e)
+            rows[bench] = "n/a"
+            continue
+        if comm.is_main_process():
+            rows[bench] = float(results["sem_seg"]["mIoU"])
+    if comm.is_main_process():
+        table = format_table(rows)
+        print(f"\nmIoU (%), {args.clip}, {args.weights}:\n{table}")
+        out = Path(args.output_dir)
+        (out / "summary.md").write_text(f"{args.clip} {args.weights}\n\n{table}\n")
+        summary = {"clip": args.clip, "weights": args.weights, "mIoU": rows}
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return rows
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--clip", required=True, help="a folder of configs/sem_seg/")
+    parser.add_argument(
+        "--weights", default="", help="MODEL.WEIGHTS: a file, hf:// reference or model-zoo name"
+    )
+    parser.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS), choices=BENCHMARKS)
+    parser.add_argument("--output-dir", default="output/sem_seg/table")
+    parser.add_argument(
+        "--register",
+        action="append",
+        default=[],
+        metavar="FILE.py",
+        help="a Python file that registers datasets (repeatable), as for tools/train_net.py",
+    )
+    parser.add_argument("--strict", action="store_true", help="stop at a benchmark without data")
+    parser.add_argument("--num-gpus", type=int, default=1)
+    parser.add_argument("--num-machines", type=int, default=1)
+    parser.add_argument("--machine-rank", type=int, default=0)
+    parser.add_argument("--dist-url", default="auto")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    return parser
+
+
+if __name__ == "__main__":
+    args = argument_parser().parse_args()
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
