@@ -2,11 +2,13 @@
 # The GPU check, for a bare GPU node within a short lease (about 6 minutes on one H100): installs the
 # project from the wheelhouse when its dependencies are missing (tools/wheelhouse.py), runs the CUDA
 # tests and the GPU benchmark, and writes everything to $OUT:
-#   env.txt  install.log  cuda_tests.xml  cuda_tests.log  gpu_benchmark.json  gpu_check.log
+#   env.txt  install.log  cuda_tests.xml  cuda_tests.log  gpu_benchmark.json  sem_seg_benchmark.json
+#   gpu_check.log
 #
 #   OUT=output/gpu_check WHEELHOUSE=wheelhouse-cp312 tools/gpu_check.sh     (or: make gpu-check)
-# BENCH_ARGS passes options to tools/benchmark_gpu.py (e.g. "--skip largest"); TEST_TIMEOUT and
-# BENCH_TIMEOUT (seconds) bound the two parts, so a hung step still leaves the other's results.
+# BENCH_ARGS passes options to tools/benchmark_gpu.py (e.g. "--skip largest"), SEG_ARGS to
+# tools/benchmark_sem_seg.py; TEST_TIMEOUT, BENCH_TIMEOUT and SEG_TIMEOUT (seconds) bound the parts,
+# so a hung step still leaves the others' results.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
@@ -35,3 +37,8 @@ echo "== CUDA tests: exit ${PIPESTATUS[0]} after ${SECONDS} s"
 echo "== GPU benchmark"
 timeout "${BENCH_TIMEOUT:-300}" $PY tools/benchmark_gpu.py --out "$OUT/gpu_benchmark.json" ${BENCH_ARGS:-}
 echo "== benchmark: exit $? after ${SECONDS} s"
+
+echo "== segmentation benchmark (ADE-150 protocol, EVA02-B/16)"
+timeout "${SEG_TIMEOUT:-150}" $PY tools/benchmark_sem_seg.py --device cuda --images 20 --warmup 2 \
+    --out "$OUT/sem_seg_benchmark.json" ${SEG_ARGS:-}
+echo "== segmentation benchmark: exit $? after ${SECONDS} s"

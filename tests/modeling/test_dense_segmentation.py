@@ -4,6 +4,7 @@ contract, and tools/train_net.py / tools/eval_sem_seg.py end to end on a tiny da
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -226,3 +227,24 @@ def test_eval_sem_seg_prints_one_table(tiny_dataset, tmp_path):
     assert set(summary["mIoU"]) == {"voc21", "voc20"}
     assert all(isinstance(v, float) for v in summary["mIoU"].values())
     assert "| voc21 | voc20 |" in proc.stdout
+
+
+def test_eval_sem_seg_marks_missing_data_and_strict_stops(tmp_path):
+    base = [sys.executable, str(ROOT / "tools" / "eval_sem_seg.py"), "--clip", "eva02_b16",
+            "--benchmarks", "voc20", "--output-dir", str(tmp_path / "t")]  # fmt: skip
+    env = {**os.environ, "DETECTRON2_DATASETS": str(tmp_path / "nothing")}
+    proc = subprocess.run(
+        base + TINY, capture_output=True, text=True, cwd=tmp_path, timeout=300, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "t" / "summary.json").read_text())["mIoU"] == {"voc20": "n/a"}
+    proc = subprocess.run(
+        [*base, "--strict", *TINY],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode != 0
+    assert "VOCdevkit" in proc.stderr  # the error names the missing folder and the layout
