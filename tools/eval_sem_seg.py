@@ -1,17 +1,19 @@
 #!/usr/bin/env python
-"""Training-free semantic segmentation of one CLIP checkpoint on every benchmark, as one table.
+"""Training-free semantic segmentation of CLIP checkpoints on every benchmark, as one table.
 
     python tools/eval_sem_seg.py --clip eva02_b16 --weights zoo://densevlm-eva02-b16
+    python tools/eval_sem_seg.py --clip eva02_b16 --weights eva02-clip-b16 \
+        --weights path/to/clipself_eva02_b16.pt --weights densevlm-eva02-b16
     python tools/eval_sem_seg.py --clip openai_b16 --weights openai-vit-b16 \
         --benchmarks voc21 ade20k_150
     python tools/eval_sem_seg.py --clip eva02_b16 --weights model_final.pth --num-gpus 8
 
-Runs ``configs/sem_seg/<clip>/<benchmark>.yaml`` for each benchmark with one model (the CLIP is
-built and loaded once), writes each benchmark's metrics to
-``<output-dir>/<benchmark>/inference/<dataset>/sem_seg_metrics.json`` and the table (mIoU, %) to
-``<output-dir>/summary.{md,json}``. Trailing ``KEY VALUE`` pairs override config keys for every
-benchmark. A benchmark whose data is missing is reported in the table and skipped (``--strict``:
-stop instead).
+Runs ``configs/sem_seg/<clip>/<benchmark>.yaml`` for each benchmark and checkpoint with one model
+(built once; each checkpoint is loaded into it), writes each run's metrics to
+``<output-dir>/<checkpoint>/<benchmark>/inference/<dataset>/sem_seg_metrics.json`` and the table
+(mIoU %, a row per checkpoint) to ``<output-dir>/summary.{md,json}``. Trailing ``KEY VALUE`` pairs
+override config keys for every benchmark. A benchmark whose data is missing is reported in the
+table as n/a and skipped (``--strict``: stop instead).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import runpy
 from pathlib import Path
 
@@ -67,11 +70,51 @@ def _clips() -> list[str]:
     return [p.name for p in CONFIG_DIR.iterdir() if p.is_dir()]
 
 
-def format_table(rows: dict[str, float | str]) -> str:
-    head = "| " + " | ".join(rows) + " |"
-    rule = "|" + "|".join("---:" for _ in rows) + "|"
-    cells = [f"{v:.1f}" if isinstance(v, float) else v for v in rows.values()]
-    return "\n".join([head, rule, "| " + " | ".join(cells) + " |"])
+def format_table(rows: dict[str, dict[str, float | str]]) -> str:
+    """Markdown: one row per checkpoint, one column per benchmark."""
+    benches = list(next(iter(rows.values())))
+    lines = ["| weights | " + " | ".join(benches) + " |", "|---|" + "---:|" * len(benches)]
+    for weights, row in rows.items():
+        cells = [f"{row[b]:.1f}" if isinstance(row[b], float) else row[b] for b in benches]
+        lines.append(f"| {weights} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def weights_label(weights: str) -> str:
+    """A folder name for a checkpoint reference."""
+    if not weights:
+        return "random-init"
+    name = weights.rstrip("/").split("/")[-1].split("://")[-1]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def evaluate_weights(model, weights: str, cfgs: dict, args, logger) -> dict[str, float | str]:
+    """Load ``weights`` into the model's CLIP and run every benchmark; {benchmark: mIoU or n/a}."""
+    first = next(iter(cfgs.values()))
+    out_dir = os.path.join(args.output_dir, weights_label(weights))
+    CLIPCheckpointer(
+        model, save_dir=out_dir, allow_random_clip=first.MODEL.CLIP.RANDOM_INIT
+    ).resume_or_load(weights, resume=False)
+    row: dict[str, float | str] = {}
+    for bench, cfg in cfgs.items():
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.OUTPUT_DIR = os.path.join(out_dir, bench)
+        seg = CLIPDenseSegmenter(
+            backbone=model.backbone, **CLIPDenseSegmenter.protocol_from_config(cfg)
+        )
+        seg.to(model.device).eval()
+        try:
+            results = Trainer.test(cfg, seg)
+        except (DatasetLayoutError, FileNotFoundError) as e:
+            if args.strict:
+                raise
+            logger.warning("%s skipped: %s", bench, e)
+            row[bench] = "n/a"
+            continue
+        if comm.is_main_process():
+            row[bench] = float(results["sem_seg"]["mIoU"])
+    return row
 
 
 def main(args) -> dict:
@@ -85,32 +128,15 @@ def main(args) -> dict:
     setup_cfg.OUTPUT_DIR = args.output_dir
     default_setup(setup_cfg, argparse.Namespace(config_file="", eval_only=True, **vars(args)))
     setup_logger(output=args.output_dir, distributed_rank=comm.get_rank(), name="densevlm_d2")
-    model = Trainer.build_model(first)
-    CLIPCheckpointer(
-        model, save_dir=args.output_dir, allow_random_clip=first.MODEL.CLIP.RANDOM_INIT
-    ).resume_or_load(args.weights, resume=False)
-    rows: dict[str, float | str] = {}
-    for bench, cfg in cfgs.items():
-        seg = CLIPDenseSegmenter(
-            backbone=model.backbone, **CLIPDenseSegmenter.protocol_from_config(cfg)
-        )
-        seg.to(model.device).eval()
-        try:
-            results = Trainer.test(cfg, seg)
-        except (DatasetLayoutError, FileNotFoundError) as e:
-            if args.strict:
-                raise
-            logger.warning("%s skipped: %s", bench, e)
-            rows[bench] = "n/a"
-            continue
-        if comm.is_main_process():
-            rows[bench] = float(results["sem_seg"]["mIoU"])
+    model = Trainer.build_model(first)  # built once; each checkpoint is loaded into it
+    weights = args.weights or [""]
+    rows = {w or "random-init": evaluate_weights(model, w, cfgs, args, logger) for w in weights}
     if comm.is_main_process():
         table = format_table(rows)
-        print(f"\nmIoU (%), {args.clip}, {args.weights}:\n{table}")
+        print(f"\nmIoU (%), {args.clip}:\n{table}")
         out = Path(args.output_dir)
-        (out / "summary.md").write_text(f"{args.clip} {args.weights}\n\n{table}\n")
-        summary = {"clip": args.clip, "weights": args.weights, "mIoU": rows}
+        (out / "summary.md").write_text(f"mIoU (%), configs/sem_seg/{args.clip}\n\n{table}\n")
+        summary = {"clip": args.clip, "mIoU": rows}
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return rows
 
@@ -121,7 +147,10 @@ def argument_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--clip", required=True, help="a folder of configs/sem_seg/")
     parser.add_argument(
-        "--weights", default="", help="MODEL.WEIGHTS: a file, hf:// reference or model-zoo name"
+        "--weights",
+        action="append",
+        help="a checkpoint (file, hf:// reference or model-zoo name); repeat it to compare "
+        "several, one row each (default: the config's MODEL.CLIP.CHECKPOINT or random weights)",
     )
     parser.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS), choices=BENCHMARKS)
     parser.add_argument("--output-dir", default="output/sem_seg/table")

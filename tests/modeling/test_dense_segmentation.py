@@ -215,18 +215,26 @@ def test_train_net_eval_only_writes_sem_seg_metrics(tiny_dataset, tmp_path):
 
 
 def test_eval_sem_seg_prints_one_table(tiny_dataset, tmp_path):
+    """Two checkpoints (EVA-CLIP and open_clip layouts of two random CLIPs) x two benchmarks."""
+    weights = []
+    for seed, fmt in ((0, "eva_clip"), (1, "open_clip")):
+        torch.manual_seed(seed)
+        clip = CLIPViTBackbone(model_name="EVA02-Tiny-16", text_cache_dir=None)
+        weights.append(str(clip.save(tmp_path / f"clip{seed}.pt", fmt)))
     out = tmp_path / "table"
-    cmd = [sys.executable, str(ROOT / "tools" / "eval_sem_seg.py"), "--clip", "eva02_b16",
-           "--benchmarks", "voc21", "voc20", "--output-dir", str(out), *TINY,
+    cmd = [sys.executable, str(ROOT / "tools" / "eval_sem_seg.py"), "--register", str(tiny_dataset),
+           "--clip", "eva02_b16", "--benchmarks", "voc21", "voc20", "--output-dir", str(out),
+           "--weights", weights[0], "--weights", weights[1], *TINY,
            "DATASETS.TEST", '("tiny_sem_seg_val",)']  # fmt: skip
-    env_register = ["--register", str(tiny_dataset)]
-    proc = subprocess.run(cmd[:2] + env_register + cmd[2:], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=300)  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["mIoU"]) == {"voc21", "voc20"}
-    assert all(isinstance(v, float) for v in summary["mIoU"].values())
-    assert "| voc21 | voc20 |" in proc.stdout
+    rows = json.loads((out / "summary.json").read_text())["mIoU"]
+    assert list(rows) == weights
+    for row in rows.values():
+        assert set(row) == {"voc21", "voc20"} and all(isinstance(v, float) for v in row.values())
+    assert rows[weights[0]] != rows[weights[1]]  # each checkpoint really was loaded
+    assert "| weights | voc21 | voc20 |" in proc.stdout
+    assert (out / "clip0.pt/voc21/inference/tiny_sem_seg_val/sem_seg_metrics.json").is_file()
 
 
 def test_eval_sem_seg_marks_missing_data_and_strict_stops(tmp_path):
@@ -237,7 +245,9 @@ def test_eval_sem_seg_marks_missing_data_and_strict_stops(tmp_path):
         base + TINY, capture_output=True, text=True, cwd=tmp_path, timeout=300, env=env
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads((tmp_path / "t" / "summary.json").read_text())["mIoU"] == {"voc20": "n/a"}
+    assert json.loads((tmp_path / "t" / "summary.json").read_text())["mIoU"] == {
+        "random-init": {"voc20": "n/a"}
+    }
     proc = subprocess.run(
         [*base, "--strict", *TINY],
         capture_output=True,
