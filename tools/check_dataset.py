@@ -1,8 +1,10 @@
 #!/usr/bin/env python
-"""Validate registered datasets completely before a long run: every json entry, image and panoptic
-PNG is read and checked; every problem is listed with its file, image id and segment.
+"""Validate registered datasets completely before a long run: every json entry, image, panoptic
+PNG and semantic label file is read and checked; every problem is listed with its file, image id
+and segment.
 
     python tools/check_dataset.py densevlm_coco_panoptic_val densevlm_ade20k_panoptic_val
+    python tools/check_dataset.py densevlm_ade20k_150_val_sem_seg
 
 Exit status 1 when a dataset has a problem. Datasets live under $DETECTRON2_DATASETS (see
 datasets/README.md).

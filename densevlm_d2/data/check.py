@@ -4,8 +4,9 @@ Loading the dataset's json checks it as a whole (unique image and segment ids, k
 finite boxes); then every record is read the way the data loaders read it: each image is decoded,
 and for panoptic datasets the PNG is decoded and checked against the json
 (:func:`~densevlm_d2.data.datasets.panoptic.read_panoptic_pair`); boxes of box datasets must be
-finite with positive size. Every problem is collected (not only the first), with the file, the image
-id and the segment.
+finite with positive size; a semantic-segmentation label file must decode, have its image's size
+and hold only class indices and the ignore label. Every problem is collected (not only the first),
+with the file, the image id and the segment.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from detectron2.data import DatasetCatalog
+import numpy as np
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from PIL import Image
 
 from ..clip.preprocess import load_rgb
 from .datasets.panoptic import DatasetFormatError, read_panoptic_pair
@@ -58,6 +61,28 @@ def _check_boxes(record: dict, report: DatasetReport) -> None:
             )
 
 
+def _check_sem_seg(record: dict, num_classes: int, ignore: int, report: DatasetReport) -> None:
+    width, height = load_rgb(record["file_name"], f"image id {record.get('image_id')!r}").size
+    path = record["sem_seg_file_name"]
+    with Image.open(path) as f:
+        labels = np.asarray(f)
+    where = f"{path} (image id {record.get('image_id')!r})"
+    if labels.ndim != 2:
+        report.problems.append(f"{where}: labels have shape {labels.shape}, expected (H, W)")
+        return
+    if labels.shape != (height, width):
+        report.problems.append(
+            f"{where}: labels are {labels.shape[1]}x{labels.shape[0]}, the image {width}x{height}"
+        )
+    values = np.unique(labels)
+    bad = values[(values >= num_classes) & (values != ignore)]
+    if len(bad):
+        report.problems.append(
+            f"{where}: label values {bad[:10].tolist()} are neither a class index "
+            f"(0..{num_classes - 1}) nor the ignore label {ignore}"
+        )
+
+
 def check_dataset(name: str, progress: bool = True) -> DatasetReport:
     """Check every record of the registered dataset ``name``; returns the report (problems are
     collected, not raised, except when the dataset cannot be loaded at all)."""
@@ -65,10 +90,14 @@ def check_dataset(name: str, progress: bool = True) -> DatasetReport:
 
     report = DatasetReport(name)
     records = DatasetCatalog.get(name)  # json-level checks raise here
+    meta = MetadataCatalog.get(name)
     for record in tqdm(records, desc=f"checking {name}", disable=not progress, unit="image"):
         report.images += 1
         try:
-            if "pan_seg_file_name" in record:
+            if "sem_seg_file_name" in record:
+                classes = len(meta.stuff_classes)
+                _check_sem_seg(record, classes, meta.get("ignore_label", 255), report)
+            elif "pan_seg_file_name" in record:
                 report.segments += len(record["segments_info"])
                 _, _, empty = read_panoptic_pair(record)
                 report.empty_segments_skipped += len(empty)

@@ -135,3 +135,29 @@ def test_check_dataset_tool_lists_every_problem(tmp_path, capsys):
     assert tool["main"]([clean, "--no-progress"]) == 0
     with pytest.raises(SystemExit):
         tool["main"](["no_such_dataset"])
+
+
+def test_sem_seg_label_problems_are_listed(tmp_path):
+    """A label file of the wrong size and one with a value that is no class are both reported; a
+    clean file and the ignore label are not."""
+    from densevlm_d2.data.datasets.sem_seg import register_sem_seg
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    rng = np.random.default_rng(0)
+    labels = {
+        "a": np.full((8, 10), 1, np.uint8),  # clean
+        "b": np.full((8, 12), 1, np.uint8),  # wrong size
+        "c": np.array([[0, 255], [7, 2]], np.uint8).repeat(4, 0).repeat(5, 1),  # 7: no class
+    }
+    for stem, lab in labels.items():
+        Image.fromarray(rng.integers(0, 256, (8, 10, 3), dtype=np.uint8)).save(
+            tmp_path / "img" / f"{stem}.jpg"
+        )
+        Image.fromarray(lab).save(tmp_path / "lab" / f"{stem}.png")
+    name = f"check_sem_seg_{tmp_path.name}"
+    register_sem_seg(name, str(tmp_path / "img"), str(tmp_path / "lab"), ["x", "y", "z"])
+    report = check_dataset(name, progress=False)
+    assert report.images == 3 and len(report.problems) == 2
+    assert "b.png" in report.problems[0] and "12x8, the image 10x8" in report.problems[0]
+    assert "c.png" in report.problems[1] and "[7]" in report.problems[1]

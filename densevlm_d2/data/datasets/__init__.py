@@ -10,9 +10,11 @@ from .panoptic import (
     panoptic_metadata,
     register_panoptic,
 )
+from .sem_seg import SEM_SEG_BENCHMARKS, register_sem_seg
 from .vocabulary import register_vocabulary
 
 __all__ = [
+    "SEM_SEG_BENCHMARKS",
     "DatasetFormatError",
     "DatasetLayoutError",
     "load_panoptic_json",
@@ -20,5 +22,6 @@ __all__ = [
     "register_coco_boxes",
     "register_image_folder",
     "register_panoptic",
+    "register_sem_seg",
     "register_vocabulary",
 ]

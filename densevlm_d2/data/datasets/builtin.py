@@ -18,7 +18,9 @@ written by ``datasets/prepare_ov_coco.py``).
 The CPU demo's world (``demo_world/``): ``densevlm_demo_world_{train,val}`` (panoptic) and
 ``densevlm_demo_world_train_images``;
 open-vocabulary detection ``densevlm_demo_world_det_{train_base,val}`` (ring and cross novel);
-``densevlm_demo_world_train_regions`` (every segment's box: the teacher's refinement regions).
+``densevlm_demo_world_train_regions`` (every segment's box: the teacher's refinement regions);
+semantic segmentation ``densevlm_demo_world_val_sem_seg`` (``sem_seg_val/``, the 11 classes in
+the region evaluation's order).
 
 Semantic segmentation (``datasets/README.md``, "Semantic segmentation benchmarks"; label files
 written by ``datasets/prepare_{coco_stuff_sem_seg,ade20k_sem_seg,ade20k_full_sem_seg,
@@ -42,7 +44,8 @@ from .builtin_meta import DEMO_WORLD_CATEGORIES, DEMO_WORLD_NOVEL_THINGS
 from .coco_boxes import register_coco_boxes, register_image_folder
 from .ov_coco import register_ov_coco, register_ov_coco_instances
 from .panoptic import register_panoptic
-from .sem_seg import register_sem_seg_benchmarks
+from .panoptic_semantic import semantic_classes
+from .sem_seg import register_sem_seg, register_sem_seg_benchmarks
 from .vocabulary import VOCABULARY_DIR, register_vocabulary
 
 __all__ = ["COCO_LAYOUT", "ADE20K_LAYOUT", "register_all"]
@@ -119,6 +122,15 @@ def register_demo_world(world: str) -> None:
             os.path.join(world, f"panoptic_{split}.json"),
             layout=layout,
         )
+    # the val split's segmentation view: labels written from the panoptic PNGs by make demo
+    # (panoptic_semantic.panoptic_to_semantic), classes in contiguous (sorted category id) order
+    register_sem_seg(
+        "densevlm_demo_world_val_sem_seg",
+        os.path.join(world, "val"),
+        os.path.join(world, "sem_seg_val"),
+        semantic_classes(DEMO_WORLD_CATEGORIES),
+        layout=layout + ", sem_seg_val/",
+    )
     register_image_folder("densevlm_demo_world_train_images", os.path.join(world, "train"), layout)
     register_coco_boxes(
         "densevlm_demo_world_train_regions",
