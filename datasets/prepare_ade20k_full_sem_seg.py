@@ -9,22 +9,13 @@ and annotations_detectron2/validation/*.tif (16-bit, 847 classes, 65535 ignore),
 Mask2Former's and CAT-Seg's preparation does.
 """
 
-import argparse
 import os
 
-from densevlm_d2.data.datasets.prepare_sem_seg import prepare_ade20k_847
+from densevlm_d2.data.datasets.prepare_sem_seg import preparation_parser, prepare_ade20k_847
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--root",
-        default=os.getenv("DETECTRON2_DATASETS", "datasets"),
-        help="folder that holds ADE20K_2021_17_01/",
-    )
-    parser.add_argument("--no-progress", action="store_true")
+    parser = preparation_parser(__doc__, "ADE20K_2021_17_01/")
     args = parser.parse_args(argv)
     outs = prepare_ade20k_847(
         os.path.join(args.root, "ADE20K_2021_17_01"), progress=not args.no_progress

@@ -7,22 +7,13 @@ Reads ADEChallengeData2016/annotations/validation/*.png (0 void, 1..150); writes
 ADEChallengeData2016/annotations_detectron2/validation/*.png (0..149, 255 ignore).
 """
 
-import argparse
 import os
 
-from densevlm_d2.data.datasets.prepare_sem_seg import prepare_ade20k_150
+from densevlm_d2.data.datasets.prepare_sem_seg import preparation_parser, prepare_ade20k_150
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--root",
-        default=os.getenv("DETECTRON2_DATASETS", "datasets"),
-        help="folder that holds ADEChallengeData2016/",
-    )
-    parser.add_argument("--no-progress", action="store_true")
+    parser = preparation_parser(__doc__, "ADEChallengeData2016/")
     args = parser.parse_args(argv)
     out = prepare_ade20k_150(
         os.path.join(args.root, "ADEChallengeData2016"), progress=not args.no_progress

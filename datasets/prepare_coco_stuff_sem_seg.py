@@ -10,21 +10,13 @@ coco/coco_object_detectron2/val2017/*.png (0 background, 1..80 things). See
 densevlm_d2/data/datasets/prepare_sem_seg.py for the conventions.
 """
 
-import argparse
 import os
 
-from densevlm_d2.data.datasets.prepare_sem_seg import prepare_coco_stuff
+from densevlm_d2.data.datasets.prepare_sem_seg import preparation_parser, prepare_coco_stuff
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--root",
-        default=os.getenv("DETECTRON2_DATASETS", "datasets"),
-        help="folder that holds coco/",
-    )
+    parser = preparation_parser(__doc__, "coco/")
     parser.add_argument(
         "--splits",
         nargs="+",
@@ -39,7 +31,6 @@ def main(argv=None):
         choices=["val2017", "train2017"],
         help="COCO-Object splits (none: skip COCO-Object)",
     )
-    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     outs = prepare_coco_stuff(
         os.path.join(args.root, "coco"),

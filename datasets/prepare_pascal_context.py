@@ -10,23 +10,14 @@ VOCdevkit/VOC2010/annotations_detectron2/pc59_val/*.png (255 ignore), pc60_val/*
 and pc459_val/*.tif (16-bit, 65535 ignore). Needs scipy (pip install scipy).
 """
 
-import argparse
 import os
 
-from densevlm_d2.data.datasets.prepare_sem_seg import prepare_pascal_context
+from densevlm_d2.data.datasets.prepare_sem_seg import preparation_parser, prepare_pascal_context
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--root",
-        default=os.getenv("DETECTRON2_DATASETS", "datasets"),
-        help="folder that holds VOCdevkit/VOC2010/",
-    )
+    parser = preparation_parser(__doc__, "VOCdevkit/VOC2010/")
     parser.add_argument("--val-list", help="file of val image ids, one per line")
-    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     outs = prepare_pascal_context(
         os.path.join(args.root, "VOCdevkit", "VOC2010"),

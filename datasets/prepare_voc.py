@@ -8,22 +8,13 @@ VOCdevkit/VOC2012/annotations_detectron2/val/*.png (20 classes, background and b
 annotations_detectron2_voc21/val/*.png (0 background, 1..20, boundaries 255).
 """
 
-import argparse
 import os
 
-from densevlm_d2.data.datasets.prepare_sem_seg import prepare_voc
+from densevlm_d2.data.datasets.prepare_sem_seg import preparation_parser, prepare_voc
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--root",
-        default=os.getenv("DETECTRON2_DATASETS", "datasets"),
-        help="folder that holds VOCdevkit/VOC2012/",
-    )
-    parser.add_argument("--no-progress", action="store_true")
+    parser = preparation_parser(__doc__, "VOCdevkit/VOC2012/")
     args = parser.parse_args(argv)
     outs = prepare_voc(
         os.path.join(args.root, "VOCdevkit", "VOC2012"), progress=not args.no_progress

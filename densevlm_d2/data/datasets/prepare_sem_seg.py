@@ -30,6 +30,7 @@ truncated file.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import os
 import pickle
@@ -554,3 +555,18 @@ def prepare_voc(voc2012_root: str | Path, progress: bool = True) -> tuple[Path, 
         _save(voc_20_labels(raw), out20 / f"{i}.png", "PNG")
         _save(voc_21_labels(raw), out21 / f"{i}.png", "PNG")
     return out20, out21
+
+
+def preparation_parser(description: str, holds: str) -> argparse.ArgumentParser:
+    """The command line the ``datasets/prepare_*.py`` scripts share: ``--root`` (the folder that
+    holds ``holds``; default ``$DETECTRON2_DATASETS``, else ``datasets``) and ``--no-progress``."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--root",
+        default=os.getenv("DETECTRON2_DATASETS", "datasets"),
+        help=f"folder that holds {holds}",
+    )
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
