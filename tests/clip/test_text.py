@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import densevlm_d2
 from densevlm_d2.clip.text import (
     TEMPLATES,
@@ -178,3 +181,33 @@ def test_published_files_with_bad_rows_are_errors(tmp_path):
     np.save(tmp_path / "ints.npy", np.ones((3, 4), np.int64))
     with pytest.raises(ValueError, match="float array, got int64"):
         load_text_embeddings(tmp_path / "ints.npy", 3, 4)
+
+
+def test_plain_prompt_style_puts_the_name_in_as_written():
+    from densevlm_d2.clip.text import IMAGENET_TEMPLATES, prompts
+
+    assert len(IMAGENET_TEMPLATES) == 80 and all(t.count("{}") == 1 for t in IMAGENET_TEMPLATES)
+    assert prompts("Traffic_Light", ["a photo of a {}."], "plain") == [
+        "a photo of a Traffic_Light."
+    ]
+    # the published style cleans the name and prefixes "This is"
+    assert prompts("Traffic_Light", ["a photo of a {}."]) == ["This is a photo of a traffic light."]
+    with pytest.raises(ValueError, match="prompt style"):
+        prompts("cat", ["a {}."], "fancy")
+
+
+def test_prompt_styles_are_cached_apart(tiny_eva, tmp_path):
+    emb = TextEmbedder(tiny_eva, "EVA02-Tiny-16", cache_dir=tmp_path)
+    names, templates = ["Traffic_Light", "cat"], ["a photo of a {}."]
+    published = emb(names, templates)
+    plain = emb(names, templates, style="plain")
+    assert len(list(tmp_path.glob("*.npy"))) == 2  # two cache files, not one
+    assert not torch.allclose(published[0], plain[0])  # different prompts, different rows
+    torch.testing.assert_close(plain, emb.compute(names, templates, style="plain"))
+    torch.testing.assert_close(emb(names, templates), published)  # hits its own file
+    # the published style's cache key is what it was before prompt styles existed: existing cache
+    # files stay valid
+    fields = {"model": emb.model_name, "weights": emb.weights_digest(), "names": names,
+              "templates": templates, "synonyms": "joint", "renormalize": True}  # fmt: skip
+    before = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
+    assert emb.cache_key(names, templates, "joint", True) == before
