@@ -258,3 +258,32 @@ def test_eval_sem_seg_marks_missing_data_and_strict_stops(tmp_path):
     )
     assert proc.returncode != 0
     assert "VOCdevkit" in proc.stderr  # the error names the missing folder and the layout
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((ROOT / "configs/sem_seg").glob("*/*.yaml")),
+    ids=lambda p: p.parent.name + "/" + p.stem,
+)
+def test_every_benchmark_config_names_a_registered_dataset_and_valid_protocol(path):
+    import densevlm_d2
+    from densevlm_d2.clip.models import available_models
+
+    from detectron2.config import get_cfg
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    cfg = densevlm_d2.add_densevlm_config(get_cfg())
+    cfg.merge_from_file(str(path))
+    assert cfg.MODEL.META_ARCHITECTURE == "CLIPDenseSegmenter"
+    assert cfg.MODEL.CLIP.MODEL_NAME in available_models()
+    if path.stem == "Base":
+        return
+    (dataset,) = cfg.DATASETS.TEST
+    assert dataset in DatasetCatalog.list()
+    meta = MetadataCatalog.get(dataset)
+    assert meta.evaluator_type == "sem_seg" and len(meta.stuff_classes) > 1
+    c = cfg.MODEL.DENSE_SEG
+    if c.PROB_THRESHOLD > 0 or c.AREA_THRESHOLD > 0:
+        assert meta.background_index is not None
+    assert 0 < c.STRIDE <= c.WINDOW and c.SHORT_SIDE > 0
+    assert cfg.OUTPUT_DIR.endswith(f"{path.parent.name}/{path.stem}")
