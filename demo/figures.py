@@ -20,11 +20,12 @@ _LABELS = {
 
 
 def format_table(table: dict) -> str:
-    """Markdown table of box and mask top-1/top-5 mean accuracy (thing, stuff) and foreground
-    bias."""
+    """Markdown table of box and mask top-1/top-5 mean accuracy (thing, stuff), foreground bias
+    and training-free segmentation (mIoU, pixel accuracy; "-" where a model has none)."""
     head = (
-        "| model | boxes thing | boxes stuff | masks thing | masks stuff | fg-bias (masks) |\n"
-        "|---|---|---|---|---|---|"
+        "| model | boxes thing | boxes stuff | masks thing | masks stuff | fg-bias (masks) "
+        "| seg. mIoU | seg. pAcc |\n"
+        "|---|---|---|---|---|---|---|---|"
     )
     rows = []
     for name in _ORDER:
@@ -35,14 +36,18 @@ def format_table(table: dict) -> str:
         def cell(kind, split, m=m):
             return f"{m[f'{kind}.{split}.macc1']:.1f} / {m[f'{kind}.{split}.macc5']:.1f}"
 
+        def seg(key, m=m):
+            return f"{m[key]:.1f}" if key in m else "-"
+
         rows.append(
             f"| {_LABELS[name]} | {cell('rois', 'thing')} | {cell('rois', 'stuff')} | "
             f"{cell('maskpool', 'thing')} | {cell('maskpool', 'stuff')} | "
-            f"{m['maskpool.fg_bias']:.1f} |"
+            f"{m['maskpool.fg_bias']:.1f} | {seg('sem_seg.mIoU')} | {seg('sem_seg.pACC')} |"
         )
     return (
         "\n".join([head, *rows]) + "\n(top-1 / top-5 mean accuracy, %; fg-bias: % of stuff "
-        "regions classified as a thing)"
+        "regions classified as a thing; seg.: training-free semantic segmentation of the val "
+        "images, mean IoU over the 11 classes and pixel accuracy, %)"
     )
 
 
@@ -58,9 +63,11 @@ def bar_chart(table: dict, path: Path) -> Path:
         ("maskpool.thing.macc1", "masks, things"),
         ("maskpool.stuff.macc1", "masks, stuff"),
         ("maskpool.fg_bias", "fg-bias (masks)"),
+        ("sem_seg.mIoU", "segmentation mIoU"),
     ]
     names = [n for n in _ORDER if n in table]
-    fig, ax = plt.subplots(figsize=(9, 3.6), dpi=110)
+    metrics = [(k, label) for k, label in metrics if all(k in table[n] for n in names)]
+    fig, ax = plt.subplots(figsize=(10.5, 3.6), dpi=110)
     width = 0.8 / len(names)
     x = np.arange(len(metrics))
     for i, name in enumerate(names):
@@ -68,9 +75,9 @@ def bar_chart(table: dict, path: Path) -> Path:
         bars = ax.bar(x + (i - (len(names) - 1) / 2) * width, values, width, label=_LABELS[name])
         ax.bar_label(bars, fmt="%.0f", fontsize=7)
     ax.set_xticks(x, [label for _, label in metrics])
-    ax.set_ylabel("top-1 mean accuracy (%)")
+    ax.set_ylabel("top-1 mean accuracy / mIoU (%)")
     ax.set_ylim(0, 105)
-    ax.set_title("Region classification in the demo world (val split)")
+    ax.set_title("Region classification and segmentation in the demo world (val split)")
     ax.legend(fontsize=8, ncols=len(names))
     fig.tight_layout()
     fig.savefig(path)

@@ -2,16 +2,23 @@
 
 Stages (each cached in the demo folder; ``rebuild`` starts over):
 
-1. ``world``: the small world (``demo/world.py``) in COCO panoptic format;
+1. ``world``: the small world (``demo/world.py``) in COCO panoptic format, and its val split's
+   semantic labels (``densevlm_d2.data.datasets.panoptic_semantic``);
 2. ``student``: a small EVA02-CLIP trained contrastively on the image captions with upstream
    ``open_clip_train`` (the stand-in for EVA-CLIP: captions rarely name backgrounds);
 3. ``teacher``: the same architecture trained with ``open_clip_train`` on region crops named by
-   their thing or stuff class, then refined with CLIPSelf on the boxes of all segments by
-   ``tools/train_net.py`` (the paper's teacher is a CLIPSelf-refined CLIP);
+   their thing or stuff class, then refined on the labelled boxes of all segments with RegionCLIP's
+   region-text objective by ``tools/train_net.py`` and ``configs/demo/teacher.yaml`` (the stand-in
+   for the paper's much stronger region-aware teacher, so it may use the world's labels);
 4. ``clipself`` and ``densevlm``: the student fine-tuned by ``tools/train_net.py`` with
    ``configs/demo/{clipself,densevlm}.yaml``;
-5. ``evaluate``: ``tools/train_net.py --eval-only`` on the val split for the four models;
+5. ``evaluate``: ``tools/train_net.py --eval-only`` on the val split for the four models: region
+   accuracy (``configs/demo/eval.yaml``) and training-free segmentation
+   (``configs/demo/sem_seg.yaml``);
 6. ``draw``: the table, a bar chart and dense predictions before / after, as PNG files.
+
+Every stage is seeded (the world's seed, ``open_clip_train --seed``, the configs' ``SEED``) and
+runs with a fixed number of CPU threads, so two runs from fresh folders give the same table.
 """
 
 from __future__ import annotations
@@ -54,14 +61,20 @@ class DemoConfig:
         num_val: int = 200,
         student_epochs: int = 16,
         teacher_epochs: int = 2,
-        finetune_iters: int = 120,
-        teacher_refine_iters: int = 200,
+        finetune_iters: int | None = None,
+        teacher_refine_iters: int | None = None,
         seed: int = 0,
+        threads: int = 2,
     ):
         self.num_train, self.num_val = num_train, num_val
         self.student_epochs, self.teacher_epochs = student_epochs, teacher_epochs
+        # None: the schedule of configs/demo/{clipself,densevlm,teacher}.yaml (SOLVER.MAX_ITER)
         self.finetune_iters, self.teacher_refine_iters = finetune_iters, teacher_refine_iters
+        # the world's seed; training runs are seeded too (open_clip_train --seed, the configs' SEED)
         self.seed = seed
+        # torch's CPU threads in every stage: results depend on the thread count (the order of
+        # floating-point sums), so it is fixed for the table to be the same from run to run
+        self.threads = threads
 
 
 class _Stage:
@@ -182,7 +195,10 @@ def _export(checkpoint: Path, target: Path) -> Path:
     return densevlm_d2.save_checkpoint(model, target, "eva_clip")
 
 
-def _schedule(iters: int) -> list[str]:
+def _schedule(iters: int | None) -> list[str]:
+    """Overrides of a config's schedule (none for ``None``: the config's own)."""
+    if iters is None:
+        return []
     return ["SOLVER.MAX_ITER", str(iters), "SOLVER.WARMUP_ITERS", str(min(10, iters // 5))]
 
 
@@ -199,12 +215,35 @@ def _train_net(config: str, out_dir: Path, env: dict, log: Path, *opts: str) -> 
     _run(cmd, log, env)
 
 
+def evaluate(checkpoint: Path, out: Path, env: dict, logs: Path, name: str) -> dict:
+    """Region accuracy (configs/demo/eval.yaml) and training-free segmentation
+    (configs/demo/sem_seg.yaml) of one checkpoint on the val split: one dict of metrics, the
+    segmentation's as ``sem_seg.mIoU`` and ``sem_seg.pACC``."""
+    weights = ("--eval-only", "MODEL.WEIGHTS", str(checkpoint))
+    _train_net("eval.yaml", out, env, logs / f"eval_{name}.log", *weights)
+    inference = out / "inference"
+    metrics = json.loads((inference / "densevlm_demo_world_val" / "region_macc.json").read_text())
+    metrics = dict(metrics["metrics"])
+    seg_out = out.with_name(out.name + "_sem_seg")
+    _train_net("sem_seg.yaml", seg_out, env, logs / f"sem_seg_{name}.log", *weights)
+    seg = json.loads(
+        (
+            seg_out / "inference" / "densevlm_demo_world_val_sem_seg" / "sem_seg_metrics.json"
+        ).read_text()
+    )
+    metrics.update({f"sem_seg.{k}": seg[k] for k in ("mIoU", "pACC")})
+    print(f"    segmentation: mIoU {seg['mIoU']:.1f} %, pixel accuracy {seg['pACC']:.1f} %")
+    return metrics
+
+
 def run_demo(
     demo_dir: str | os.PathLike = "output/demo",
     cfg: DemoConfig | None = None,
     rebuild: bool = False,
 ) -> dict:
     """Run (or reuse) every stage; returns the table and the paths of the pictures."""
+    from densevlm_d2.data.datasets.panoptic_semantic import panoptic_to_semantic
+
     from .world import WorldSpec, write_world
 
     missing = missing_requirements()
@@ -224,18 +263,26 @@ def run_demo(
         os.environ,
         DETECTRON2_DATASETS=str(data_root),
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        OMP_NUM_THREADS=str(cfg.threads),
+        MKL_NUM_THREADS=str(cfg.threads),
     )
     env.setdefault("DENSEVLM_CACHE", str(demo / "cache"))
     stage = _Stage(7)
     world = data_root / "demo_world"
 
-    stage("the world: scenes, panoptic annotations, captions")
+    stage("the world: scenes, panoptic annotations, captions, segmentation labels")
     if not (world / "panoptic_val.json").exists():
         write_world(
             str(world), WorldSpec(seed=cfg.seed, num_train=cfg.num_train, num_val=cfg.num_val)
         )
     else:
         print("    cached:", world)
+    if not (world / "sem_seg_val" / ".done").exists():
+        # the segmentation view of the val split (densevlm_demo_world_val_sem_seg)
+        panoptic_to_semantic(
+            world / "panoptic_val.json", world / "panoptic_val", world / "sem_seg_val"
+        )
+        (world / "sem_seg_val" / ".done").touch()
 
     stage("student: a small EVA02-CLIP trained on the captions with open_clip_train")
     if not _cached(models / "student.pt"):
@@ -249,35 +296,26 @@ def run_demo(
         )
         _export(ckpt, models / "student.pt")
 
-    stage("teacher: the same CLIP trained on named region crops, then refined with CLIPSelf")
+    stage("teacher: the same CLIP trained on named region crops, then on labelled regions")
     if not _cached(models / "teacher.pt"):
-        ckpt = _open_clip_train(
-            world / "crops_train.csv",
-            "teacher_crops",
-            cfg.teacher_epochs,
-            demo,
-            env,
-            logs / "teacher_crops.log",
-        )
-        _export(ckpt, models / "teacher_crops.pt")
+        if not _cached(models / "teacher_crops.pt"):
+            ckpt = _open_clip_train(
+                world / "crops_train.csv",
+                "teacher_crops",
+                cfg.teacher_epochs,
+                demo,
+                env,
+                logs / "teacher_crops.log",
+            )
+            _export(ckpt, models / "teacher_crops.pt")
         _train_net(
-            "clipself.yaml",
+            "teacher.yaml",
             runs / "teacher",
             env,
-            logs / "teacher_clipself.log",
+            logs / "teacher_regions.log",
             "MODEL.CLIP.CHECKPOINT",
             str(models / "teacher_crops.pt"),
             *_schedule(cfg.teacher_refine_iters),
-            # the teacher knows regions: CLIPSelf on the boxes of all segments (things and stuff),
-            # like CLIPSelf's region-proposal variant, not on grid cells
-            "INPUT.REGIONS.MODE",
-            "proposals",
-            "DATASETS.TRAIN",
-            "('densevlm_demo_world_train_regions',)",
-            "SOLVER.WEIGHT_BLEND_ALPHA",
-            "1.0",
-            "DATASETS.TEST",
-            "()",
         )
         shutil.copy(runs / "teacher" / "clip_final_eva_clip.pt", models / "teacher.pt")
 
@@ -302,20 +340,7 @@ def run_demo(
     stage("evaluation of the four models on the val split (tools/train_net.py --eval-only)")
     table = {}
     for name in MODELS:
-        out = runs / f"eval_{name}"
-        _train_net(
-            "eval.yaml",
-            out,
-            env,
-            logs / f"eval_{name}.log",
-            "--eval-only",
-            "MODEL.WEIGHTS",
-            str(models / f"{name}.pt"),
-        )
-        result = json.loads(
-            (out / "inference" / "densevlm_demo_world_val" / "region_macc.json").read_text()
-        )
-        table[name] = result["metrics"]
+        table[name] = evaluate(models / f"{name}.pt", runs / f"eval_{name}", env, logs, name)
     (demo / "results.json").write_text(json.dumps(table, indent=1))
 
     stage("pictures: bar chart and dense predictions before / after")

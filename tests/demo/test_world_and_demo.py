@@ -16,6 +16,7 @@ import pytest
 from panopticapi.utils import rgb2id
 from PIL import Image
 
+from demo.figures import format_table
 from demo.pipeline import missing_requirements
 from demo.world import CATEGORIES, STUFF, THINGS, WorldSpec, write_world
 
@@ -86,6 +87,27 @@ def test_deterministic_from_the_seed(tmp_path):
     assert digests[0] == digests[1]
 
 
+def test_semantic_view_matches_the_panoptic_annotations(world):
+    from densevlm_d2.data.datasets.panoptic_semantic import panoptic_to_semantic
+
+    from detectron2.data import MetadataCatalog
+
+    classes = panoptic_to_semantic(
+        world / "panoptic_val.json", world / "panoptic_val", world / "sem_seg_val"
+    )
+    # the registered view's classes are the region evaluation's, in the same order
+    assert classes == MetadataCatalog.get("densevlm_demo_world_val").classes
+    assert classes == MetadataCatalog.get("densevlm_demo_world_val_sem_seg").stuff_classes
+    data = json.loads((world / "panoptic_val.json").read_text())
+    for ann in data["annotations"]:
+        ids = rgb2id(np.asarray(Image.open(world / "panoptic_val" / ann["file_name"])))
+        label = np.asarray(Image.open(world / "sem_seg_val" / ann["file_name"]))
+        for seg in ann["segments_info"]:
+            name = next(c["name"] for c in CATEGORIES if c["id"] == seg["category_id"])
+            assert (label[ids == seg["id"]] == classes.index(name)).all()
+        assert (label < len(classes)).all()  # every pixel of the world is labelled
+
+
 def test_registered_and_mapped(world):
     register_panoptic(
         "test_demo_world_val",
@@ -115,6 +137,11 @@ def test_reduced_demo_runs_and_caches(tmp_path, capsys):
         for kind in ("rois", "maskpool"):
             for key in ("thing.macc1", "thing.macc5", "stuff.macc1", "stuff.macc5", "fg_bias"):
                 assert f"{kind}.{key}" in metrics
+        # training-free segmentation of the val split's semantic view
+        assert 0 <= metrics["sem_seg.mIoU"] <= 100 and 0 <= metrics["sem_seg.pACC"] <= 100
+    labels = sorted((tmp_path / "datasets" / "demo_world" / "sem_seg_val").glob("*.png"))
+    assert [p.stem for p in labels] == [f"val_{i:06d}" for i in range(16)]
+    assert "| seg. mIoU | seg. pAcc |" in format_table(table)
     assert result["chart"].exists() and len(result["pictures"]) == 4
     assert all(Image.open(p).size[0] > 3 * 112 for p in result["pictures"])
     for name in ("student", "teacher", "clipself", "densevlm"):
