@@ -52,14 +52,13 @@ BENCHMARKS = (
 )
 
 
-def benchmark_config(clip: str, benchmark: str, opts, output_dir: str):
+def benchmark_config(clip: str, benchmark: str, opts):
     path = CONFIG_DIR / clip / f"{benchmark}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"no config {path} (CLIPs: {sorted(_clips())})")
     cfg = densevlm_d2.add_densevlm_config(get_cfg())
     cfg.merge_from_file(str(path))
     cfg.merge_from_list(list(opts))
-    cfg.OUTPUT_DIR = os.path.join(output_dir, benchmark)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
@@ -121,7 +120,7 @@ def main(args) -> dict:
     logger = logging.getLogger("densevlm_d2")
     for path in args.register:
         runpy.run_path(path, run_name="__densevlm_register__")
-    cfgs = {b: benchmark_config(args.clip, b, args.opts, args.output_dir) for b in args.benchmarks}
+    cfgs = {b: benchmark_config(args.clip, b, args.opts) for b in args.benchmarks}
     first = next(iter(cfgs.values()))
     setup_cfg = first.clone()
     setup_cfg.defrost()

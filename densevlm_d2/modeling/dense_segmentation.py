@@ -159,10 +159,10 @@ def decide(
     With a ``background`` class: foreground classes whose argmax area is at most
     ``area_threshold`` x the foreground area are zeroed (when ``area_threshold > 0``); then pixels
     whose best score is below ``prob_threshold`` get a background score of 1, above any other."""
-    if background is None:
-        if prob_threshold > 0 or area_threshold > 0:
-            raise ValueError("probability and area thresholds need a background class")
+    if prob_threshold <= 0 and area_threshold <= 0:
         return probs
+    if background is None:
+        raise ValueError("probability and area thresholds need a background class")
     probs = probs.clone()
     if area_threshold > 0:
         counts = torch.bincount(probs.argmax(0).flatten(), minlength=len(probs)).to(probs.dtype)

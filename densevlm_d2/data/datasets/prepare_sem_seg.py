@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ...clip.io import restricted_pickle_load
 from .sem_seg import read_id_list, sem_seg_vocabulary
 
 __all__ = [
@@ -388,7 +389,10 @@ def ade20k_full_val_images(ade_root: str | Path) -> list[Path]:
     """The validation images listed by ``index_ade20k.pkl`` (file names ``ADE_val_*``)."""
     ade = Path(ade_root)
     with open(ade / "index_ade20k.pkl", "rb") as f:
-        index = pickle.load(f)
+        try:  # containers, strings and numpy arrays only: a pickle cannot run code here
+            index = restricted_pickle_load(f)
+        except pickle.UnpicklingError as e:
+            raise ValueError(f"{ade / 'index_ade20k.pkl'} cannot be read: {e}") from None
     if not {"folder", "filename"} <= set(index):
         raise ValueError(f"{ade / 'index_ade20k.pkl'} has no 'folder'/'filename' lists")
     return [

@@ -207,10 +207,7 @@ class CLIPDenseSegmenter(nn.Module):
             self.dense, x, text, output_size, self.window, self.stride, self.window_batch
         )
         probs = class_probabilities(logits, self.logit_scale, owner)
-        thresholds = self.prob_threshold > 0 or self.area_threshold > 0
-        return decide(
-            probs, background if thresholds else None, self.prob_threshold, self.area_threshold
-        )
+        return decide(probs, background, self.prob_threshold, self.area_threshold)
 
     def forward(self, batched_inputs):
         if self.training:
