@@ -11,6 +11,8 @@ Each namespace belongs to the component that reads it:
   open-vocabulary ROI heads (text classifier, CLIP score fusion); ``INPUT.LSJ``: detection data;
 * ``MODEL.DENSE_SEG``: training-free dense segmentation
   (:class:`~densevlm_d2.modeling.meta_arch.CLIPDenseSegmenter`; SCLIP's protocol);
+* ``MODEL.CAT_SEG``: CAT-Seg (:class:`~densevlm_d2.modeling.meta_arch.CATSeg`) and ``INPUT``'s
+  semantic-segmentation training keys (crop area constraint, SSD colour augmentation, padding);
 * ``SOLVER``: AdamW, the schedule, AMP precision, the weight blend and the export at the end.
 
 Keys that were renamed keep working for one release: :func:`resolve_deprecated_keys` translates
@@ -24,6 +26,7 @@ import logging
 from detectron2.config import CfgNode as CN
 
 __all__ = [
+    "add_cat_seg_config",
     "add_clip_config",
     "add_dense_segmentation_config",
     "add_densevlm_config",
@@ -54,6 +57,10 @@ def add_clip_config(cfg: CN) -> None:
     # How many of the last vision blocks train; 0 = the whole CLIP is frozen. Embeddings, final
     # norm, projection and the text tower never train (published DenseVLM: all 12 blocks of B/16).
     cfg.MODEL.CLIP.TRAINABLE_BLOCKS = 0
+    # What of the CLIP trains: "blocks" (the last TRAINABLE_BLOCKS vision blocks; DenseVLM,
+    # CLIPSelf), "frozen", "attention" (the attention query and value projection weights of both
+    # towers; CAT-Seg) or "full" (everything but the logit scale).
+    cfg.MODEL.CLIP.FINETUNE = "blocks"
     # Backbone outputs: "dense" (projected, L2-normalised token map, last block through its value
     # path) and/or "block<i>" (0-based vision block outputs, width channels; the last block through
     # its value path), e.g. F-ViT's block3, block5, block7, block11 for B/16.
@@ -190,6 +197,55 @@ def add_dense_segmentation_config(cfg: CN) -> None:
     cfg.TEST.SAVE_SEM_SEG_PREDICTIONS = False
 
 
+def add_cat_seg_config(cfg: CN) -> None:
+    """``MODEL.CAT_SEG`` (CAT-Seg's head and protocol; defaults: the published ViT-B/16 settings)
+    and the training mapper's ``INPUT`` keys."""
+    c = cfg.MODEL.CAT_SEG = CN()
+    # One prompt per template and class ("{}" is the class name's first ", "-separated synonym).
+    c.TEMPLATES = ["A photo of a {} in the scene"]
+    # Input side of the CLIP (384 for 16-px models, 336 for L/14-336: a 24x24 token map).
+    c.CLIP_RESOLUTION = 384
+    # Vision blocks (0-based) whose outputs guide the decoder at 2x and 4x the token resolution
+    # (published: [3, 7] for B/16, [7, 15] for L/14).
+    c.GUIDANCE_BLOCKS = [3, 7]
+    # The last block's dense variant: "cls" (CAT-Seg: the CLS token's input added to every token)
+    # or "token" (DenseVLM/CLIPSelf's encode_dense: each token's own input).
+    c.DENSE_RESIDUAL = "cls"
+    c.HIDDEN_DIM = 128
+    # Projected size of the text guidance and of the appearance guidance (0 = no guidance).
+    c.TEXT_GUIDANCE_DIM = 128
+    c.APPEARANCE_GUIDANCE_DIM = 128
+    c.DECODER_DIMS = [64, 32]
+    # Channels of the upsampled block outputs (2x, 4x) and of their projections in the decoder.
+    c.DECODER_GUIDANCE_DIMS = [256, 128]
+    c.DECODER_GUIDANCE_PROJ_DIMS = [32, 16]
+    c.NUM_LAYERS = 2
+    c.NUM_HEADS = 4
+    # Swin window of the spatial aggregation (tokens).
+    c.WINDOW_SIZE = 12
+    # Class aggregation: "linear" or "full" attention, average pooling before it in training and
+    # at test time (published: [2, 2] and [1, 1]).
+    c.ATTENTION_TYPE = "linear"
+    c.POOLING_SIZES = [2, 2]
+    c.TEST_POOLING_SIZES = [1, 1]
+    # The class aggregation sees this many classes: fewer are padded with a learned token, more
+    # are cut to the top MAX_CLASSES by maximum cost (the rest get logit -100); 0 = off.
+    c.MAX_CLASSES = 256
+    # Label value without a class.
+    c.IGNORE_VALUE = 255
+    # Inference: the image resized to TEST_SIZE x TEST_SIZE, WINDOW-px windows with OVERLAP and one
+    # global view, scores averaged (published); False: one pass over the padded image.
+    c.SLIDING_WINDOW = True
+    c.TEST_SIZE = 640
+    c.WINDOW = 384
+    c.OVERLAP = 0.333
+    # Training mapper (data/mappers/sem_seg_train_mapper.py): crops where no class covers more than
+    # SINGLE_CATEGORY_MAX_AREA, SSD colour distortion, padding to a multiple of SIZE_DIVISIBILITY.
+    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
+    cfg.INPUT.COLOR_AUG_SSD = False
+    cfg.INPUT.SIZE_DIVISIBILITY = -1
+
+
 def add_fvit_config(cfg: CN) -> None:
     """F-ViT: ``MODEL.FVIT`` (backbone), ``MODEL.TEXT_CLASSIFIER`` (ROI heads), ``INPUT.LSJ``."""
     # MODEL.BACKBONE.NAME "build_clip_fpn_backbone": frozen CLIP, simple pyramid on four blocks,
@@ -262,6 +318,9 @@ def add_solver_config(cfg: CN) -> None:
     cfg.SOLVER.WEIGHT_BLEND_ALPHA = 1.0
     # Write the (blended) student in the EVA-CLIP and open_clip layouts when training ends.
     cfg.SOLVER.EXPORT_CLIP = True
+    # Learning rate of the CLIP's trainable parameters relative to SOLVER.BASE_LR (CAT-Seg: 0.01;
+    # the rest of the model trains at BASE_LR).
+    cfg.SOLVER.CLIP_LR_MULTIPLIER = 1.0
 
 
 def add_densevlm_config(cfg: CN) -> CN:
@@ -273,6 +332,7 @@ def add_densevlm_config(cfg: CN) -> CN:
     add_region_training_config(cfg)
     add_fvit_config(cfg)
     add_dense_segmentation_config(cfg)
+    add_cat_seg_config(cfg)
     add_solver_config(cfg)
     return cfg
 

@@ -11,7 +11,8 @@ the tower's own modules in the order of the published DenseVLM/CLIPSelf ``encode
    16`` per axis (rows and columns separately, so non-square grids work);
 2. blocks ``0 .. L-2`` as usual;
 3. the last block with its attention replaced by the value path alone (MaskCLIP-style): ``x +
-   proj(norm(v(x)))`` then the MLP as usual;
+   proj(norm(v(x)))`` then the MLP as usual (``dense_residual="cls"``: CAT-Seg's variant, the
+   block input's CLS token added to every token instead of the token itself);
 4. drop CLS, final norm, projection, L2-normalise every token, reshape to ``(B, D, H/p, W/p)``.
 
 The same pass also gives the CLS image embedding (last block run normally) and intermediate block
@@ -28,7 +29,21 @@ from timm.layers.pos_embed_sincos import build_rotary_pos_embed
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["TowerOutput", "VisionTower", "eva_rope_table", "resize_pos_embed", "vision_tower"]
+from .finetune import value_weight
+
+__all__ = [
+    "DENSE_RESIDUALS",
+    "TowerOutput",
+    "VisionTower",
+    "eva_rope_table",
+    "resize_pos_embed",
+    "vision_tower",
+]
+
+#: the residual of the last block's value path: "token" (each token's own input, DenseVLM and
+#: CLIPSelf's ``encode_dense``) or "cls" (the CLS token's input broadcast to every token, CAT-Seg's
+#: ``forward_dense``)
+DENSE_RESIDUALS = ("token", "cls")
 
 
 def resize_pos_embed(
@@ -74,7 +89,8 @@ def eva_rope_table(
 class TowerOutput:
     """What one pass of :meth:`VisionTower.forward` computed.
 
-    ``dense``: (B, D, H, W) L2-normalised projected tokens (value path in the last block).
+    ``dense``: (B, D, H, W) projected tokens (value path in the last block), L2-normalised unless
+    asked otherwise.
     ``image``: (B, D) projected CLS embedding (not normalised), when asked for. ``blocks``: block
     index -> (B, C, H, W) token map after that block; for the last block, its value path.
     """
@@ -107,9 +123,11 @@ class VisionTower:
     def block(self, index: int, x: torch.Tensor, ctx: object) -> torch.Tensor:
         raise NotImplementedError
 
-    def value_block(self, index: int, x: torch.Tensor, ctx: object) -> torch.Tensor:
+    def value_block(
+        self, index: int, x: torch.Tensor, ctx: object, residual: str = "token"
+    ) -> torch.Tensor:
         """Block ``index`` with attention replaced by its value path (MaskCLIP-style identity
-        attention)."""
+        attention); ``residual``: see :data:`DENSE_RESIDUALS`."""
         raise NotImplementedError
 
     def project_tokens(self, x: torch.Tensor) -> torch.Tensor:
@@ -129,10 +147,10 @@ class VisionTower:
     def token_grid(self, height: int, width: int) -> tuple[int, int]:
         return height // self.patch_size, width // self.patch_size
 
-    def _run_block(self, fn, index: int, x: torch.Tensor, ctx: object) -> torch.Tensor:
+    def _run_block(self, fn, index: int, x: torch.Tensor, ctx: object, *args) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled() and x.requires_grad:
-            return checkpoint(fn, index, x, ctx, use_reentrant=False)
-        return fn(index, x, ctx)
+            return checkpoint(fn, index, x, ctx, *args, use_reentrant=False)
+        return fn(index, x, ctx, *args)
 
     def forward(
         self,
@@ -141,8 +159,16 @@ class VisionTower:
         dense: bool = True,
         image: bool = False,
         block_indices: tuple[int, ...] | list[int] = (),
+        dense_residual: str = "token",
+        normalize: bool = True,
     ) -> TowerOutput:
-        """One pass computing only what is asked for, skipping blocks after the last one needed."""
+        """One pass computing only what is asked for, skipping blocks after the last one needed.
+        ``dense_residual``: see :data:`DENSE_RESIDUALS`; ``normalize``: L2-normalise the dense
+        tokens."""
+        if dense_residual not in DENSE_RESIDUALS:
+            raise ValueError(
+                f"dense_residual must be one of {DENSE_RESIDUALS}, got {dense_residual!r}"
+            )
         last = self.num_blocks - 1
         for i in block_indices:
             if not 0 <= i <= last:
@@ -158,12 +184,13 @@ class VisionTower:
             if i in wanted:
                 out.blocks[i] = self._to_map(tokens[:, 1:], grid)
         if dense or last in wanted:
-            value = self._run_block(self.value_block, last, tokens, ctx)
+            value = self._run_block(self.value_block, last, tokens, ctx, dense_residual)
             if last in wanted:
                 out.blocks[last] = self._to_map(value[:, 1:], grid)
             if dense:
+                projected = self.project_tokens(value[:, 1:])
                 out.dense = self._to_map(
-                    F.normalize(self.project_tokens(value[:, 1:]), dim=-1), grid
+                    F.normalize(projected, dim=-1) if normalize else projected, grid
                 )
         if image:
             out.image = self.project_cls(self._run_block(self.block, last, tokens, ctx))
@@ -226,7 +253,7 @@ class EvaTower(VisionTower):
     def block(self, index, x, ctx):
         return self.module.blocks[index](x, rope=ctx)
 
-    def value_block(self, index, x, ctx):
+    def value_block(self, index, x, ctx, residual="token"):
         blk = self.module.blocks[index]
         attn = blk.attn
         if attn.v_proj is None:  # fused qkv layout: slice the value rows
@@ -238,7 +265,7 @@ class EvaTower(VisionTower):
         v = attn.proj_drop(attn.proj(attn.norm(v)))
         if blk.gamma_1 is not None:
             v = blk.gamma_1 * v
-        x = x + blk.drop_path1(v)
+        x = _residual(x, residual) + blk.drop_path1(v)
         m = blk.mlp(blk.norm2(x))
         if blk.gamma_2 is not None:
             m = blk.gamma_2 * m
@@ -290,21 +317,32 @@ class OpenAIViTTower(VisionTower):
             return blk(x)
         return blk(x.transpose(0, 1)).transpose(0, 1)
 
-    def value_block(self, index, x, ctx):
+    def value_block(self, index, x, ctx, residual="token"):
         blk = self.module.transformer.resblocks[index]
         attn = blk.attn
         c = attn.embed_dim
-        v = F.linear(blk.ln_1(x), attn.in_proj_weight[2 * c :], attn.in_proj_bias[2 * c :])
-        x = x + blk.ls_1(attn.out_proj(v))
+        v = F.linear(blk.ln_1(x), value_weight(attn), attn.in_proj_bias[2 * c :])
+        x = _residual(x, residual) + blk.ls_1(attn.out_proj(v))
         return x + blk.ls_2(blk.mlp(blk.ln_2(x)))
 
     def project_tokens(self, x):
         vis = self.module
         return vis.ln_post(x) @ vis.proj
 
+    def dense_unused_parameters(self):
+        attn = self.module.transformer.resblocks[-1].attn
+        if attn.in_proj_weight is not None:  # fused: the query/key rows get zero gradients
+            return []
+        return [attn.q_proj_weight, attn.k_proj_weight]
+
     def project_cls(self, x):
         vis = self.module
         return vis.ln_post(x[:, 0]) @ vis.proj
+
+
+def _residual(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """The value path's residual: every token's own input, or the CLS token's for all."""
+    return x if kind == "token" else x[:, :1].expand_as(x)
 
 
 def vision_tower(visual: nn.Module) -> VisionTower:

@@ -3,27 +3,47 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
+from detectron2.solver.build import maybe_add_gradient_clipping
 from fvcore.common.param_scheduler import ParamScheduler
 
-__all__ = ["WarmupCosine", "adamw_param_groups", "build_adamw"]
+__all__ = ["WarmupCosine", "adamw_param_groups", "add_gradient_clipping", "build_adamw"]
 
 
 def _no_decay(name: str, param: torch.nn.Parameter) -> bool:
     return param.ndim < 2 or any(k in name for k in ("bn", "ln", "bias", "logit_scale"))
 
 
-def adamw_param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Trainable parameters in two groups: no weight decay for gains and biases (fewer than 2
-    dimensions, or named bn/ln/bias/logit_scale), ``weight_decay`` for the rest, as published."""
+def adamw_param_groups(
+    model: torch.nn.Module,
+    weight_decay: float,
+    lr: float | None = None,
+    lr_multipliers: Mapping[int, float] | None = None,
+) -> list[dict]:
+    """Trainable parameters grouped by weight decay: none for gains and biases (fewer than 2
+    dimensions, or named bn/ln/bias/logit_scale), ``weight_decay`` for the rest, as published.
+
+    ``lr_multipliers`` (``id(parameter)`` -> factor, e.g. 0.01 for a CLIP under a new head) splits
+    the groups further; each group then has its own ``lr`` (``lr`` x factor). Empty groups are left
+    out."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise ValueError("the model has no trainable parameter")
-    return [
-        {"params": [p for n, p in named if _no_decay(n, p)], "weight_decay": 0.0},
-        {"params": [p for n, p in named if not _no_decay(n, p)], "weight_decay": weight_decay},
-    ]
+    multipliers = lr_multipliers or {}
+    groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
+    for n, p in named:
+        groups.setdefault((_no_decay(n, p), multipliers.get(id(p), 1.0)), []).append(p)
+    out = []
+    for (no_decay, factor), params in sorted(
+        groups.items(), key=lambda kv: (not kv[0][0], -kv[0][1])
+    ):
+        group = {"params": params, "weight_decay": 0.0 if no_decay else weight_decay}
+        if lr is not None and (factor != 1.0 or multipliers):
+            group["lr"] = lr * factor
+        out.append(group)
+    return out
 
 
 def build_adamw(
@@ -33,13 +53,37 @@ def build_adamw(
     betas=(0.9, 0.999),
     eps: float = 1e-8,
     fused: bool | None = None,
+    lr_multipliers: Mapping[int, float] | None = None,
 ) -> torch.optim.AdamW:
     """``fused`` (one kernel for all parameters' updates; the same arithmetic) defaults to on when
-    every trainable parameter is on a CUDA device."""
-    groups = adamw_param_groups(model, weight_decay)
+    every trainable parameter is on a CUDA device. ``lr_multipliers``: see
+    :func:`adamw_param_groups`."""
+    groups = adamw_param_groups(model, weight_decay, lr, lr_multipliers)
     if fused is None:
         fused = all(p.is_cuda for g in groups for p in g["params"])
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused or None)
+
+
+def add_gradient_clipping(cfg, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """detectron2's ``SOLVER.CLIP_GRADIENTS`` ("value", "norm": each parameter on its own), plus
+    ``CLIP_TYPE "full_model"``: the norm of all gradients together is clipped to ``CLIP_VALUE``
+    (``torch.nn.utils.clip_grad_norm_``; CAT-Seg, DETR). Clipping runs inside ``step``, so after
+    the AMP scaler has unscaled the gradients."""
+    c = cfg.SOLVER.CLIP_GRADIENTS
+    if not (c.ENABLED and c.CLIP_TYPE == "full_model"):
+        return maybe_add_gradient_clipping(cfg, optimizer)
+    if c.CLIP_VALUE <= 0:
+        raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_VALUE must be > 0, got {c.CLIP_VALUE}")
+    max_norm, norm_type = float(c.CLIP_VALUE), float(c.NORM_TYPE)
+    base = type(optimizer)
+
+    def step(self, closure=None):
+        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)
+        return base.step(self, closure)
+
+    optimizer.__class__ = type(base.__name__ + "WithFullModelClipping", (base,), {"step": step})
+    return optimizer
 
 
 class WarmupCosine(ParamScheduler):

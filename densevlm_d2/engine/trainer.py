@@ -20,15 +20,20 @@ from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model
 from detectron2.evaluation import COCOEvaluator
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, ProposalNetwork
 from detectron2.solver import build_lr_scheduler as build_d2_lr_scheduler
-from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.solver.lr_scheduler import LRMultiplier
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, TensorboardXWriter
 
 from ..data import build_region_test_loader
-from ..data.mappers import RegionTrainMapper, SemSegTestMapper, build_detection_mapper
+from ..data.mappers import (
+    RegionTrainMapper,
+    SemSegTestMapper,
+    SemSegTrainMapper,
+    build_detection_mapper,
+)
 from ..evaluation import OVCOCOEvaluator, RegionAccuracyEvaluator, SemSegMetricsEvaluator
 from ..modeling import (
+    CATSeg,
     OpenVocabROIHeads,
     RegionAlignmentModel,
     get_clip_backbone,
@@ -36,7 +41,7 @@ from ..modeling import (
 )
 from .checkpointer import CLIPCheckpointer
 from .hooks import ExportCLIP, LazyJSONWriter
-from .optim import WarmupCosine, build_adamw
+from .optim import WarmupCosine, add_gradient_clipping, build_adamw
 from .train_step import RegionTrainStep
 
 __all__ = ["Trainer", "is_detector", "set_dataset_vocabulary"]
@@ -153,9 +158,18 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_optimizer(cls, cfg, model):
         s = cfg.SOLVER
-        optimizer = build_adamw(model, s.BASE_LR, s.WEIGHT_DECAY, s.ADAMW_BETAS, s.ADAMW_EPS)
-        # SOLVER.CLIP_GRADIENTS (off by default): clips before each step (after AMP unscaling)
-        return maybe_add_gradient_clipping(cfg, optimizer)
+        clip = get_clip_backbone(model).clip
+        optimizer = build_adamw(
+            model,
+            s.BASE_LR,
+            s.WEIGHT_DECAY,
+            s.ADAMW_BETAS,
+            s.ADAMW_EPS,
+            lr_multipliers={id(p): s.CLIP_LR_MULTIPLIER for p in clip.parameters()},
+        )
+        # SOLVER.CLIP_GRADIENTS (off by default): clips before each step (after AMP unscaling);
+        # CLIP_TYPE "full_model" clips the norm of all gradients together (CAT-Seg)
+        return add_gradient_clipping(cfg, optimizer)
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
@@ -169,10 +183,18 @@ class Trainer(DefaultTrainer):
         if is_detector(cfg):
             return build_detection_train_loader(cfg, mapper=build_detection_mapper(cfg, True))
         arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
-        if not (isinstance(arch, type) and issubclass(arch, RegionAlignmentModel)):
+        if not (isinstance(arch, type) and issubclass(arch, RegionAlignmentModel | CATSeg)):
             raise ValueError(
-                f"{cfg.MODEL.META_ARCHITECTURE} is neither a detector nor a region-alignment "
-                "model (DenseVLM, CLIPSelf, RegionCLIP): nothing to train"
+                f"{cfg.MODEL.META_ARCHITECTURE} is neither a detector, a region-alignment model "
+                "(DenseVLM, CLIPSelf, RegionCLIP) nor CATSeg: nothing to train"
+            )
+        if issubclass(arch, CATSeg):
+            dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
+            return build_detection_train_loader(
+                dicts,
+                mapper=SemSegTrainMapper(cfg, True),
+                total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+                num_workers=cfg.DATALOADER.NUM_WORKERS,
             )
         mapper = RegionTrainMapper(cfg, with_crops=arch.needs_crops)
         dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
@@ -210,9 +232,18 @@ class Trainer(DefaultTrainer):
             )
         if MetadataCatalog.get(dataset_name).get("evaluator_type", None) == "sem_seg":
             # one image per batch: images keep their own sizes
+            # CAT-Seg's test images are resized by the loader (INPUT.MIN_SIZE_TEST, as published);
+            # the training-free segmenter resizes them itself
+            arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+            resize = isinstance(arch, type) and issubclass(arch, CATSeg)
+            mapper = SemSegTestMapper(
+                dataset_name,
+                min_size=cfg.INPUT.MIN_SIZE_TEST if resize else 0,
+                max_size=cfg.INPUT.MAX_SIZE_TEST,
+            )
             return build_detection_test_loader(
                 DatasetCatalog.get(dataset_name),
-                mapper=SemSegTestMapper(dataset_name),
+                mapper=mapper,
                 num_workers=cfg.DATALOADER.NUM_WORKERS,
             )
         return build_region_test_loader(cfg, dataset_name)

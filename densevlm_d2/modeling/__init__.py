@@ -2,13 +2,14 @@
 FPN), region pooling, the region-alignment meta-architectures and the open-vocabulary ROI heads."""
 
 from .backbone import CLIPViTBackbone, get_clip_backbone
-from .meta_arch import CLIPRegionClassifier, RegionAlignmentModel
+from .meta_arch import CATSeg, CLIPRegionClassifier, RegionAlignmentModel
 from .open_vocab import set_vocabulary
 from .region_pooling import BoxPooler, pool_masks
 from .roi_heads import OpenVocabROIHeads, TextClassifierOutputLayers, fuse_scores
 
 __all__ = [
     "BoxPooler",
+    "CATSeg",
     "CLIPRegionClassifier",
     "CLIPViTBackbone",
     "OpenVocabROIHeads",

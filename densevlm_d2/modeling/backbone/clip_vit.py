@@ -40,6 +40,7 @@ from ...clip.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from ...clip.finetune import FINETUNE_MODES, attention_qv_parameters
 from ...clip.models import build_clip_model, open_clip_name
 from ...clip.text import TEMPLATES, TextEmbedder, check_vocabulary, load_text_embeddings
 from ...clip.towers import EvaTower, TowerOutput, vision_tower
@@ -78,11 +79,15 @@ class CLIPViTBackbone(Backbone):
     last block through its value path, as the published ``encode_dense``; ``"block<i>"`` -> (B, C,
     H/p, W/p) tokens after block ``i`` (the last block through its value path, as F-ViT takes it).
 
-    ``trainable_blocks``: how many of the last vision blocks train (0 = frozen: ``forward`` runs
-    without autograd and the model stays in eval mode). Embeddings, final norm, projection and the
-    text tower never train, nor do the last block's query/key projections, which the value path
-    never uses. A trainable CLIP keeps a CPU copy of its trainable weights as they were when it was
-    built (:attr:`initial_state`) for :meth:`blended`.
+    ``finetune`` (:data:`~densevlm_d2.clip.finetune.FINETUNE_MODES`) says what trains:
+    ``"blocks"``: the last ``trainable_blocks`` vision blocks (0 = frozen: ``forward`` runs without
+    autograd and the model stays in eval mode); embeddings, final norm, projection and the text
+    tower never train, nor do the last block's query/key projections, which the value path never
+    uses. ``"frozen"``: nothing. ``"attention"``: the query and value projection weights of every
+    attention layer of both towers (CAT-Seg; again not the last vision block's query, which the
+    value path never uses). ``"full"``: every parameter but the logit scale. A trainable CLIP keeps
+    a CPU copy of its trainable weights as they were when it was built (:attr:`initial_state`) for
+    :meth:`blended`.
 
     ``teacher``: a frozen CLIP that a training method distils from; it is rebuilt from
     ``checkpoint`` whenever the model is built and is not saved in detectron2 checkpoints.
@@ -96,6 +101,7 @@ class CLIPViTBackbone(Backbone):
         checkpoint: str | os.PathLike = "",
         out_features: Sequence[str] = ("dense",),
         trainable_blocks: int = 0,
+        finetune: str = "blocks",
         grad_checkpointing: bool = False,
         text_cache_dir: str | os.PathLike | None = "default",
         teacher: bool = False,
@@ -123,13 +129,13 @@ class CLIPViTBackbone(Backbone):
             name: self.tower.output_dim if name == "dense" else self.tower.width
             for name in self._out_features
         }
-        if teacher and trainable_blocks:
+        if teacher and (trainable_blocks or finetune not in ("blocks", "frozen")):
             raise ValueError("a teacher CLIP is frozen: trainable_blocks must be 0")
         self.is_teacher = teacher
         self.text_cache_dir = text_cache_dir
         self._text_embedder: TextEmbedder | None = None
         self.initial_state: dict[str, torch.Tensor] = {}
-        self.set_trainable(trainable_blocks)
+        self.set_trainable(trainable_blocks, finetune)
 
     @classmethod
     def from_config(cls, cfg, input_shape=None):
@@ -139,6 +145,7 @@ class CLIPViTBackbone(Backbone):
             "checkpoint": c.CHECKPOINT,
             "out_features": list(c.OUT_FEATURES),
             "trainable_blocks": c.TRAINABLE_BLOCKS,
+            "finetune": c.FINETUNE,
             "grad_checkpointing": c.GRAD_CHECKPOINTING,
             "text_cache_dir": (c.TEXT_CACHE.DIR or "default") if c.TEXT_CACHE.ENABLED else None,
             "checkpoint_role": "CLIP (MODEL.CLIP.CHECKPOINT)",
@@ -172,22 +179,54 @@ class CLIPViTBackbone(Backbone):
         return (CheckpointFormat.OPEN_CLIP.value,)
 
     # -- training state ----------------------------------------------------------------------------
-    def set_trainable(self, num_blocks: int) -> None:
-        """Train the last ``num_blocks`` vision blocks, freeze everything else (published
-        ``lock_image_tower``), and remember the trainable weights as the blend's initial state."""
+    def set_trainable(self, num_blocks: int, finetune: str = "blocks") -> None:
+        """Freeze the CLIP but what ``finetune`` trains (the class docstring; ``"blocks"``: the
+        last ``num_blocks`` vision blocks, the published ``lock_image_tower``), and remember the
+        trainable weights as the blend's initial state."""
         n = self.tower.num_blocks
+        if finetune not in FINETUNE_MODES:
+            raise ValueError(
+                f"MODEL.CLIP.FINETUNE must be one of {FINETUNE_MODES}, got {finetune!r}"
+            )
         if not 0 <= num_blocks <= n:
             raise ValueError(f"trainable_blocks must be in [0, {n}], got {num_blocks}")
+        if finetune != "blocks" and num_blocks:
+            raise ValueError(
+                f"MODEL.CLIP.TRAINABLE_BLOCKS ({num_blocks}) is for MODEL.CLIP.FINETUNE 'blocks'; "
+                f"set it to 0 with FINETUNE {finetune!r}"
+            )
+        if finetune == "blocks" and num_blocks == 0:
+            finetune = "frozen"
         self.clip.requires_grad_(False)
-        for block in self.vision_blocks[n - num_blocks :] if num_blocks else []:
-            block.requires_grad_(True)
+        if finetune == "blocks":
+            for block in self.vision_blocks[n - num_blocks :]:
+                block.requires_grad_(True)
+        elif finetune == "attention":
+            for p in attention_qv_parameters(self.clip):
+                p.requires_grad_(True)
+        elif finetune == "full":
+            self.clip.requires_grad_(True)
+            if isinstance(getattr(self.clip, "logit_scale", None), nn.Parameter):
+                self.clip.logit_scale.requires_grad_(False)
         # the value path gives no gradient to the last block's query/key projections; frozen, so
         # that DistributedDataParallel does not wait for them (and AdamW's weight decay leaves them
         # be, as for parameters without gradients in the published code)
         for p in self.tower.dense_unused_parameters():
             p.requires_grad_(False)
-        self.num_trainable_blocks = num_blocks
+        self.finetune = finetune
+        self.num_trainable_blocks = num_blocks if finetune == "blocks" else 0
         self.reset_initial_state()
+
+    @property
+    def is_frozen(self) -> bool:
+        """Whether no CLIP parameter trains (``forward`` then runs without autograd)."""
+        return self.finetune == "frozen"
+
+    @property
+    def trains_text(self) -> bool:
+        """Whether the text tower trains (text embeddings must then be computed with autograd)."""
+        visual = {id(p) for p in self.clip.visual.parameters()}
+        return any(p.requires_grad and id(p) not in visual for p in self.clip.parameters())
 
     def reset_initial_state(self) -> None:
         """Take the current trainable weights as the blend's initial state (done when the model is
@@ -220,11 +259,11 @@ class CLIPViTBackbone(Backbone):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        # frozen parts stay in eval mode (no dropout or drop path): all of CLIP when frozen, else
-        # the text tower
-        if self.num_trainable_blocks == 0:
+        # frozen parts stay in eval mode (no dropout or drop path): all of CLIP when frozen, the
+        # text tower when only vision blocks train
+        if self.is_frozen:
             self.clip.eval()
-        else:
+        elif self.finetune == "blocks":
             text = getattr(self.clip, "text", None) or getattr(self.clip, "transformer", None)
             text.eval()
         return self
@@ -237,7 +276,7 @@ class CLIPViTBackbone(Backbone):
         finally:
             self.initial_state = initial
         teacher._text_embedder = None
-        teacher.set_trainable(0)
+        teacher.set_trainable(0, "frozen")
         teacher.is_teacher = True
         return teacher.eval()
 
@@ -249,14 +288,23 @@ class CLIPViTBackbone(Backbone):
         dense: bool = True,
         image: bool = False,
         blocks: Sequence[int] = (),
+        dense_residual: str = "token",
+        normalize: bool = True,
     ) -> TowerOutput:
-        """One pass of the vision tower over normalised images (any size); what is asked for.
-        Autograd follows the caller's context."""
-        return self.tower.forward(x, dense=dense, image=image, block_indices=blocks)
+        """One pass of the vision tower over normalised images (any size); what is asked for
+        (:meth:`densevlm_d2.clip.towers.VisionTower.forward`). Autograd follows the caller's
+        context."""
+        return self.tower.forward(
+            x,
+            dense=dense,
+            image=image,
+            block_indices=blocks,
+            dense_residual=dense_residual,
+            normalize=normalize,
+        )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        frozen = self.num_trainable_blocks == 0
-        with torch.no_grad() if frozen else contextlib.nullcontext():
+        with torch.no_grad() if self.is_frozen else contextlib.nullcontext():
             out = self.features(x, dense=self._dense, blocks=self._blocks)
         feats = {f"block{i}": t for i, t in out.blocks.items()}
         if self._dense:

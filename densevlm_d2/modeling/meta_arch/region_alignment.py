@@ -59,7 +59,7 @@ class RegionAlignmentModel(CLIPRegionClassifier):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        if self.backbone.num_trainable_blocks == 0:
+        if self.backbone.is_frozen:
             raise ValueError(
                 f"{type(self).__name__} trains the student: set MODEL.CLIP.TRAINABLE_BLOCKS > 0"
             )

@@ -1,0 +1,352 @@
+"""CAT-Seg (Cho et al., CVPR 2024): open-vocabulary semantic segmentation by cost aggregation, on
+any CLIP this project loads (EVA02-CLIP B/16 and L/14-336, OpenAI-style ViT-B/16; original,
+CLIPSelf or DenseVLM weights).
+
+What one forward pass computes (the published model, :mod:`densevlm_d2.modeling.cat_seg`):
+
+* the image, normalised with the CLIP's mean/std, resized bilinearly to ``clip_resolution`` (384
+  for 16-px models, 336 for L/14-336: a 24x24 token map);
+* the CLIP's dense map (last block through its value path, ``dense_residual`` "cls" as CAT-Seg or
+  "token" as DenseVLM/CLIPSelf; not normalised) and the outputs of two intermediate vision blocks
+  (``guidance_blocks``: [3, 7] for B/16, [7, 15] for L/14), upsampled x2 and x4 by transposed
+  convolutions as decoder guidance;
+* the text embeddings of every class name in one prompt per template ("A photo of a {} in the
+  scene"; a ``", "``-separated name uses its first synonym), through the text tower, with autograd
+  when the text tower trains;
+* the cost aggregator's (B, T, 4h, 4w) logits. Training: binary cross-entropy with logits against
+  one-hot targets at the label's resolution (pixels labelled ``ignore_value`` have no class: every
+  class's target is 0 there, as published). Inference: sigmoid scores; with ``sliding_window``, the
+  published protocol: the (test-mapper-resized) image resized to ``test_size`` x ``test_size``,
+  ``window``-pixel windows with ``overlap`` plus one global view, scores averaged, then resized to
+  the original size.
+
+What trains in the CLIP is the backbone's ``MODEL.CLIP.FINETUNE`` ("attention" as published: the
+query and value projection weights of both towers); the CLIP's learning rate is
+``SOLVER.CLIP_LR_MULTIPLIER`` x the head's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
+from detectron2.modeling.postprocessing import sem_seg_postprocess
+from detectron2.structures import ImageList
+from torch import nn
+
+from ...clip.text import encode_tokens
+from ...clip.towers import DENSE_RESIDUALS
+from ..backbone.clip_vit import CLIPViTBackbone
+from ..cat_seg import CostAggregator
+from .dense_segmenter import CLIPDenseSegmenter
+
+__all__ = ["CATSeg", "cat_seg_prompts", "sliding_windows"]
+
+
+def cat_seg_prompts(names: Sequence[str], templates: Sequence[str]) -> list[str]:
+    """Class-major prompts: for each name (its first ``", "``-separated synonym) every template."""
+    if not names:
+        raise ValueError("empty vocabulary: CAT-Seg needs at least one class name")
+    firsts = [n.split(",")[0].strip() for n in names]
+    return [t.format(n) for n in firsts for t in templates]
+
+
+def sliding_windows(size: int, window: int, overlap: float) -> list[int]:
+    """Start offsets of ``window``-pixel windows with stride ``int(window * (1 - overlap))`` over
+    ``size`` pixels (as ``nn.Unfold`` places them: the last window may stop short of the end)."""
+    stride = int(window * (1 - overlap))
+    if stride <= 0 or window > size:
+        raise ValueError(f"no {window}-px windows with overlap {overlap} fit in {size} px")
+    return list(range(0, size - window + 1, stride))
+
+
+@META_ARCH_REGISTRY.register()
+class CATSeg(nn.Module):
+    """See the module docstring.
+
+    Inputs: dicts with ``image`` ((3, H, W) uint8 RGB); in training ``sem_seg`` ((H, W) labels of
+    the training vocabulary); at test time ``dataset_name`` or ``classes`` (the vocabulary, as
+    :class:`CLIPDenseSegmenter`) and optionally ``height`` / ``width`` (output size). Outputs at
+    test time: ``{"sem_seg": (T, height, width)}`` class scores in [0, 1].
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: CLIPViTBackbone,
+        aggregator: CostAggregator,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        train_classes: Sequence[str] = (),
+        templates: Sequence[str] = ("A photo of a {} in the scene",),
+        clip_resolution: int = 384,
+        guidance_blocks: Sequence[int] = (3, 7),
+        decoder_guidance_dims: Sequence[int] = (256, 128),
+        dense_residual: str = "cls",
+        ignore_value: int = 255,
+        train_pooling: Sequence[int] = (2, 2),
+        test_pooling: Sequence[int] = (1, 1),
+        size_divisibility: int = 0,
+        sliding_window: bool = True,
+        test_size: int = 640,
+        window: int = 384,
+        overlap: float = 0.333,
+    ):
+        super().__init__()
+        if dense_residual not in DENSE_RESIDUALS:
+            raise ValueError(
+                f"MODEL.CAT_SEG.DENSE_RESIDUAL must be one of {DENSE_RESIDUALS}, got "
+                f"{dense_residual!r}"
+            )
+        if len(guidance_blocks) != 2 or len(decoder_guidance_dims) != 2:
+            raise ValueError("MODEL.CAT_SEG.GUIDANCE_BLOCKS and DECODER_GUIDANCE_DIMS take 2 each")
+        _check_resolution(clip_resolution, backbone.patch_size)
+        if not templates or any("{}" not in t for t in templates):
+            raise ValueError(f"MODEL.CAT_SEG.TEMPLATES must each contain '{{}}', got {templates}")
+        if sliding_window:
+            sliding_windows(test_size, window, overlap)  # fails early on a bad protocol
+        self.backbone = backbone
+        self.aggregator = aggregator
+        width = backbone.tower.width
+        self.guidance_up = nn.ModuleList(
+            [
+                nn.ConvTranspose2d(width, decoder_guidance_dims[0], kernel_size=2, stride=2),
+                nn.ConvTranspose2d(width, decoder_guidance_dims[1], kernel_size=4, stride=4),
+            ]
+        )
+        self.train_classes = list(train_classes)
+        self.templates = list(templates)
+        self.clip_resolution = clip_resolution
+        self.guidance_blocks = list(guidance_blocks)
+        self.dense_residual = dense_residual
+        self.ignore_value = ignore_value
+        self.train_pooling, self.test_pooling = tuple(train_pooling), tuple(test_pooling)
+        self.size_divisibility = size_divisibility
+        self.sliding_window = sliding_window
+        self.test_size, self.window, self.overlap = test_size, window, overlap
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self._text_cache: dict[tuple[str, ...], torch.Tensor] = {}
+
+    @classmethod
+    def from_config(cls, cfg):
+        c = cfg.MODEL.CAT_SEG
+        backbone = build_backbone(cfg)
+        embed_dim = backbone.embed_dim
+        _check_resolution(c.CLIP_RESOLUTION, backbone.patch_size)
+        grid = c.CLIP_RESOLUTION // backbone.patch_size
+        if grid % min(c.WINDOW_SIZE, grid):
+            raise ValueError(
+                f"MODEL.CAT_SEG.WINDOW_SIZE {c.WINDOW_SIZE} does not divide the {grid}x{grid} "
+                f"token map (CLIP_RESOLUTION {c.CLIP_RESOLUTION} / patch {backbone.patch_size})"
+            )
+        aggregator = CostAggregator(
+            embed_dim=embed_dim,
+            num_prompts=len(c.TEMPLATES),
+            feature_size=(grid, grid),
+            hidden_dim=c.HIDDEN_DIM,
+            text_guidance_dim=c.TEXT_GUIDANCE_DIM,
+            appearance_guidance_dim=c.APPEARANCE_GUIDANCE_DIM,
+            decoder_dims=c.DECODER_DIMS,
+            decoder_guidance_dims=c.DECODER_GUIDANCE_DIMS,
+            decoder_guidance_proj_dims=c.DECODER_GUIDANCE_PROJ_DIMS,
+            num_layers=c.NUM_LAYERS,
+            num_heads=c.NUM_HEADS,
+            window=c.WINDOW_SIZE,
+            attention_type=c.ATTENTION_TYPE,
+            pad_len=c.MAX_CLASSES,
+        )
+        return {
+            "backbone": backbone,
+            "aggregator": aggregator,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "train_classes": training_vocabulary(cfg.DATASETS.TRAIN),
+            "templates": list(c.TEMPLATES),
+            "clip_resolution": c.CLIP_RESOLUTION,
+            "guidance_blocks": list(c.GUIDANCE_BLOCKS),
+            "decoder_guidance_dims": list(c.DECODER_GUIDANCE_DIMS),
+            "dense_residual": c.DENSE_RESIDUAL,
+            "ignore_value": c.IGNORE_VALUE,
+            "train_pooling": list(c.POOLING_SIZES),
+            "test_pooling": list(c.TEST_POOLING_SIZES),
+            "size_divisibility": cfg.INPUT.get("SIZE_DIVISIBILITY", -1),
+            "sliding_window": c.SLIDING_WINDOW,
+            "test_size": c.TEST_SIZE,
+            "window": c.WINDOW,
+            "overlap": c.OVERLAP,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.backbone.trains_text:
+            self._text_cache.clear()  # the text tower is about to change
+        return self
+
+    # -- text --------------------------------------------------------------------------------------
+    def text_embeddings(self, names: Sequence[str]) -> torch.Tensor:
+        """(T, P, D) unit-norm embeddings of every class in every template, float32. With autograd
+        while the text tower trains; otherwise cached per vocabulary."""
+        grad = self.training and self.backbone.trains_text and torch.is_grad_enabled()
+        key = tuple(names)
+        if not grad and key in self._text_cache:
+            return self._text_cache[key]
+        embedder = self.backbone.text_embedder
+        tokens = embedder.tokenizer(cat_seg_prompts(names, self.templates)).to(self.device)
+        with torch.set_grad_enabled(grad):
+            emb = F.normalize(encode_tokens(self.backbone.clip, tokens).float(), dim=-1)
+        emb = emb.view(len(names), len(self.templates), -1)
+        if not grad:
+            self._text_cache[key] = emb
+        return emb
+
+    # -- the model ---------------------------------------------------------------------------------
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) 0-255 RGB -> normalised and resized to the CLIP resolution."""
+        x = (images - self.pixel_mean) / self.pixel_std
+        size = (self.clip_resolution, self.clip_resolution)
+        if tuple(x.shape[-2:]) != size:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return x
+
+    def logits(self, clip_images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Normalised (B, 3, R, R) images at the CLIP resolution, (T, P, D) text -> (B, T, 4R/p,
+        4R/p) logits."""
+        out = self.backbone.features(
+            clip_images,
+            dense=True,
+            blocks=self.guidance_blocks,
+            dense_residual=self.dense_residual,
+            normalize=False,
+        )
+        guidance = [out.dense.float()] + [
+            up(out.blocks[i].float())
+            for up, i in zip(self.guidance_up, self.guidance_blocks, strict=True)
+        ]
+        pooling = self.train_pooling if self.training else self.test_pooling
+        text = text.expand(clip_images.shape[0], *text.shape)
+        return self.aggregator(out.dense.float(), text, guidance, pooling)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Binary cross-entropy with logits, one-hot targets at the labels' size (see the module
+        docstring for ``ignore_value``)."""
+        num_classes = logits.shape[1]
+        valid = targets != self.ignore_value
+        bad = targets[valid]
+        if bad.numel() and (int(bad.min()) < 0 or int(bad.max()) >= num_classes):
+            raise ValueError(
+                f"labels must be in [0, {num_classes}) or {self.ignore_value} (ignored); found "
+                f"{int(bad.min())}..{int(bad.max())}: the training dataset's labels do not match "
+                f"its {num_classes}-class vocabulary"
+            )
+        logits = F.interpolate(
+            logits, size=targets.shape[-2:], mode="bilinear", align_corners=False
+        )
+        onehot = torch.zeros_like(logits)
+        index = torch.where(valid, targets, 0).unsqueeze(1)
+        onehot.scatter_(1, index, valid.unsqueeze(1).to(onehot.dtype))
+        return F.binary_cross_entropy_with_logits(logits, onehot)
+
+    def forward(self, batched_inputs):
+        if not self.training:
+            return [self.inference(inp) for inp in batched_inputs]
+        if not self.train_classes:
+            raise ValueError("CATSeg trains on DATASETS.TRAIN's classes: no training dataset")
+        images = [x["image"].to(self.device).float() for x in batched_inputs]
+        images = ImageList.from_tensors(images, max(self.size_divisibility, 0)).tensor
+        targets = [x["sem_seg"].to(self.device) for x in batched_inputs]
+        targets = ImageList.from_tensors(
+            targets, max(self.size_divisibility, 0), pad_value=self.ignore_value
+        ).tensor.long()
+        text = self.text_embeddings(self.train_classes)
+        logits = self.logits(self.normalize(images), text)
+        return {"loss_sem_seg": self.loss(logits, targets)}
+
+    @torch.no_grad()
+    def inference(self, inp: dict) -> dict:
+        classes, _ = CLIPDenseSegmenter.vocabulary(inp)
+        image = inp["image"].to(self.device).float()
+        height = inp.get("height", image.shape[-2])
+        width = inp.get("width", image.shape[-1])
+        return {"sem_seg": self.segment(image, classes, (height, width))}
+
+    @torch.no_grad()
+    def segment(
+        self,
+        image: torch.Tensor,
+        classes: Sequence[str],
+        output_size: tuple[int, int] | None = None,
+    ) -> torch.Tensor:
+        """(3, H, W) RGB image (0-255) -> (T, H', W') class scores in [0, 1] (``output_size``,
+        default the image's)."""
+        if image.ndim != 3 or image.shape[0] != 3:
+            raise ValueError(f"expected a (3, H, W) RGB image, got shape {tuple(image.shape)}")
+        output_size = tuple(output_size or image.shape[-2:])
+        image = image.to(self.device).float()
+        text = self.text_embeddings(list(classes))
+        if self.sliding_window:
+            scores, size = self._sliding_window_scores(image, text), (self.test_size,) * 2
+        else:
+            padded = ImageList.from_tensors([image], max(self.size_divisibility, 0))
+            scores = self.logits(self.normalize(padded.tensor), text).sigmoid()[0]
+            size = tuple(image.shape[-2:])
+            scores = F.interpolate(
+                scores[None], size=padded.tensor.shape[-2:], mode="bilinear", align_corners=False
+            )[0]
+        return sem_seg_postprocess(scores, size, *output_size)
+
+    def _sliding_window_scores(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """The published protocol: (T, test_size, test_size) averaged window and global scores."""
+        s, k = self.test_size, self.window
+        resized = F.interpolate(image[None], size=(s, s), mode="bilinear", align_corners=False)
+        starts = sliding_windows(s, k, self.overlap)
+        crops = [resized[0, :, y : y + k, x : x + k] for y in starts for x in starts]
+        views = torch.stack(crops + [_resize(image, (k, k))])
+        scores = self.logits(self.normalize(views), text)
+        scores = F.interpolate(scores, size=(k, k), mode="bilinear", align_corners=False).sigmoid()
+        total = scores.new_zeros(scores.shape[1], s, s)
+        count = scores.new_zeros(1, s, s)
+        for i, (y, x) in enumerate((y, x) for y in starts for x in starts):
+            total[:, y : y + k, x : x + k] += scores[i]
+            count[:, y : y + k, x : x + k] += 1
+        local = total / count
+        glob = F.interpolate(scores[-1:], size=(s, s), mode="bilinear", align_corners=False)[0]
+        return (local + glob) / 2
+
+
+def _check_resolution(resolution: int, patch: int) -> None:
+    if resolution % patch:
+        raise ValueError(
+            f"MODEL.CAT_SEG.CLIP_RESOLUTION {resolution} is not a multiple of the patch size "
+            f"{patch}"
+        )
+
+
+def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+
+
+def training_vocabulary(datasets: Sequence[str]) -> list[str]:
+    """The ``stuff_classes`` shared by the training datasets ([] without any); a clear error when
+    they differ or are missing."""
+    vocabularies = []
+    for name in datasets:
+        meta = MetadataCatalog.get(name)
+        if not meta.get("stuff_classes", None):
+            raise ValueError(
+                f"training dataset {name!r} has no 'stuff_classes' metadata: CATSeg trains on "
+                "registered semantic-segmentation datasets"
+            )
+        vocabularies.append(list(meta.stuff_classes))
+    if any(v != vocabularies[0] for v in vocabularies[1:]):
+        raise ValueError(f"the training datasets {list(datasets)} have different class lists")
+    return vocabularies[0] if vocabularies else []
