@@ -2,8 +2,9 @@
 
 Stages (each cached in the demo folder; ``rebuild`` starts over):
 
-1. ``world``: the small world (``demo/world.py``) in COCO panoptic format, and its val split's
-   semantic labels (``densevlm_d2.data.datasets.panoptic_semantic``);
+1. ``world``: the small world (``demo/world.py``) in COCO panoptic format, and its splits'
+   semantic labels (``densevlm_d2.data.datasets.panoptic_semantic``; the val split's are the
+   segmentation evaluation's, the train split's a segmentation view for training);
 2. ``student``: a small EVA02-CLIP trained contrastively on the image captions with upstream
    ``open_clip_train`` (the stand-in for EVA-CLIP: captions rarely name backgrounds);
 3. ``teacher``: the same architecture trained with ``open_clip_train`` on region crops named by
@@ -32,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["DemoConfig", "missing_requirements", "run_demo"]
+__all__ = ["DemoConfig", "missing_requirements", "run_demo", "write_semantic_views"]
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_NET = ROOT / "tools" / "train_net.py"
@@ -236,14 +237,28 @@ def evaluate(checkpoint: Path, out: Path, env: dict, logs: Path, name: str) -> d
     return metrics
 
 
+def write_semantic_views(world: Path) -> list[Path]:
+    """Write ``sem_seg_{train,val}/`` of the world from its panoptic annotations (the labels of
+    ``densevlm_demo_world_{train,val}_sem_seg``); a folder with a ``.done`` marker is kept as it
+    is, so an interrupted run redoes only what is unfinished. Returns the two folders."""
+    from densevlm_d2.data.datasets.panoptic_semantic import panoptic_to_semantic
+
+    folders = []
+    for split in ("train", "val"):
+        out = world / f"sem_seg_{split}"
+        if not (out / ".done").exists():
+            panoptic_to_semantic(world / f"panoptic_{split}.json", world / f"panoptic_{split}", out)
+            (out / ".done").touch()
+        folders.append(out)
+    return folders
+
+
 def run_demo(
     demo_dir: str | os.PathLike = "output/demo",
     cfg: DemoConfig | None = None,
     rebuild: bool = False,
 ) -> dict:
     """Run (or reuse) every stage; returns the table and the paths of the pictures."""
-    from densevlm_d2.data.datasets.panoptic_semantic import panoptic_to_semantic
-
     from .world import WorldSpec, write_world
 
     missing = missing_requirements()
@@ -277,12 +292,7 @@ def run_demo(
         )
     else:
         print("    cached:", world)
-    if not (world / "sem_seg_val" / ".done").exists():
-        # the segmentation view of the val split (densevlm_demo_world_val_sem_seg)
-        panoptic_to_semantic(
-            world / "panoptic_val.json", world / "panoptic_val", world / "sem_seg_val"
-        )
-        (world / "sem_seg_val" / ".done").touch()
+    write_semantic_views(world)
 
     stage("student: a small EVA02-CLIP trained on the captions with open_clip_train")
     if not _cached(models / "student.pt"):

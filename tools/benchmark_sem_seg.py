@@ -31,7 +31,6 @@ from densevlm_d2.modeling.meta_arch import CLIPDenseSegmenter
 import numpy as np
 import torch
 from detectron2.config import get_cfg
-from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_backbone
 from PIL import Image
 
@@ -83,8 +82,7 @@ def main(argv=None) -> dict:
     torch.manual_seed(args.seed)  # the same random weights every run (and text cache hits)
     device = torch.device(args.device)
     dataset = cfg.DATASETS.TEST[0]
-    meta = MetadataCatalog.get(dataset)
-    classes, background = list(meta.stuff_classes), meta.get("background_index", None)
+    classes, background = CLIPDenseSegmenter.vocabulary({"dataset_name": dataset})
     model = CLIPDenseSegmenter(
         backbone=build_backbone(cfg), **CLIPDenseSegmenter.protocol_from_config(cfg)
     )

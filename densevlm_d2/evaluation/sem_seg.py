@@ -7,6 +7,13 @@ absent from the ground truth counts with IoU 0 (the convention of mmsegmentation
 too). Written to the output folder: ``sem_seg_metrics.json`` (the results, the dataset and the
 number of images) and, with ``save_predictions``, detectron2's ``sem_seg_predictions.json`` (RLE
 per class and image) and ``sem_seg_evaluation.pth``.
+
+A dataset whose model is queried with more names than are scored (metadata
+``surplus_prediction_class`` s, VOC-20b: 59 queries, 21 classes) has its predictions, the argmax
+over all of the output's channels, mapped to ``min(prediction, s)`` before they are scored, as
+CAT-Seg's ``VOCbEvaluator`` does. Any other output must have one channel per scored class:
+detectron2 would silently drop or misplace the predictions of extra channels, so a mismatch is a
+ValueError.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 
+import torch
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import SemSegEvaluator
 from detectron2.utils import comm
@@ -23,8 +31,9 @@ __all__ = ["SemSegMetricsEvaluator"]
 
 class SemSegMetricsEvaluator(SemSegEvaluator):
     """``SemSegEvaluator`` whose per-class keys use each class's display name (metadata
-    ``display_classes``, else the first of its ``", "``-separated synonyms) and which writes
-    ``sem_seg_metrics.json``."""
+    ``display_classes``, else the first of its ``", "``-separated synonyms), which writes
+    ``sem_seg_metrics.json`` and which scores surplus query classes as the dataset's metadata
+    ``surplus_prediction_class`` says (see the module docstring)."""
 
     def __init__(
         self,
@@ -46,14 +55,55 @@ class SemSegMetricsEvaluator(SemSegEvaluator):
         ]
         self._save_predictions = save_predictions
         self._num_images = 0
+        self._surplus = meta.get("surplus_prediction_class", None)
+        query_classes = meta.get("query_classes", None)
+        self._num_queries = len(query_classes) if query_classes else None
+        if self._surplus is not None and self._surplus != self._num_classes - 1:
+            raise ValueError(
+                f"dataset {dataset_name!r}: surplus_prediction_class {self._surplus} must be its "
+                f"last class index, {self._num_classes - 1}"
+            )
 
     def reset(self):
         super().reset()
         self._num_images = 0
 
     def process(self, inputs, outputs):
+        outputs = [self._scored_output(out) for out in outputs]
         super().process(inputs, outputs)
         self._num_images += len(inputs)
+
+    def _scored_output(self, output: dict) -> dict:
+        """``output`` as detectron2 scores it: one channel per scored class, whose argmax is the
+        prediction. With surplus query classes, the argmax over all channels mapped to
+        ``min(argmax, surplus_prediction_class)``, one-hot (uint8)."""
+        scores = output["sem_seg"]
+        channels = scores.shape[0]
+        if self._surplus is None:
+            if channels != self._num_classes:
+                raise ValueError(
+                    f"dataset {self._dataset_name!r} scores {self._num_classes} classes, but the "
+                    f"model's output has {channels} channels (was the model queried with another "
+                    "vocabulary? Its 'sem_seg' must have one channel per class of the dataset's "
+                    "stuff_classes)"
+                )
+            return output
+        if self._num_queries is not None:
+            ok, expected = channels == self._num_queries, str(self._num_queries)
+        else:
+            ok, expected = channels > self._surplus, f"at least {self._surplus + 1}"
+        if not ok:
+            raise ValueError(
+                f"dataset {self._dataset_name!r} expects one output channel per query class "
+                f"({expected}; predictions >= {self._surplus} count as class {self._surplus}), "
+                f"but the model's output has {channels} channels"
+            )
+        pred = scores.argmax(dim=0).clamp_(max=self._surplus)
+        one_hot = torch.zeros(
+            (self._num_classes, *pred.shape), dtype=torch.uint8, device=pred.device
+        )
+        one_hot.scatter_(0, pred.unsqueeze(0), 1)
+        return {**output, "sem_seg": one_hot}
 
     def encode_json_sem_seg(self, sem_seg, input_file_name):
         return (

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import densevlm_d2
 from densevlm_d2.engine.trainer import Trainer
-from densevlm_d2.modeling import CATSeg
 from densevlm_d2.modeling.cat_seg import CostAggregator
 from densevlm_d2.modeling.cat_seg.spatial import window_region_mask
 from densevlm_d2.modeling.meta_arch.cat_seg import cat_seg_prompts, sliding_windows

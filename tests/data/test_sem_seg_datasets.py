@@ -41,6 +41,7 @@ EXPECTED = {
     "pascal_context_60_val": (60, 255, 0, "png"),
     "voc_20_val": (20, 255, None, "png"),
     "voc_21_val": (21, 255, 0, "png"),
+    "voc_20b_val": (21, 255, 20, "png"),
 }
 
 
@@ -191,6 +192,7 @@ def _voc_palette() -> list[int]:
 VOC_RAW = [0, 1, 20, 255, 15]
 VOC_20 = [255, 0, 19, 255, 14]
 VOC_21 = [0, 1, 20, 255, 15]
+VOC_20B = [20, 0, 19, 255, 14]
 VOC_VAL = ["2007_000033", "2007_000042"]
 
 
@@ -246,6 +248,9 @@ def test_label_mappings():
     assert prep.pascal_context_459_labels(np.array(CONTEXT_RAW)).tolist() == CONTEXT_459
     assert prep.voc_20_labels(np.array(VOC_RAW)).tolist() == VOC_20
     assert prep.voc_21_labels(np.array(VOC_RAW)).tolist() == VOC_21
+    assert prep.voc_20b_labels(np.array(VOC_RAW)).tolist() == VOC_20B
+    # every other palette index (none in VOC) is ignored, as CAT-Seg's table leaves it
+    assert prep.voc_20b_labels(np.array([21, 254])).tolist() == [255, 255]
     assert prep.ade20k_847_labels(np.zeros((2, 2), np.int32)).dtype == np.uint16
 
 
@@ -268,10 +273,58 @@ def test_vocabularies_and_metadata(root):
     assert (coco[0], coco[79], coco[80], coco[170]) == ("person", "toothbrush", "banner", "wood")
     ade847 = MetadataCatalog.get(f"{PREFIX}ade20k_847_val_sem_seg").stuff_classes
     assert ade847[:3] == ["wall", "building, edifice", "sky"]
-    assert len(SEM_SEG_BENCHMARKS) == 9 and all(
+    assert len(SEM_SEG_BENCHMARKS) == 10 and all(
         n.endswith("_val_sem_seg") for n in SEM_SEG_BENCHMARKS
     )
+    # CAT-Seg's table order: A-847, PC-459, A-150, PC-59, PAS-20, PAS-20b
+    assert SEM_SEG_BENCHMARKS.index("densevlm_voc_20b_val_sem_seg") == 5
     assert set(SEM_SEG_BENCHMARKS) <= set(DatasetCatalog.list())  # registered on import
+
+
+CONTEXT_39 = ["bag", "bed", "bench", "book", "building", "cabinet", "ceiling", "cloth", "computer",
+              "cup", "door", "fence", "floor", "flower", "food", "grass", "ground", "keyboard",
+              "light", "mountain", "mouse", "curtain", "platform", "sign", "plate", "road", "rock",
+              "shelves", "sidewalk", "sky", "snow", "bedclothes", "track", "tree", "truck", "wall",
+              "water", "window", "wood"]  # fmt: skip
+
+
+def test_voc_20b_metadata(root):
+    meta = MetadataCatalog.get(f"{PREFIX}voc_20b_val_sem_seg")
+    # CAT-Seg's own VOC spellings (VOC-20 keeps SCLIP's: the two benchmarks come from two papers)
+    voc20 = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
+             "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep",
+             "sofa", "train", "tvmonitor"]  # fmt: skip
+    assert meta.stuff_classes == [*voc20, "background"] and meta.background_index == 20
+    assert meta.query_classes == [*voc20, *CONTEXT_39] and len(meta.query_classes) == 59
+    assert meta.surplus_prediction_class == 20
+    assert meta.display_classes[:5] == ["aeroplane", "bicycle", "bird", "boat", "bottle"]
+    assert Path(meta.class_names_file).name == "voc_20b.json"
+    assert "CAT-Seg" in sem_seg_vocabulary("voc_20b")["source"]
+    # the other benchmarks have no query list: the model is asked about the scored classes
+    voc21 = MetadataCatalog.get(f"{PREFIX}voc_21_val_sem_seg")
+    assert voc21.query_classes is None and voc21.surplus_prediction_class is None
+
+
+def test_register_checks_query_classes():
+    classes = ["cat", "dog", "background"]
+    with pytest.raises(ValueError, match="go together"):
+        register_sem_seg("test_semseg_q", "i", "g", classes, query_classes=["cat", "dog", "sky"])
+    with pytest.raises(ValueError, match="go together"):
+        register_sem_seg("test_semseg_q", "i", "g", classes, surplus_prediction_class=2)
+    with pytest.raises(ValueError, match="must be the last class index, 2"):
+        register_sem_seg("test_semseg_q", "i", "g", classes, query_classes=["cat", "dog", "sky"],
+                         surplus_prediction_class=1)  # fmt: skip
+    with pytest.raises(ValueError, match="more than the 2 classes"):
+        register_sem_seg("test_semseg_q", "i", "g", classes, query_classes=["cat", "dog"],
+                         surplus_prediction_class=2)  # fmt: skip
+    with pytest.raises(ValueError, match=r"same order.*index 0 is 'dog', the class is 'cat'"):
+        register_sem_seg("test_semseg_q", "i", "g", classes, query_classes=["dog", "cat", "sky"],
+                         surplus_prediction_class=2)  # fmt: skip
+    assert "test_semseg_q" not in DatasetCatalog.list()
+    register_sem_seg("test_semseg_q", "i", "g", classes, background_index=2,
+                     query_classes=("cat", "dog", "sky", "wall"),
+                     surplus_prediction_class=2)  # fmt: skip
+    assert MetadataCatalog.get("test_semseg_q").query_classes == ["cat", "dog", "sky", "wall"]
 
 
 def _dicts(key: str) -> list[dict]:
@@ -364,6 +417,7 @@ def test_voc(root):
     for key, folder, expected in (
         ("voc_20_val", "annotations_detectron2", VOC_20),
         ("voc_21_val", "annotations_detectron2_voc21", VOC_21),
+        ("voc_20b_val", "annotations_detectron2_bg", VOC_20B),
     ):
         d = _dicts(key)
         assert [r["image_id"] for r in d] == VOC_VAL, key
@@ -414,7 +468,7 @@ def test_wrong_context_labels_file(tmp_path):
 
 def test_missing_prepared_folders(tmp_path):
     names = register_sem_seg_benchmarks(str(tmp_path), prefix="test_semseg_empty_")
-    assert len(names) == 10
+    assert len(names) == 11
     with pytest.raises(DatasetLayoutError) as e:
         DatasetCatalog.get("test_semseg_empty_pascal_context_459_val_sem_seg")
     assert str(tmp_path / "VOCdevkit/VOC2010/JPEGImages") in str(e.value)

@@ -108,6 +108,49 @@ def test_semantic_view_matches_the_panoptic_annotations(world):
         assert (label < len(classes)).all()  # every pixel of the world is labelled
 
 
+def test_train_semantic_view_is_registered_and_matches_the_panoptic_annotations(world):
+    from densevlm_d2.data.datasets.sem_seg import load_sem_seg_dicts
+
+    from detectron2.data import MetadataCatalog
+
+    from demo.pipeline import write_semantic_views
+
+    train_view = MetadataCatalog.get("densevlm_demo_world_train_sem_seg")
+    val_view = MetadataCatalog.get("densevlm_demo_world_val_sem_seg")
+    classes = train_view.stuff_classes
+    assert (
+        classes == val_view.stuff_classes == MetadataCatalog.get("densevlm_demo_world_val").classes
+    )
+    assert Path(train_view.image_root).name == "train"
+    assert Path(train_view.sem_seg_root).name == "sem_seg_train"
+    assert Path(train_view.sem_seg_root).parent == Path(val_view.sem_seg_root).parent
+    # what make demo writes: both views, each with its .done marker
+    folders = write_semantic_views(world)
+    assert folders == [world / "sem_seg_train", world / "sem_seg_val"]
+    assert all((f / ".done").is_file() for f in folders)
+    # the registered view's records, for this world: every training image has its labels
+    records = load_sem_seg_dicts(
+        str(world / "train"), str(world / "sem_seg_train"), all_images_annotated=True
+    )
+    data = json.loads((world / "panoptic_train.json").read_text())
+    assert len(records) == len(data["annotations"]) == 8
+    for ann in data["annotations"]:
+        ids = rgb2id(np.asarray(Image.open(world / "panoptic_train" / ann["file_name"])))
+        label = np.asarray(Image.open(world / "sem_seg_train" / ann["file_name"]))
+        for seg in ann["segments_info"]:
+            name = next(c["name"] for c in CATEGORIES if c["id"] == seg["category_id"])
+            assert (label[ids == seg["id"]] == classes.index(name)).all()
+        assert (label < len(classes)).all()  # every pixel of the world is labelled
+    # a folder with its marker is kept as it is; without the marker it is written again
+    first = world / "sem_seg_train" / data["annotations"][0]["file_name"]
+    first.unlink()
+    write_semantic_views(world)
+    assert not first.exists()
+    (world / "sem_seg_train" / ".done").unlink()
+    write_semantic_views(world)
+    assert first.is_file() and (world / "sem_seg_train" / ".done").is_file()
+
+
 def test_registered_and_mapped(world):
     register_panoptic(
         "test_demo_world_val",

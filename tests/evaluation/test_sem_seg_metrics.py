@@ -1,11 +1,13 @@
 """Semantic-segmentation metrics on hand-made label maps: mIoU, fwIoU, pixel accuracy and the
-per-class IoU, with ignored pixels, a class predicted but absent and a class absent everywhere."""
+per-class IoU, with ignored pixels, a class predicted but absent and a class absent everywhere;
+VOC-20b's surplus query classes counted as background; outputs with the wrong number of channels."""
 
 from __future__ import annotations
 
 import json
 import math
 
+from densevlm_d2.data.datasets.sem_seg import display_names, sem_seg_vocabulary
 from densevlm_d2.evaluation import SemSegMetricsEvaluator
 
 import numpy as np
@@ -81,3 +83,76 @@ def test_a_class_absent_everywhere_does_not_count(dataset, tmp_path):
     assert res["mIoU"] == pytest.approx(100.0) and res["pACC"] == pytest.approx(100.0)
     # with save_predictions, detectron2's RLE predictions are written too
     assert json.loads((tmp_path / "out" / "sem_seg_predictions.json").read_text())
+
+
+def test_an_output_with_another_number_of_channels_is_an_error(dataset, tmp_path):
+    # detectron2 alone would count a 5th channel's pixels as ignored and never see a missing one
+    ev = SemSegMetricsEvaluator(dataset, str(tmp_path / "out"), distributed=False)
+    ev.reset()
+    pred = np.zeros((2, 4), np.int64)
+    for channels in (5, 3):
+        with pytest.raises(
+            ValueError, match=rf"{dataset}'? scores 4 classes.* {channels} channels"
+        ):
+            ev.process([{"file_name": "img0.jpg"}], [{"sem_seg": one_hot(pred, channels)}])
+
+
+@pytest.fixture
+def voc_20b_like(tmp_path):
+    """VOC-20b's metadata (21 scored classes, 59 queries, predictions >= 20 -> 20) on two images."""
+    vocabulary = sem_seg_vocabulary("voc_20b")
+    # image 0 (2 x 4): gt [[20, 20, 0, 0], [20, 255, 14, 14]]   (20 background, 14 person)
+    # image 1 (1 x 2): gt [[0, 20]]
+    gts = [np.array([[20, 20, 0, 0], [20, 255, 14, 14]]), np.array([[0, 20]])]
+    records = []
+    for i, gt in enumerate(gts):
+        Image.fromarray(gt.astype(np.uint8)).save(tmp_path / f"{i}.png")
+        records.append(
+            {"file_name": f"img{i}.jpg", "sem_seg_file_name": str(tmp_path / f"{i}.png")}
+        )
+    name = f"voc_20b_like_{tmp_path.name}"
+    DatasetCatalog.register(name, lambda: records)
+    MetadataCatalog.get(name).set(
+        stuff_classes=vocabulary["classes"],
+        display_classes=display_names(vocabulary["classes"], 20),
+        ignore_label=255,
+        evaluator_type="sem_seg",
+        background_index=20,
+        query_classes=vocabulary["query_classes"],
+        surplus_prediction_class=20,
+    )
+    return name
+
+
+def test_surplus_query_classes_count_as_background(voc_20b_like, tmp_path):
+    ev = SemSegMetricsEvaluator(voc_20b_like, str(tmp_path / "out"), distributed=False)
+    ev.reset()
+    # image 0, one-hot over the 59 queries: [[35, 20, 0, 21], [58, 3, 3, 14]]: query 35 ("grass"),
+    # 20 ("bag"), 21 and 58 are Context classes, so background; the ignored pixel predicts 3
+    ev.process([{"file_name": "img0.jpg"}],
+               [{"sem_seg": one_hot(np.array([[35, 20, 0, 21], [58, 3, 3, 14]]), 59)}])  # fmt: skip
+    # image 1: the argmax is over all 59 channels before the mapping, so 38 Context queries at 0.3
+    # do not outvote aeroplane at 0.4 (pixel 0), and query 40 at 0.5 beats it (pixel 1)
+    scores = torch.zeros(59, 1, 2)
+    scores[0] = 0.4
+    scores[21:, 0, 0] = 0.3
+    scores[40, 0, 1] = 0.5
+    ev.process([{"file_name": "img1.jpg"}], [{"sem_seg": scores}])
+    res = ev.evaluate()["sem_seg"]
+    # scored pixels (gt -> prediction after the mapping): image 0: 20->20, 20->20, 0->0, 0->20,
+    # 20->20, 14->3, 14->14; image 1: 0->0, 20->20. Per class (gt, predicted, tp -> IoU):
+    # background (4, 5, 4 -> 4/5), aeroplane (3, 2, 2 -> 2/3), person (2, 1, 1 -> 1/2), ship
+    # (0, 1, 0 -> 0, counted in the mean)
+    assert res["IoU-background"] == pytest.approx(100 * 4 / 5)
+    assert res["IoU-aeroplane"] == pytest.approx(100 * 2 / 3)
+    assert res["IoU-person"] == pytest.approx(100 * 1 / 2)
+    assert res["mIoU"] == pytest.approx(100 * (4 / 5 + 2 / 3 + 1 / 2 + 0) / 4)
+    assert res["pACC"] == pytest.approx(100 * 7 / 9)
+    assert len([k for k in res if k.startswith("IoU-")]) == 21  # the scored classes only
+
+
+def test_surplus_queries_need_one_channel_per_query(voc_20b_like, tmp_path):
+    ev = SemSegMetricsEvaluator(voc_20b_like, str(tmp_path / "out"), distributed=False)
+    ev.reset()
+    with pytest.raises(ValueError, match=r"one output channel per query class \(59.* 21 channels"):
+        ev.process([{"file_name": "img1.jpg"}], [{"sem_seg": one_hot(np.array([[0, 20]]), 21)}])

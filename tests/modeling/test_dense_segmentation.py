@@ -170,6 +170,36 @@ def test_segmenter_errors_name_the_problem(segmenter):
                            synonyms="first")  # fmt: skip
 
 
+def test_vocabulary_queries_a_datasets_query_classes():
+    from densevlm_d2.data.datasets.sem_seg import register_sem_seg, sem_seg_vocabulary
+
+    from detectron2.data import MetadataCatalog
+
+    voc20b = sem_seg_vocabulary("voc_20b")
+    # VOC-20b: 59 queries; its background (scored class 20) is 39 Context queries, not one
+    classes, background = CLIPDenseSegmenter.vocabulary(
+        {"dataset_name": "densevlm_voc_20b_val_sem_seg"}
+    )
+    assert classes == voc20b["query_classes"] and len(classes) == 59 and background is None
+    # without query_classes: the scored classes and their background
+    voc21 = MetadataCatalog.get("densevlm_voc_21_val_sem_seg")
+    assert CLIPDenseSegmenter.vocabulary({"dataset_name": "densevlm_voc_21_val_sem_seg"}) == (
+        voc21.stuff_classes,
+        0,
+    )
+    # an input's own classes come first
+    inp = {"dataset_name": "densevlm_voc_20b_val_sem_seg", "classes": ["cat", "sky"]}
+    assert CLIPDenseSegmenter.vocabulary(inp) == (["cat", "sky"], None)
+    # a background below the surplus index is the same class in both lists: kept
+    register_sem_seg("test_dense_seg_query_bg", "i", "g", ["background", "cat", "other"],
+                     background_index=0, query_classes=["background", "cat", "sky", "wall"],
+                     surplus_prediction_class=2)  # fmt: skip
+    assert CLIPDenseSegmenter.vocabulary({"dataset_name": "test_dense_seg_query_bg"}) == (
+        ["background", "cat", "sky", "wall"],
+        0,
+    )
+
+
 # -- end to end ------------------------------------------------------------------------------------
 REGISTER = """
 from densevlm_d2.data.datasets.sem_seg import register_sem_seg

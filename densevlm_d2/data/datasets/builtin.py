@@ -19,14 +19,14 @@ The CPU demo's world (``demo_world/``): ``densevlm_demo_world_{train,val}`` (pan
 ``densevlm_demo_world_train_images``;
 open-vocabulary detection ``densevlm_demo_world_det_{train_base,val}`` (ring and cross novel);
 ``densevlm_demo_world_train_regions`` (every segment's box: the teacher's refinement regions);
-semantic segmentation ``densevlm_demo_world_val_sem_seg`` (``sem_seg_val/``, the 11 classes in
-the region evaluation's order).
+semantic segmentation ``densevlm_demo_world_{train,val}_sem_seg`` (``sem_seg_{train,val}/``, the 11
+classes in the region evaluation's order).
 
 Semantic segmentation (``datasets/README.md``, "Semantic segmentation benchmarks"; label files
 written by ``datasets/prepare_{coco_stuff_sem_seg,ade20k_sem_seg,ade20k_full_sem_seg,
 pascal_context,voc}.py``): ``densevlm_coco_stuff_171_{train,val}_sem_seg``,
 ``densevlm_coco_object_val_sem_seg``, ``densevlm_ade20k_{150,847}_val_sem_seg``,
-``densevlm_pascal_context_{59,459,60}_val_sem_seg``, ``densevlm_voc_{20,21}_val_sem_seg``
+``densevlm_pascal_context_{59,459,60}_val_sem_seg``, ``densevlm_voc_{20,20b,21}_val_sem_seg``
 (``sem_seg.SEM_SEG_BENCHMARKS`` lists the val ones in table order).
 
 Vocabulary without a dataset: ``densevlm_coco_stuff_ade20k_316`` (COCO-Stuff + ADE20K, 204 things
@@ -122,15 +122,16 @@ def register_demo_world(world: str) -> None:
             os.path.join(world, f"panoptic_{split}.json"),
             layout=layout,
         )
-    # the val split's segmentation view: labels written from the panoptic PNGs by make demo
+    # each split's segmentation view: labels written from the panoptic PNGs by make demo
     # (panoptic_semantic.panoptic_to_semantic), classes in contiguous (sorted category id) order
-    register_sem_seg(
-        "densevlm_demo_world_val_sem_seg",
-        os.path.join(world, "val"),
-        os.path.join(world, "sem_seg_val"),
-        semantic_classes(DEMO_WORLD_CATEGORIES),
-        layout=layout + ", sem_seg_val/",
-    )
+    for split in ("train", "val"):
+        register_sem_seg(
+            f"densevlm_demo_world_{split}_sem_seg",
+            os.path.join(world, split),
+            os.path.join(world, f"sem_seg_{split}"),
+            semantic_classes(DEMO_WORLD_CATEGORIES),
+            layout=layout + f", sem_seg_{split}/",
+        )
     register_image_folder("densevlm_demo_world_train_images", os.path.join(world, "train"), layout)
     register_coco_boxes(
         "densevlm_demo_world_train_regions",

@@ -2,7 +2,8 @@
 
 One function per source; each label mapping is a pure numpy function. Output layouts and label
 conventions are those of Mask2Former's/CAT-Seg's preparation scripts (SCLIP's/GroupViT's for
-COCO-Object, VOC-21 and Context-60), so data prepared with them can be used as it is:
+COCO-Object, VOC-21 and Context-60), so data prepared with them can be used as it is (VOC-20b's
+labels are CAT-Seg's, in a folder of another name):
 
 * COCO-Stuff-171: ``coco/stuffthingmaps/<split>/*.png`` (pixel = COCO category id - 1, 255
   unlabelled) -> ``coco/stuffthingmaps_detectron2/<split>/*.png``: the 171 used ids in id order ->
@@ -22,7 +23,9 @@ COCO-Object, VOC-21 and Context-60), so data prepared with them can be used as i
   ``pc59_val/*.png`` (the 59 classes, others 255) and ``pc60_val/*.png`` (0 background, 1..59).
 * PASCAL VOC 2012: ``SegmentationClass/*.png`` (palette indices, 255 boundary) for
   ``ImageSets/Segmentation/val.txt`` -> ``annotations_detectron2/val/*.png`` (20 classes,
-  background -> 255) and ``annotations_detectron2_voc21/val/*.png`` (0 background, 1..20).
+  background -> 255), ``annotations_detectron2_voc21/val/*.png`` (0 background, 1..20) and
+  ``annotations_detectron2_bg/val/*.png`` (VOC-20b: 1..20 -> 0..19, background -> 20; CAT-Seg's
+  folder).
 
 Files are written atomically (``<file>.tmp``, then renamed), so an interrupted run leaves no
 truncated file.
@@ -66,6 +69,7 @@ __all__ = [
     "resize_labels_nearest",
     "shorter_side_size",
     "voc_20_labels",
+    "voc_20b_labels",
     "voc_21_labels",
 ]
 
@@ -127,6 +131,7 @@ _MAPPINGS = {
     ),
     "voc_20": (IGNORE, np.uint8, lambda: ((k, k - 1) for k in range(1, 21))),
     "voc_21": (IGNORE, np.uint8, lambda: ((k, k) for k in range(21))),
+    "voc_20b": (IGNORE, np.uint8, lambda: ((k, k - 1 if k else 20) for k in range(21))),
 }
 
 
@@ -201,6 +206,12 @@ def voc_20_labels(raw: np.ndarray) -> np.ndarray:
 def voc_21_labels(raw: np.ndarray) -> np.ndarray:
     """VOC palette indices -> 0 background, 1..20 as they are; everything else 255."""
     return _map("voc_21", raw)
+
+
+def voc_20b_labels(raw: np.ndarray) -> np.ndarray:
+    """VOC palette indices -> 0..19 for the 20 classes, 20 for background (0); everything else
+    (255 boundary) 255 (CAT-Seg's VOC-20b)."""
+    return _map("voc_20b", raw)
 
 
 # ---- resizing (ADE20K-847, as Mask2Former's preparation) --------------------------------------
@@ -533,9 +544,10 @@ def prepare_pascal_context(
 # ---- PASCAL VOC 2012 ----------------------------------------------------------------------------
 
 
-def prepare_voc(voc2012_root: str | Path, progress: bool = True) -> tuple[Path, Path]:
-    """``annotations_detectron2/val`` (VOC-20) and ``annotations_detectron2_voc21/val`` (VOC-21)
-    under ``voc2012_root`` (VOCdevkit/VOC2012)."""
+def prepare_voc(voc2012_root: str | Path, progress: bool = True) -> tuple[Path, Path, Path]:
+    """``annotations_detectron2/val`` (VOC-20), ``annotations_detectron2_voc21/val`` (VOC-21) and
+    ``annotations_detectron2_bg/val`` (VOC-20b) under ``voc2012_root`` (VOCdevkit/VOC2012);
+    returns the three folders in this order."""
     voc = Path(voc2012_root)
     split = voc / "ImageSets" / "Segmentation" / "val.txt"
     _require(
@@ -552,13 +564,15 @@ def prepare_voc(voc2012_root: str | Path, progress: bool = True) -> tuple[Path, 
     _require_each("VOC files", pngs + jpgs, DOWNLOADS["voc"])
     out20 = voc / "annotations_detectron2" / "val"
     out21 = voc / "annotations_detectron2_voc21" / "val"
-    out20.mkdir(parents=True, exist_ok=True)
-    out21.mkdir(parents=True, exist_ok=True)
+    out20b = voc / "annotations_detectron2_bg" / "val"
+    for out in (out20, out21, out20b):
+        out.mkdir(parents=True, exist_ok=True)
     for i in _progress(ids, "PASCAL VOC", progress):
         raw = _read_index_png(voc / "SegmentationClass" / f"{i}.png")
         _save(voc_20_labels(raw), out20 / f"{i}.png", "PNG")
         _save(voc_21_labels(raw), out21 / f"{i}.png", "PNG")
-    return out20, out21
+        _save(voc_20b_labels(raw), out20b / f"{i}.png", "PNG")
+    return out20, out21, out20b
 
 
 def preparation_parser(description: str, holds: str) -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """Semantic-segmentation datasets: loading, layout checks, registration, and the standard
 open-vocabulary benchmarks (COCO-Stuff, COCO-Object, ADE20K-150/-847, PASCAL Context-59/-60/-459,
-PASCAL VOC-20/-21).
+PASCAL VOC-20/-20b/-21).
 
 Dataset dicts are detectron2's semantic-segmentation format: ``file_name``, ``sem_seg_file_name``
 and ``image_id`` (the file stem). The label files hold one class index per pixel in the order of
@@ -9,8 +9,17 @@ the dataset's ``stuff_classes``; ``ignore_label`` marks pixels that are not scor
 Metadata: ``stuff_classes`` (a class may list ``", "``-separated synonyms, the first is its display
 name), ``display_classes`` (those display names, ``"background"`` at ``background_index``),
 ``ignore_label``, ``evaluator_type="sem_seg"``, ``image_root``, ``sem_seg_root``,
-``background_index`` (the background class of VOC-21, Context-60 and COCO-Object, else None) and
-``class_names_file`` (the vocabulary json the names came from).
+``background_index`` (the background class of VOC-21, VOC-20b, Context-60 and COCO-Object, else
+None), ``class_names_file`` (the vocabulary json the names came from), ``query_classes`` and
+``surplus_prediction_class`` (both None but for VOC-20b).
+
+Queried and scored classes can differ. VOC-20b (CAT-Seg's "PAS-20b") scores 21 classes, the 20 VOC
+classes and a background, but a model is asked about 59 names (``query_classes``: the 20 VOC
+classes, then 39 PASCAL-Context classes that stand for the background); a prediction of query
+index ``>= surplus_prediction_class`` (20) counts as class 20. The query list starts with the
+scored classes before ``surplus_prediction_class``, in the same order, so that a query index below
+it is the class index; ``SemSegMetricsEvaluator`` applies the mapping and
+``CLIPDenseSegmenter`` queries ``query_classes``.
 
 The benchmarks' label files are written from the official downloads by the scripts in
 ``datasets/`` (library code: ``prepare_sem_seg.py``); see ``datasets/README.md``.
@@ -43,14 +52,15 @@ __all__ = [
 SEM_SEG_VOCABULARY_DIR = Path(__file__).resolve().parents[1] / "vocabularies" / "sem_seg"
 
 # The val benchmarks in table order: the open-vocabulary table of CAT-Seg/SAN (A-847, PC-459, A-150,
-# PC-59, VOC-20), then the training-free benchmarks with a background class (SCLIP's order: VOC-21,
-# Context-60, COCO-Object), then COCO-Stuff.
+# PC-59, VOC-20, VOC-20b), then the training-free benchmarks with a background class (SCLIP's order:
+# VOC-21, Context-60, COCO-Object), then COCO-Stuff.
 SEM_SEG_BENCHMARKS = (
     "densevlm_ade20k_847_val_sem_seg",
     "densevlm_pascal_context_459_val_sem_seg",
     "densevlm_ade20k_150_val_sem_seg",
     "densevlm_pascal_context_59_val_sem_seg",
     "densevlm_voc_20_val_sem_seg",
+    "densevlm_voc_20b_val_sem_seg",
     "densevlm_voc_21_val_sem_seg",
     "densevlm_pascal_context_60_val_sem_seg",
     "densevlm_coco_object_val_sem_seg",
@@ -60,17 +70,19 @@ SEM_SEG_BENCHMARKS = (
 
 def sem_seg_vocabulary(key: str) -> dict:
     """The json of a benchmark's vocabulary (``SEM_SEG_VOCABULARY_DIR/<key>.json``): ``source``,
-    ``labels`` (the label convention), ``classes`` and, where preparation needs them,
-    ``dataset_ids``."""
+    ``labels`` (the label convention), ``classes``, where preparation needs them ``dataset_ids``,
+    and where the model is queried with other names than the scored ones (VOC-20b)
+    ``query_classes``."""
     return json.loads((SEM_SEG_VOCABULARY_DIR / f"{key}.json").read_text())
 
 
-def load_sem_seg_classes(json_file: str | Path) -> list[str]:
-    """The ``classes`` list of a vocabulary json ``{"source": ..., "classes": [...]}``."""
+def load_sem_seg_classes(json_file: str | Path, field: str = "classes") -> list[str]:
+    """The ``classes`` list of a vocabulary json ``{"source": ..., "classes": [...]}``, or another
+    list of names of it (``field="query_classes"``)."""
     data = json.loads(Path(json_file).read_text())
-    classes = data.get("classes") if isinstance(data, dict) else None
+    classes = data.get(field) if isinstance(data, dict) else None
     if not classes or not all(isinstance(c, str) and c.strip() for c in classes):
-        raise ValueError(f"{json_file}: expected {{'classes': [non-empty strings]}}")
+        raise ValueError(f"{json_file}: expected {{{field!r}: [non-empty strings]}}")
     return list(classes)
 
 
@@ -170,11 +182,18 @@ def register_sem_seg(
     layout: str = "",
     image_list: str | Sequence[str] | None = None,
     all_images_annotated: bool = False,
+    query_classes: Sequence[str] | None = None,
+    surplus_prediction_class: int | None = None,
 ) -> None:
     """Register ``name`` lazily (files are read on first use); a second call is a no-op.
 
     ``classes`` is the list of class names in label order or a vocabulary json (see
     :func:`load_sem_seg_classes`); ``layout`` is shown when a file is missing.
+
+    ``query_classes`` and ``surplus_prediction_class`` (given together) describe a model queried
+    with more names than are scored (VOC-20b): ``query_classes`` starts with the first
+    ``surplus_prediction_class`` classes in the same order, and every prediction of a query index
+    ``>= surplus_prediction_class`` counts as that class, the last one.
     """
     if name in DatasetCatalog.list():
         return
@@ -191,6 +210,9 @@ def register_sem_seg(
         )
     if background_index is not None and not 0 <= background_index < len(classes):
         raise ValueError(f"{name}: background_index {background_index} is not a class index")
+    if query_classes is not None:
+        query_classes = list(query_classes)
+    _check_query_classes(name, classes, query_classes, surplus_prediction_class)
     DatasetCatalog.register(
         name,
         lambda: load_sem_seg_dicts(
@@ -212,7 +234,46 @@ def register_sem_seg(
         sem_seg_root=sem_seg_root,
         background_index=background_index,
         class_names_file=class_names_file,
+        query_classes=query_classes,
+        surplus_prediction_class=surplus_prediction_class,
     )
+
+
+def _check_query_classes(
+    name: str,
+    classes: list[str],
+    query_classes: list[str] | None,
+    surplus: int | None,
+) -> None:
+    """ValueError naming what is wrong with a ``query_classes`` / ``surplus_prediction_class``
+    pair (see :func:`register_sem_seg`)."""
+    if query_classes is None and surplus is None:
+        return
+    if query_classes is None or surplus is None:
+        raise ValueError(
+            f"{name}: query_classes and surplus_prediction_class go together (got only "
+            f"{'query_classes' if surplus is None else 'surplus_prediction_class'})"
+        )
+    if surplus != len(classes) - 1:
+        raise ValueError(
+            f"{name}: surplus_prediction_class must be the last class index, "
+            f"{len(classes) - 1} (predictions at or above it count as that class), got {surplus}"
+        )
+    if len(query_classes) <= surplus:
+        raise ValueError(
+            f"{name}: query_classes must hold more than the {surplus} classes scored one by one, "
+            f"got {len(query_classes)} names"
+        )
+    if not all(isinstance(c, str) and c.strip() for c in query_classes):
+        raise ValueError(f"{name}: query_classes must be non-empty strings")
+    if query_classes[:surplus] != classes[:surplus]:
+        pairs = zip(query_classes[:surplus], classes[:surplus], strict=True)
+        wrong = next(i for i, (q, c) in enumerate(pairs) if q != c)
+        raise ValueError(
+            f"{name}: query_classes must start with the first {surplus} classes in the same order "
+            f"(a query index below surplus_prediction_class is the class index); index {wrong} is "
+            f"{query_classes[wrong]!r}, the class is {classes[wrong]!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -226,6 +287,9 @@ class _Benchmark:
     ignore_label: int = 255
     background_index: int | None = None
     all_images_annotated: bool = True  # False where the image folder holds other splits too
+    # the index from which predictions count as the last class; the model is then queried with the
+    # vocabulary json's "query_classes" (VOC-20b)
+    surplus_prediction_class: int | None = None
 
 
 _COCO = """\
@@ -255,7 +319,8 @@ _VOC = """\
 VOCdevkit/VOC2012/
   JPEGImages/  SegmentationClass/  ImageSets/Segmentation/val.txt   (VOCtrainval_11-May-2012.tar)
   annotations_detectron2/val/               written by datasets/prepare_voc.py (VOC-20)
-  annotations_detectron2_voc21/val/         idem (VOC-21)"""
+  annotations_detectron2_voc21/val/         idem (VOC-21)
+  annotations_detectron2_bg/val/        idem (VOC-20b)"""
 
 _BENCHMARKS = (
     _Benchmark(
@@ -340,6 +405,16 @@ _BENCHMARKS = (
         background_index=0,
         all_images_annotated=False,
     ),
+    _Benchmark(
+        "voc_20b",
+        "val",
+        "VOCdevkit/VOC2012/JPEGImages",
+        "VOCdevkit/VOC2012/annotations_detectron2_bg/val",
+        _VOC,
+        background_index=20,
+        all_images_annotated=False,
+        surplus_prediction_class=20,
+    ),
 )
 
 
@@ -351,16 +426,22 @@ def register_sem_seg_benchmarks(root: str | None = None, prefix: str = "densevlm
     names = []
     for b in _BENCHMARKS:
         name = f"{prefix}{b.key}_{b.split}_sem_seg"
+        vocabulary = SEM_SEG_VOCABULARY_DIR / f"{b.key}.json"
+        query_classes = None
+        if b.surplus_prediction_class is not None:
+            query_classes = load_sem_seg_classes(vocabulary, "query_classes")
         register_sem_seg(
             name,
             os.path.join(root, b.image_dir),
             os.path.join(root, b.label_dir),
-            SEM_SEG_VOCABULARY_DIR / f"{b.key}.json",
+            vocabulary,
             ignore_label=b.ignore_label,
             gt_ext=b.gt_ext,
             background_index=b.background_index,
             layout=b.layout,
             all_images_annotated=b.all_images_annotated,
+            query_classes=query_classes,
+            surplus_prediction_class=b.surplus_prediction_class,
         )
         names.append(name)
     return names

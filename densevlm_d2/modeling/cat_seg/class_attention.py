@@ -42,9 +42,7 @@ class GuidedAttention(nn.Module):
     """Multi-head attention over a sequence; queries and keys from ``[x, guidance]``, values from
     ``x``; no output projection (as published)."""
 
-    def __init__(
-        self, dim: int, guidance_dim: int, num_heads: int, attention_type: str = "linear"
-    ):
+    def __init__(self, dim: int, guidance_dim: int, num_heads: int, attention_type: str = "linear"):
         super().__init__()
         if attention_type not in ATTENTION_TYPES:
             raise ValueError(

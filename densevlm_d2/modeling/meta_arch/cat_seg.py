@@ -51,7 +51,7 @@ def cat_seg_prompts(names: Sequence[str], templates: Sequence[str]) -> list[str]
     """Class-major prompts: for each name (its first ``", "``-separated synonym) every template."""
     if not names:
         raise ValueError("empty vocabulary: CAT-Seg needs at least one class name")
-    firsts = [n.split(",")[0].strip() for n in names]
+    firsts = [n.split(", ")[0] for n in names]
     return [t.format(n) for n in firsts for t in templates]
 
 
@@ -210,9 +210,17 @@ class CATSeg(nn.Module):
         return emb
 
     # -- the model ---------------------------------------------------------------------------------
+    def standardize(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """0-255 RGB images -> normalised with the CLIP's mean/std, then zero-padded to a batch
+        (a multiple of ``size_divisibility``), as published."""
+        images = [(x.to(self.device).float() - self.pixel_mean) / self.pixel_std for x in images]
+        return ImageList.from_tensors(images, max(self.size_divisibility, 0)).tensor
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) 0-255 RGB -> normalised and resized to the CLIP resolution."""
-        x = (images - self.pixel_mean) / self.pixel_std
+        return self.to_clip_resolution((images - self.pixel_mean) / self.pixel_std)
+
+    def to_clip_resolution(self, x: torch.Tensor) -> torch.Tensor:
         size = (self.clip_resolution, self.clip_resolution)
         if tuple(x.shape[-2:]) != size:
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
@@ -261,14 +269,13 @@ class CATSeg(nn.Module):
             return [self.inference(inp) for inp in batched_inputs]
         if not self.train_classes:
             raise ValueError("CATSeg trains on DATASETS.TRAIN's classes: no training dataset")
-        images = [x["image"].to(self.device).float() for x in batched_inputs]
-        images = ImageList.from_tensors(images, max(self.size_divisibility, 0)).tensor
+        images = self.standardize([x["image"] for x in batched_inputs])
         targets = [x["sem_seg"].to(self.device) for x in batched_inputs]
         targets = ImageList.from_tensors(
             targets, max(self.size_divisibility, 0), pad_value=self.ignore_value
         ).tensor.long()
         text = self.text_embeddings(self.train_classes)
-        logits = self.logits(self.normalize(images), text)
+        logits = self.logits(self.to_clip_resolution(images), text)
         return {"loss_sem_seg": self.loss(logits, targets)}
 
     @torch.no_grad()
@@ -296,11 +303,13 @@ class CATSeg(nn.Module):
         if self.sliding_window:
             scores, size = self._sliding_window_scores(image, text), (self.test_size,) * 2
         else:
-            padded = ImageList.from_tensors([image], max(self.size_divisibility, 0))
-            scores = self.logits(self.normalize(padded.tensor), text).sigmoid()[0]
+            # one pass over the padded image; unlike the published code, the scores are resized to
+            # the padded size and cropped to the image before the final resize
+            padded = self.standardize([image])
+            scores = self.logits(self.to_clip_resolution(padded), text).sigmoid()
             size = tuple(image.shape[-2:])
             scores = F.interpolate(
-                scores[None], size=padded.tensor.shape[-2:], mode="bilinear", align_corners=False
+                scores, size=padded.shape[-2:], mode="bilinear", align_corners=False
             )[0]
         return sem_seg_postprocess(scores, size, *output_size)
 

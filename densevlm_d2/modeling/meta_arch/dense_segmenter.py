@@ -43,9 +43,9 @@ class CLIPDenseSegmenter(nn.Module):
     """Per-pixel classification of the CLIP's dense map against text (no training).
 
     Inputs: dicts with ``image`` ((3, H, W) uint8 RGB, the original image), ``dataset_name`` (its
-    ``stuff_classes`` are the vocabulary, ``background_index`` the background class if any) or
-    ``classes`` (a list of names, for any vocabulary at run time), and optionally ``height`` /
-    ``width`` (the output size; default: the image's).
+    ``query_classes``, else its ``stuff_classes``, are the vocabulary, ``background_index`` the
+    background class if any) or ``classes`` (a list of names, for any vocabulary at run time), and
+    optionally ``height`` / ``width`` (the output size; default: the image's).
 
     Outputs: ``{"sem_seg": (K, height, width) float32}``, the class probabilities after the
     protocol's thresholds, whose argmax over classes is the prediction (a pixel turned background
@@ -166,7 +166,13 @@ class CLIPDenseSegmenter(nn.Module):
 
     @staticmethod
     def vocabulary(inp: dict) -> tuple[list[str], int | None]:
-        """(class names, background index) of an input: its ``classes``, else its dataset's."""
+        """(class names, background index) of an input: its ``classes``, else its dataset's.
+
+        A dataset with ``query_classes`` (VOC-20b) is queried with them: one output channel per
+        query, the evaluator maps the surplus ones (index ``>= surplus_prediction_class``) to the
+        last scored class. The background index is then the dataset's only when it is below the
+        surplus index (the same class in both lists); a background made of many queries (VOC-20b's
+        39 Context classes) has no single query, so it is None and no threshold applies."""
         if "classes" in inp:
             return list(inp["classes"]), inp.get("background_index")
         if "dataset_name" not in inp:
@@ -177,7 +183,14 @@ class CLIPDenseSegmenter(nn.Module):
                 f"dataset {inp['dataset_name']!r} has no 'stuff_classes' metadata: not a "
                 "registered semantic-segmentation dataset"
             )
-        return list(meta.stuff_classes), meta.get("background_index", None)
+        background = meta.get("background_index", None)
+        query_classes = meta.get("query_classes", None)
+        if not query_classes:
+            return list(meta.stuff_classes), background
+        surplus = meta.get("surplus_prediction_class", None)
+        if background is not None and (surplus is None or background >= surplus):
+            background = None
+        return list(query_classes), background
 
     # -- pixels ------------------------------------------------------------------------------------
     def dense(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,27 @@
+"""tools/benchmark_cat_seg.py on the CPU with the tiny config: it runs and reports what it
+promises."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_benchmark_cat_seg_reports_speed_and_memory(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "tools" / "benchmark_cat_seg.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    argv = ["--config", str(ROOT / "configs/cat_seg/tiny_demo_cpu.yaml"), "--batch", "2",
+            "--iters", "1", "--images", "1", "--warmup", "0", "--train-classes", "11",
+            "--test-classes", "20", "--out", str(out)]  # fmt: skip
+    result = bench.main(argv)
+    assert json.loads(out.read_text()) == result
+    assert result["clip"] == "EVA02-Demo-16" and result["clip_resolution"] == 128
+    assert result["train"]["classes"] == 11 and result["train"]["crop"] == [128, 128]
+    assert result["inference"]["classes"] == 20 and result["inference"]["sliding_window"]
+    for part in ("train", "inference"):
+        assert result[part]["images_per_s"] > 0 and result[part]["peak_memory_mib"] > 0
