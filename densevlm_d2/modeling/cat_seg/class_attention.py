@@ -6,7 +6,8 @@ is average-pooled first (2x2 in training, none at test time, as published) and t
 upsampled back. The class sequence is padded with a learned token (and guidance) to a fixed length,
 ``pad_len``, so that the attention sees the same number of classes in training and on any test
 vocabulary; larger vocabularies are cut to ``pad_len`` classes before aggregation
-(:class:`~densevlm_d2.modeling.cat_seg.aggregator.CostAggregator`).
+(:class:`~densevlm_d2.modeling.cat_seg.aggregator.CostAggregator`). The text guidance is the same at
+every position: its part of the query and key projections is computed once per image and broadcast.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ def full_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
 
 
 class GuidedAttention(nn.Module):
-    """Multi-head attention over a sequence; queries and keys from ``[x, guidance]``, values from
-    ``x``; no output projection (as published)."""
+    """Multi-head attention over a sequence; queries and keys from ``[x, guidance]`` (one linear
+    layer each over the concatenation), values from ``x``; no output projection (as published)."""
 
     def __init__(self, dim: int, guidance_dim: int, num_heads: int, attention_type: str = "linear"):
         super().__init__()
@@ -57,10 +58,19 @@ class GuidedAttention(nn.Module):
         self.attend = linear_attention if attention_type == "linear" else full_attention
 
     def forward(self, x: torch.Tensor, guidance: torch.Tensor | None) -> torch.Tensor:
-        xg = torch.cat([x, guidance], dim=-1) if guidance is not None else x
+        """``x``: (G * P, L, dim), P sequences per guidance; ``guidance``: (G, L, guidance_dim)
+        or None."""
         n, length, c = x.shape
+        q = F.linear(x, self.q.weight[:, :c], self.q.bias)
+        k = F.linear(x, self.k.weight[:, :c], self.k.bias)
+        if guidance is not None:
+            groups = guidance.shape[0]
+            gq = F.linear(guidance, self.q.weight[:, c:]).unsqueeze(1)
+            gk = F.linear(guidance, self.k.weight[:, c:]).unsqueeze(1)
+            q = (q.view(groups, -1, length, c) + gq).view(n, length, c)
+            k = (k.view(groups, -1, length, c) + gk).view(n, length, c)
         shape = (n, length, self.num_heads, c // self.num_heads)
-        q, k, v = self.q(xg).view(shape), self.k(xg).view(shape), self.v(x).view(shape)
+        q, k, v = q.view(shape), k.view(shape), self.v(x).view(shape)
         return self.attend(q, k, v).reshape(n, length, c)
 
 
@@ -106,11 +116,8 @@ class ClassAggregation(nn.Module):
         pad = self.pad_len - t if self.pad_token is not None else 0
         if pad > 0:
             seq = torch.cat([seq, self.pad_token.expand(seq.shape[0], pad, c)], dim=1)
-        if guidance is not None:
-            if pad > 0 and self.pad_guidance is not None:
-                extra = self.pad_guidance.expand(b, pad, -1)
-                guidance = torch.cat([guidance, extra], dim=1)
-            guidance = guidance.repeat_interleave(hp * wp, dim=0)
+        if guidance is not None and pad > 0 and self.pad_guidance is not None:
+            guidance = torch.cat([guidance, self.pad_guidance.expand(b, pad, -1)], dim=1)
         seq = seq + self.attention(self.norm1(seq), guidance)
         seq = seq + self.mlp(self.norm2(seq))
         seq = seq[:, :t]

@@ -6,11 +6,16 @@ cost embedding concatenated with the projected CLIP features of the image (appea
 the values are the cost embedding alone, so the guidance steers where to look without being mixed
 into the output. Shifted windows use Swin's region mask (-100 between tokens that come from
 different image regions after the cyclic shift).
+
+The guidance is the same for every class of an image: its part of the query and key projections
+(the guidance columns of their weights, the published layout) is computed once per image and
+broadcast over the classes, instead of concatenating a copy of the guidance to every class's map.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from timm.layers import Mlp
 from torch import nn
 
@@ -49,9 +54,19 @@ def window_region_mask(size: tuple[int, int], window: int, shift: int) -> torch.
     return torch.zeros_like(diff).masked_fill(diff != 0, -100.0)
 
 
+def _add_per_map(x: torch.Tensor, g: torch.Tensor, num_windows: int) -> torch.Tensor:
+    """``x`` (G * T * W, L, C) + ``g`` (G * W, L, C) broadcast over the T maps of each of the G
+    guidance maps (W windows per map)."""
+    groups = g.shape[0] // num_windows
+    out = x.view(groups, -1, num_windows, *x.shape[1:]) + g.view(
+        groups, 1, num_windows, *g.shape[1:]
+    )
+    return out.view(x.shape)
+
+
 class GuidedWindowAttention(nn.Module):
-    """Multi-head attention within a window; queries and keys from ``[x, guidance]``, values from
-    ``x``."""
+    """Multi-head attention within a window; queries and keys from ``[x, guidance]`` (one linear
+    layer each over the concatenation), values from ``x``."""
 
     def __init__(self, dim: int, guidance_dim: int, num_heads: int):
         super().__init__()
@@ -68,13 +83,31 @@ class GuidedWindowAttention(nn.Module):
         n, length, _ = t.shape
         return t.view(n, length, self.num_heads, -1).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``x``: (num_windows * N, window², dim + guidance_dim); ``mask``: see
-        :func:`window_region_mask`."""
+    def guidance_terms(self, guidance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The guidance's part of the query and key projections (no bias)."""
+        d = self.dim
+        return F.linear(guidance, self.q.weight[:, d:]), F.linear(guidance, self.k.weight[:, d:])
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        guidance: tuple[torch.Tensor, torch.Tensor] | None = None,
+        num_windows: int = 1,
+    ) -> torch.Tensor:
+        """``x``: (G * T * num_windows, window², dim): the windows of T maps per guidance map;
+        ``guidance``: :meth:`guidance_terms` of the G guidance maps' windows, (G * num_windows,
+        window², dim) each, or None; ``mask``: see :func:`window_region_mask`."""
         n, length, _ = x.shape
-        q = self._heads(self.q(x)) * self.scale
-        k = self._heads(self.k(x))
-        v = self._heads(self.v(x[..., : self.dim]))
+        d = self.dim
+        q = F.linear(x, self.q.weight[:, :d], self.q.bias)
+        k = F.linear(x, self.k.weight[:, :d], self.k.bias)
+        if guidance is not None:
+            q = _add_per_map(q, guidance[0], num_windows)
+            k = _add_per_map(k, guidance[1], num_windows)
+        q = self._heads(q) * self.scale
+        k = self._heads(k)
+        v = self._heads(self.v(x))
         attn = q @ k.transpose(-2, -1)
         if mask is not None:
             windows = mask.shape[0]
@@ -111,18 +144,25 @@ class SwinGuidedBlock(nn.Module):
         self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU)
         self.register_buffer("attn_mask", window_region_mask(self.size, window, shift), False)
 
+    def _shift_windows(self, t: torch.Tensor) -> torch.Tensor:
+        if self.shift:
+            t = torch.roll(t, shifts=(-self.shift, -self.shift), dims=(1, 2))
+        return _windows(t, self.window)
+
     def forward(self, x: torch.Tensor, guidance: torch.Tensor | None) -> torch.Tensor:
-        """``x``: (N, H*W, dim); ``guidance``: (N, H*W, guidance_dim) or None."""
+        """``x``: (G * T, H*W, dim), the maps of T classes per image; ``guidance``: (G, H*W,
+        guidance_dim), one per image, or None."""
         h, w = self.size
         n, length, c = x.shape
         if length != h * w:
             raise ValueError(f"expected {h}x{w} tokens, got {length}")
-        y = self.norm1(x).view(n, h, w, c)
+        y = self._shift_windows(self.norm1(x).view(n, h, w, c))
+        terms = None
         if guidance is not None:
-            y = torch.cat([y, guidance.view(n, h, w, -1)], dim=-1)
-        if self.shift:
-            y = torch.roll(y, shifts=(-self.shift, -self.shift), dims=(1, 2))
-        y = self.attn(_windows(y, self.window), self.attn_mask)
+            g = self._shift_windows(guidance.view(guidance.shape[0], h, w, -1))
+            terms = self.attn.guidance_terms(g)
+        num_windows = (h // self.window) * (w // self.window)
+        y = self.attn(y, self.attn_mask, terms, num_windows)
         y = _unwindow(y, self.window, h, w)
         if self.shift:
             y = torch.roll(y, shifts=(self.shift, self.shift), dims=(1, 2))
@@ -145,10 +185,8 @@ class SpatialAggregation(nn.Module):
         """``x``: (B, C, T, H, W) cost embedding of T classes; ``guidance``: (B, G, H, W)."""
         b, c, t, h, w = x.shape
         x = x.permute(0, 2, 3, 4, 1).reshape(b * t, h * w, c)
-        if guidance is not None:
-            g = guidance.flatten(2).transpose(1, 2)  # (B, H*W, G)
-            g = self.guidance_norm(g.repeat_interleave(t, dim=0))
-        else:
-            g = None
+        g = None
+        if guidance is not None:  # normalised once per image, shared by its classes
+            g = self.guidance_norm(guidance.flatten(2).transpose(1, 2))  # (B, H*W, G)
         x = self.block2(self.block1(x, g), g)
         return x.view(b, t, h, w, c).permute(0, 4, 1, 2, 3)
