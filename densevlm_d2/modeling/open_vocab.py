@@ -1,17 +1,19 @@
-"""Set the vocabulary of an open-vocabulary detector from class names, at any time."""
+"""Vocabularies at run time: set an open-vocabulary detector's from class names, at any time; read a
+segmentation input's (its own names or its dataset's)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
+from detectron2.data import MetadataCatalog
 from torch import nn
 
 from ..clip.text import TEMPLATES, check_vocabulary
 from .backbone.clip_vit import get_clip_backbone
 from .roi_heads import OpenVocabROIHeads
 
-__all__ = ["set_vocabulary"]
+__all__ = ["segmentation_vocabulary", "set_vocabulary"]
 
 BACKGROUND = "background"
 
@@ -47,3 +49,32 @@ def set_vocabulary(
     for head in heads:
         head.set_vocabulary(names, embeddings, background, list(novel_classes))
     return embeddings
+
+
+def segmentation_vocabulary(inp: dict) -> tuple[list[str], int | None]:
+    """(class names, background index) a segmentation model queries for one input: its
+    ``classes`` (and ``background_index``), else its ``dataset_name``'s metadata.
+
+    A dataset with ``query_classes`` (VOC-20b) is queried with them: one output channel per query;
+    the evaluator maps the surplus ones (index ``>= surplus_prediction_class``) to the last scored
+    class. The background index is then the dataset's only when it is below the surplus index (the
+    same class in both lists); a background made of many queries (VOC-20b's 39 Context classes) has
+    no single query, so it is None."""
+    if "classes" in inp:
+        return list(inp["classes"]), inp.get("background_index")
+    if "dataset_name" not in inp:
+        raise ValueError("an input needs 'classes' or the 'dataset_name' of its vocabulary")
+    meta = MetadataCatalog.get(inp["dataset_name"])
+    if not hasattr(meta, "stuff_classes"):
+        raise ValueError(
+            f"dataset {inp['dataset_name']!r} has no 'stuff_classes' metadata: not a "
+            "registered semantic-segmentation dataset"
+        )
+    background = meta.get("background_index", None)
+    query_classes = meta.get("query_classes", None)
+    if not query_classes:
+        return list(meta.stuff_classes), background
+    surplus = meta.get("surplus_prediction_class", None)
+    if background is not None and (surplus is None or background >= surplus):
+        background = None
+    return list(query_classes), background

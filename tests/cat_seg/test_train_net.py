@@ -5,9 +5,6 @@ from the same labels)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from densevlm_d2.data.datasets.panoptic_semantic import panoptic_to_semantic
@@ -17,6 +14,7 @@ import pytest
 from PIL import Image
 
 from demo.world import WorldSpec, write_world
+from tests.helpers import train_net
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "cat_seg" / "tiny_demo_cpu.yaml"
@@ -52,19 +50,11 @@ def chance_miou(label_dir: Path, num_classes: int) -> float:
 
 
 def test_tiny_config_trains_with_falling_loss_and_beats_chance(world, tmp_path):
-    env = dict(
-        os.environ,
-        DETECTRON2_DATASETS=str(world),
-        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    )
     out = tmp_path / "out"
-    cmd = [
-        sys.executable, str(ROOT / "tools" / "train_net.py"), "--config-file", str(TINY),
-        "MODEL.CLIP.RANDOM_INIT", "True", "SOLVER.MAX_ITER", str(ITERATIONS),
-        "SOLVER.CHECKPOINT_PERIOD", str(ITERATIONS), "OUTPUT_DIR", str(out),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1500)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_net(
+        TINY, "MODEL.CLIP.RANDOM_INIT", "True", "SOLVER.MAX_ITER", ITERATIONS,
+        "SOLVER.CHECKPOINT_PERIOD", ITERATIONS, "OUTPUT_DIR", out, datasets=world, timeout=1500,
+    )  # fmt: skip
     assert (out / "model_final.pth").is_file()
     losses = [
         json.loads(line)["total_loss"]

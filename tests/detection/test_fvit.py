@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import densevlm_d2
@@ -26,6 +23,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from demo.world import NOVEL_THINGS, THINGS, WorldSpec, write_world
+from tests.helpers import train_net
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "ovcoco" / "tiny_fvit_cpu.yaml"
@@ -297,18 +295,8 @@ def test_backbone_in_a_stock_mask_rcnn_config(world):
 
 
 def test_train_net_tiny_recipe_trains_and_reports_ap50(world, tmp_path):
-    env = dict(
-        os.environ,
-        DETECTRON2_DATASETS=str(world),
-        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    )
     out = tmp_path / "out"
-    cmd = [
-        sys.executable, str(ROOT / "tools" / "train_net.py"), "--config-file", str(TINY),
-        "SOLVER.MAX_ITER", "4", "OUTPUT_DIR", str(out),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_net(TINY, "SOLVER.MAX_ITER", "4", "OUTPUT_DIR", out, datasets=world)
     assert (out / "model_final.pth").is_file()
     log = (out / "log.txt").read_text()
     assert "bbox AP50: base" in log
@@ -318,16 +306,10 @@ def test_train_net_tiny_recipe_trains_and_reports_ap50(world, tmp_path):
     )
     assert len(results) == 4
     # evaluation only, from the trained weights
-    weights = str(out / "model_final.pth")
-    eval_cmd = cmd[:4] + [
-        "--eval-only",
-        "MODEL.WEIGHTS",
-        weights,
-        "OUTPUT_DIR",
-        str(tmp_path / "ev"),
-    ]
-    proc = subprocess.run(eval_cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    weights = out / "model_final.pth"
+    proc = train_net(
+        TINY, "--eval-only", "MODEL.WEIGHTS", weights, "OUTPUT_DIR", tmp_path / "ev", datasets=world
+    )
     assert (
         "AP50-novel" in proc.stdout + proc.stderr
         or "novel" in (tmp_path / "ev" / "log.txt").read_text()
@@ -395,23 +377,16 @@ def test_ovcoco_recipe_runs_in_the_documented_layout(world, tmp_path):
     (B/16's text tower needs minutes on 2 CPU cores for 65 names x 63 templates)."""
     data_root = tmp_path / "data"
     write_ov_coco_layout(data_root, world / "demo_world")
-    env = dict(
-        os.environ,
-        DETECTRON2_DATASETS=str(data_root),
-        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    )
-    cmd = [
-        sys.executable, str(ROOT / "tools" / "train_net.py"),
-        "--config-file", str(ROOT / "configs" / "ovcoco" / "fvit_eva02_b16.yaml"),
+    train_net(
+        ROOT / "configs" / "ovcoco" / "fvit_eva02_b16.yaml",
         "MODEL.DEVICE", "cpu", "MODEL.CLIP.MODEL_NAME", "EVA02-Demo-16",
         "MODEL.CLIP.CHECKPOINT", "", "MODEL.CLIP.RANDOM_INIT", "True",
         "MODEL.FVIT.BLOCKS", "[0, 1, 2, 3]", "MODEL.ROI_BOX_HEAD.FC_DIM", "128",
         "SOLVER.AMP.ENABLED", "False",
         "INPUT.LSJ.IMAGE_SIZE", "256", "MODEL.FVIT.PAD_TO", "256", "SOLVER.IMS_PER_BATCH", "1",
         "SOLVER.MAX_ITER", "1", "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "out"),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+        datasets=data_root, timeout=900,
+    )  # fmt: skip
     log = (tmp_path / "out" / "log.txt").read_text()
     assert "bbox AP50: base" in log and "densevlm_ovcoco_val" in log
 

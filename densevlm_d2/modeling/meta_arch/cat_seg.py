@@ -42,7 +42,7 @@ from ...clip.text import encode_tokens
 from ...clip.towers import DENSE_RESIDUALS
 from ..backbone.clip_vit import CLIPViTBackbone
 from ..cat_seg import CostAggregator
-from .dense_segmenter import CLIPDenseSegmenter
+from ..open_vocab import segmentation_vocabulary
 
 __all__ = ["CATSeg", "cat_seg_prompts", "sliding_windows"]
 
@@ -69,9 +69,10 @@ class CATSeg(nn.Module):
     """See the module docstring.
 
     Inputs: dicts with ``image`` ((3, H, W) uint8 RGB); in training ``sem_seg`` ((H, W) labels of
-    the training vocabulary); at test time ``dataset_name`` or ``classes`` (the vocabulary, as
-    :class:`CLIPDenseSegmenter`) and optionally ``height`` / ``width`` (output size). Outputs at
-    test time: ``{"sem_seg": (T, height, width)}`` class scores in [0, 1].
+    the training vocabulary); at test time ``dataset_name`` or ``classes`` (the vocabulary,
+    :func:`~densevlm_d2.modeling.open_vocab.segmentation_vocabulary`) and optionally ``height`` /
+    ``width`` (output size). Outputs at test time: ``{"sem_seg": (T, height, width)}`` class scores
+    in [0, 1].
     """
 
     @configurable
@@ -280,7 +281,7 @@ class CATSeg(nn.Module):
 
     @torch.no_grad()
     def inference(self, inp: dict) -> dict:
-        classes, _ = CLIPDenseSegmenter.vocabulary(inp)
+        classes, _ = segmentation_vocabulary(inp)
         image = inp["image"].to(self.device).float()
         height = inp.get("height", image.shape[-2])
         width = inp.get("width", image.shape[-1])

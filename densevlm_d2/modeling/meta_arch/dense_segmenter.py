@@ -14,7 +14,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
-from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from torch import nn
 
@@ -27,6 +26,7 @@ from ..dense_segmentation import (
     resize_short_side,
     sliding_window_logits,
 )
+from ..open_vocab import segmentation_vocabulary
 
 __all__ = ["CLIPDenseSegmenter", "PROMPT_TEMPLATES", "SYNONYM_MODES"]
 
@@ -166,31 +166,9 @@ class CLIPDenseSegmenter(nn.Module):
 
     @staticmethod
     def vocabulary(inp: dict) -> tuple[list[str], int | None]:
-        """(class names, background index) of an input: its ``classes``, else its dataset's.
-
-        A dataset with ``query_classes`` (VOC-20b) is queried with them: one output channel per
-        query, the evaluator maps the surplus ones (index ``>= surplus_prediction_class``) to the
-        last scored class. The background index is then the dataset's only when it is below the
-        surplus index (the same class in both lists); a background made of many queries (VOC-20b's
-        39 Context classes) has no single query, so it is None and no threshold applies."""
-        if "classes" in inp:
-            return list(inp["classes"]), inp.get("background_index")
-        if "dataset_name" not in inp:
-            raise ValueError("an input needs 'classes' or the 'dataset_name' of its vocabulary")
-        meta = MetadataCatalog.get(inp["dataset_name"])
-        if not hasattr(meta, "stuff_classes"):
-            raise ValueError(
-                f"dataset {inp['dataset_name']!r} has no 'stuff_classes' metadata: not a "
-                "registered semantic-segmentation dataset"
-            )
-        background = meta.get("background_index", None)
-        query_classes = meta.get("query_classes", None)
-        if not query_classes:
-            return list(meta.stuff_classes), background
-        surplus = meta.get("surplus_prediction_class", None)
-        if background is not None and (surplus is None or background >= surplus):
-            background = None
-        return list(query_classes), background
+        """(class names, background index) of an input
+        (:func:`~densevlm_d2.modeling.open_vocab.segmentation_vocabulary`)."""
+        return segmentation_vocabulary(inp)
 
     # -- pixels ------------------------------------------------------------------------------------
     def dense(self, images: torch.Tensor) -> torch.Tensor:

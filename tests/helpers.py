@@ -1,0 +1,31 @@
+"""Shared by tests that run the project's command-line tools as users do, in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train_net(
+    config: str | Path, *opts: str, datasets: str | Path | None = None, timeout: int = 600, **env
+) -> subprocess.CompletedProcess:
+    """``tools/train_net.py --config-file config *opts`` with ``DETECTRON2_DATASETS=datasets`` and
+    the checkout on ``PYTHONPATH`` (extended, never replaced); other ``env`` entries are set too.
+    Fails the test with the end of stderr when it does not exit 0."""
+    extra = {"DETECTRON2_DATASETS": str(datasets)} if datasets is not None else {}
+    environ = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        **extra,
+        **env,
+    )
+    cmd = [sys.executable, str(ROOT / "tools" / "train_net.py"), "--config-file", str(config)]
+    proc = subprocess.run(
+        cmd + [str(o) for o in opts], env=environ, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
