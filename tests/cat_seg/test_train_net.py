@@ -11,6 +11,7 @@ from densevlm_d2.data.datasets.panoptic_semantic import panoptic_to_semantic
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from demo.world import WorldSpec, write_world
@@ -70,3 +71,56 @@ def test_tiny_config_trains_with_falling_loss_and_beats_chance(world, tmp_path):
     chance = chance_miou(world / "demo_world" / "sem_seg_val", 11)
     assert metrics["num_images"] == 12
     assert metrics["mIoU"] > chance + 5, (metrics["mIoU"], chance)
+
+
+def _two_process_main(cfg_dict, out):
+    from densevlm_d2.engine import Trainer
+
+    from detectron2.config import CfgNode
+    from detectron2.utils import comm
+
+    trainer = Trainer(CfgNode(cfg_dict))
+    before = {k: v.detach().clone() for k, v in trainer.model.module.state_dict().items()}
+    trainer.train()
+    after = {k: v.detach() for k, v in trainer.model.module.state_dict().items()}
+    torch.save({"before": before, "after": after}, Path(out) / f"rank{comm.get_rank()}.pt")
+
+
+def test_two_cpu_processes_keep_identical_weights(world, tmp_path, monkeypatch):
+    import densevlm_d2
+    from densevlm_d2.engine import launch
+
+    from detectron2.config import get_cfg
+
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(world))  # the processes register the world
+    cfg = densevlm_d2.add_densevlm_config(get_cfg())
+    cfg.merge_from_file(str(TINY))
+    cfg.merge_from_list(
+        ["MODEL.CLIP.RANDOM_INIT", True, "SOLVER.MAX_ITER", 3, "SOLVER.IMS_PER_BATCH", 4,
+         "SOLVER.CHECKPOINT_PERIOD", 100, "DATASETS.TEST", (), "OUTPUT_DIR", str(tmp_path)]
+    )  # fmt: skip
+    launch(_two_process_main, 2, args=(json.loads(json.dumps(cfg)), str(tmp_path)), dist_url="auto")
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    before, after = r0["before"], r0["after"]
+    assert after.keys() == r1["after"].keys()
+    assert all(torch.equal(after[k], r1["after"][k]) for k in after)  # the same on both ranks
+    # what trains moved: the head, the query and value (not key) rows of a text attention layer,
+    # a vision value projection; the rest of the CLIP did not
+    assert not torch.equal(after["aggregator.head.weight"], before["aggregator.head.weight"])
+    fused = "backbone.clip.text.transformer.resblocks.0.attn.in_proj_weight"
+    rows = (after[fused] - before[fused]).abs().sum(dim=1)
+    width = rows.shape[0] // 3
+    assert (
+        rows[:width].sum() > 0
+        and rows[width : 2 * width].sum() == 0
+        and rows[2 * width :].sum() > 0
+    )
+    v = "backbone.clip.visual.trunk.blocks.0.attn.v_proj.weight"
+    assert not torch.equal(after[v], before[v])
+    for frozen in (
+        "backbone.clip.visual.trunk.pos_embed",
+        "backbone.clip.text.token_embedding.weight",
+        "backbone.clip.visual.trunk.blocks.0.attn.k_proj.weight",
+    ):
+        assert torch.equal(after[frozen], before[frozen]), frozen
