@@ -40,7 +40,7 @@ def adamw_param_groups(
         groups.items(), key=lambda kv: (not kv[0][0], -kv[0][1])
     ):
         group = {"params": params, "weight_decay": 0.0 if no_decay else weight_decay}
-        if lr is not None and (factor != 1.0 or multipliers):
+        if lr is not None and multipliers:
             group["lr"] = lr * factor
         out.append(group)
     return out

@@ -49,10 +49,15 @@ __all__ = ["Trainer", "is_detector", "set_dataset_vocabulary"]
 _PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def _arch_is(cfg, kinds) -> bool:
+    """Whether ``MODEL.META_ARCHITECTURE`` is a class and a subclass of ``kinds``."""
+    arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+    return isinstance(arch, type) and issubclass(arch, kinds)
+
+
 def is_detector(cfg) -> bool:
     """Whether ``MODEL.META_ARCHITECTURE`` is a detectron2 R-CNN (detection data and evaluators)."""
-    arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
-    return isinstance(arch, type) and issubclass(arch, GeneralizedRCNN | ProposalNetwork)
+    return _arch_is(cfg, GeneralizedRCNN | ProposalNetwork)
 
 
 def set_dataset_vocabulary(cfg, model: torch.nn.Module, dataset_name: str | None = None) -> None:
@@ -182,22 +187,21 @@ class Trainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         if is_detector(cfg):
             return build_detection_train_loader(cfg, mapper=build_detection_mapper(cfg, True))
-        arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
-        if not (isinstance(arch, type) and issubclass(arch, RegionAlignmentModel | CATSeg)):
+        if not _arch_is(cfg, RegionAlignmentModel | CATSeg):
             raise ValueError(
                 f"{cfg.MODEL.META_ARCHITECTURE} is neither a detector, a region-alignment model "
                 "(DenseVLM, CLIPSelf, RegionCLIP) nor CATSeg: nothing to train"
             )
-        if issubclass(arch, CATSeg):
-            dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
+        dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
+        if _arch_is(cfg, CATSeg):
             return build_detection_train_loader(
                 dicts,
                 mapper=SemSegTrainMapper(cfg, True),
                 total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
                 num_workers=cfg.DATALOADER.NUM_WORKERS,
             )
+        arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
         mapper = RegionTrainMapper(cfg, with_crops=arch.needs_crops)
-        dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
         return build_detection_train_loader(
             dicts,
             mapper=mapper,
@@ -234,8 +238,7 @@ class Trainer(DefaultTrainer):
             # one image per batch: images keep their own sizes
             # CAT-Seg's test images are resized by the loader (INPUT.MIN_SIZE_TEST, as published);
             # the training-free segmenter resizes them itself
-            arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
-            resize = isinstance(arch, type) and issubclass(arch, CATSeg)
+            resize = _arch_is(cfg, CATSeg)
             mapper = SemSegTestMapper(
                 dataset_name,
                 min_size=cfg.INPUT.MIN_SIZE_TEST if resize else 0,

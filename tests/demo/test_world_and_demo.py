@@ -98,14 +98,21 @@ def test_semantic_view_matches_the_panoptic_annotations(world):
     # the registered view's classes are the region evaluation's, in the same order
     assert classes == MetadataCatalog.get("densevlm_demo_world_val").classes
     assert classes == MetadataCatalog.get("densevlm_demo_world_val_sem_seg").stuff_classes
-    data = json.loads((world / "panoptic_val.json").read_text())
+    _assert_labels_match_panoptic(world, "val", classes)
+
+
+def _assert_labels_match_panoptic(world: Path, split: str, classes: list[str]) -> dict:
+    """Every segment of ``split``'s panoptic annotations has its class's index in
+    ``sem_seg_<split>/``, and every pixel is labelled; returns the panoptic json."""
+    data = json.loads((world / f"panoptic_{split}.json").read_text())
     for ann in data["annotations"]:
-        ids = rgb2id(np.asarray(Image.open(world / "panoptic_val" / ann["file_name"])))
-        label = np.asarray(Image.open(world / "sem_seg_val" / ann["file_name"]))
+        ids = rgb2id(np.asarray(Image.open(world / f"panoptic_{split}" / ann["file_name"])))
+        label = np.asarray(Image.open(world / f"sem_seg_{split}" / ann["file_name"]))
         for seg in ann["segments_info"]:
             name = next(c["name"] for c in CATEGORIES if c["id"] == seg["category_id"])
             assert (label[ids == seg["id"]] == classes.index(name)).all()
         assert (label < len(classes)).all()  # every pixel of the world is labelled
+    return data
 
 
 def test_train_semantic_view_is_registered_and_matches_the_panoptic_annotations(world):
@@ -132,15 +139,8 @@ def test_train_semantic_view_is_registered_and_matches_the_panoptic_annotations(
     records = load_sem_seg_dicts(
         str(world / "train"), str(world / "sem_seg_train"), all_images_annotated=True
     )
-    data = json.loads((world / "panoptic_train.json").read_text())
+    data = _assert_labels_match_panoptic(world, "train", classes)
     assert len(records) == len(data["annotations"]) == 8
-    for ann in data["annotations"]:
-        ids = rgb2id(np.asarray(Image.open(world / "panoptic_train" / ann["file_name"])))
-        label = np.asarray(Image.open(world / "sem_seg_train" / ann["file_name"]))
-        for seg in ann["segments_info"]:
-            name = next(c["name"] for c in CATEGORIES if c["id"] == seg["category_id"])
-            assert (label[ids == seg["id"]] == classes.index(name)).all()
-        assert (label < len(classes)).all()  # every pixel of the world is labelled
     # a folder with its marker is kept as it is; without the marker it is written again
     first = world / "sem_seg_train" / data["annotations"][0]["file_name"]
     first.unlink()

@@ -3,17 +3,16 @@ promises."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+
+from tests.helpers import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_benchmark_cat_seg_reports_speed_and_memory(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench", ROOT / "tools" / "benchmark_cat_seg.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_tool("benchmark_cat_seg")
     out = tmp_path / "bench.json"
     argv = ["--config", str(ROOT / "configs/cat_seg/tiny_demo_cpu.yaml"), "--batch", "2",
             "--iters", "1", "--images", "1", "--warmup", "0", "--train-classes", "11",

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+
+from tests.helpers import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_benchmark_sem_seg_reports_speed_and_memory(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench", ROOT / "tools" / "benchmark_sem_seg.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_tool("benchmark_sem_seg")
     out = tmp_path / "bench.json"
     argv = ["--config", str(ROOT / "configs/sem_seg/eva02_b16/voc21.yaml"), "--device", "cpu",
             "--images", "2", "--warmup", "0", "--window-batch", "4", "--out", str(out),

@@ -215,18 +215,17 @@ class CLIPViTBackbone(Backbone):
             p.requires_grad_(False)
         self.finetune = finetune
         self.num_trainable_blocks = num_blocks if finetune == "blocks" else 0
+        visual = {id(p) for p in self.clip.visual.parameters()}
+        #: whether the text tower trains (text embeddings must then be computed with autograd)
+        self.trains_text = any(
+            p.requires_grad and id(p) not in visual for p in self.clip.parameters()
+        )
         self.reset_initial_state()
 
     @property
     def is_frozen(self) -> bool:
         """Whether no CLIP parameter trains (``forward`` then runs without autograd)."""
         return self.finetune == "frozen"
-
-    @property
-    def trains_text(self) -> bool:
-        """Whether the text tower trains (text embeddings must then be computed with autograd)."""
-        visual = {id(p) for p in self.clip.visual.parameters()}
-        return any(p.requires_grad and id(p) not in visual for p in self.clip.parameters())
 
     def reset_initial_state(self) -> None:
         """Take the current trainable weights as the blend's initial state (done when the model is

@@ -237,26 +237,29 @@ class CATSeg(nn.Module):
             dense_residual=self.dense_residual,
             normalize=False,
         )
-        guidance = [out.dense.float()] + [
+        dense = out.dense.float()
+        guidance = [dense] + [
             up(out.blocks[i].float())
             for up, i in zip(self.guidance_up, self.guidance_blocks, strict=True)
         ]
         pooling = self.train_pooling if self.training else self.test_pooling
         text = text.expand(clip_images.shape[0], *text.shape)
-        return self.aggregator(out.dense.float(), text, guidance, pooling)
+        return self.aggregator(dense, text, guidance, pooling)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Binary cross-entropy with logits, one-hot targets at the labels' size (see the module
         docstring for ``ignore_value``)."""
         num_classes = logits.shape[1]
         valid = targets != self.ignore_value
-        bad = targets[valid]
-        if bad.numel() and (int(bad.min()) < 0 or int(bad.max()) >= num_classes):
-            raise ValueError(
-                f"labels must be in [0, {num_classes}) or {self.ignore_value} (ignored); found "
-                f"{int(bad.min())}..{int(bad.max())}: the training dataset's labels do not match "
-                f"its {num_classes}-class vocabulary"
-            )
+        labels = targets[valid]
+        if labels.numel():
+            low, high = (int(v) for v in labels.aminmax())  # one host sync per step
+            if low < 0 or high >= num_classes:
+                raise ValueError(
+                    f"labels must be in [0, {num_classes}) or {self.ignore_value} (ignored); "
+                    f"found {low}..{high}: the training dataset's labels do not match its "
+                    f"{num_classes}-class vocabulary"
+                )
         logits = F.interpolate(
             logits, size=targets.shape[-2:], mode="bilinear", align_corners=False
         )
@@ -282,10 +285,9 @@ class CATSeg(nn.Module):
     @torch.no_grad()
     def inference(self, inp: dict) -> dict:
         classes, _ = segmentation_vocabulary(inp)
-        image = inp["image"].to(self.device).float()
-        height = inp.get("height", image.shape[-2])
-        width = inp.get("width", image.shape[-1])
-        return {"sem_seg": self.segment(image, classes, (height, width))}
+        image = inp["image"]
+        size = (inp.get("height", image.shape[-2]), inp.get("width", image.shape[-1]))
+        return {"sem_seg": self.segment(image, classes, size)}
 
     @torch.no_grad()
     def segment(
@@ -317,9 +319,9 @@ class CATSeg(nn.Module):
     def _sliding_window_scores(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """The published protocol: (T, test_size, test_size) averaged window and global scores."""
         s, k = self.test_size, self.window
-        resized = F.interpolate(image[None], size=(s, s), mode="bilinear", align_corners=False)
+        resized = _resize(image, (s, s))
         starts = sliding_windows(s, k, self.overlap)
-        crops = [resized[0, :, y : y + k, x : x + k] for y in starts for x in starts]
+        crops = [resized[:, y : y + k, x : x + k] for y in starts for x in starts]
         views = torch.stack(crops + [_resize(image, (k, k))])
         scores = self.logits(self.normalize(views), text)
         scores = F.interpolate(scores, size=(k, k), mode="bilinear", align_corners=False).sigmoid()
