@@ -107,13 +107,13 @@ def dense_predictions(
     every token classified against the world's classes; one PNG per image."""
     import os
 
-    import densevlm_d2
-    from densevlm_d2.visualization import dense_prediction, draw_dense_prediction
-
     import torch
     from PIL import ImageDraw
 
-    from .world import CATEGORIES
+    import densevlm_d2
+    from densevlm_d2.visualization import dense_prediction, draw_dense_prediction
+
+    from .register import CATEGORIES
 
     os.environ.setdefault("DENSEVLM_CACHE", env.get("DENSEVLM_CACHE", ""))
     classes = [c["name"] for c in sorted(CATEGORIES, key=lambda c: c["id"])]
@@ -123,7 +123,7 @@ def dense_predictions(
     encoders = {}
     for name in names:
         enc = densevlm_d2.load_clip("EVA02-Demo-16", models / f"{name}.pt", image_size=128)
-        encoders[name] = (enc, enc.text_classifier(classes))
+        encoders[name] = (enc, enc.text_embeddings(classes))
     titles = ["image", "ground truth"] + [_LABELS[n] for n in names]
     paths = []
     for info, ann in list(zip(data["images"], data["annotations"], strict=True))[:count]:

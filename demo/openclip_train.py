@@ -1,11 +1,11 @@
 """``python -m demo.openclip_train <open_clip_train arguments>``: upstream open_clip's
-training script with this project's model configs (EVA02-Demo-16, ...) registered."""
+training script with the demo's model config (EVA02-Demo-16) registered."""
 
 import sys
 
-import densevlm_d2  # noqa: F401  (registers the model configs with open_clip)
-
 from open_clip_train.main import main
+
+from demo import register  # noqa: F401  (registers EVA02-Demo-16 with open_clip)
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]) or 0)

@@ -37,6 +37,8 @@ __all__ = ["DemoConfig", "missing_requirements", "run_demo", "write_semantic_vie
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_NET = ROOT / "tools" / "train_net.py"
+# the world's datasets and the demo's model, registered in every train_net process
+REGISTER = ROOT / "demo" / "register.py"
 CONFIGS = ROOT / "configs" / "demo"
 MODELS = ("student", "teacher", "clipself", "densevlm")
 
@@ -191,6 +193,8 @@ def _cached(path: Path) -> bool:
 def _export(checkpoint: Path, target: Path) -> Path:
     import densevlm_d2
 
+    from . import register  # noqa: F401  (the demo's model)
+
     model = densevlm_d2.build_clip_model("EVA02-Demo-16")
     densevlm_d2.load_checkpoint(model, checkpoint)
     return densevlm_d2.save_checkpoint(model, target, "eva_clip")
@@ -209,6 +213,8 @@ def _train_net(config: str, out_dir: Path, env: dict, log: Path, *opts: str) -> 
         str(TRAIN_NET),
         "--config-file",
         str(CONFIGS / config),
+        "--register",
+        str(REGISTER),
         *opts,
         "OUTPUT_DIR",
         str(out_dir),

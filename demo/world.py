@@ -16,20 +16,17 @@ import json
 import os
 from dataclasses import dataclass
 
-from densevlm_d2.data.datasets.builtin_meta import DEMO_WORLD_CATEGORIES, DEMO_WORLD_NOVEL_THINGS
-from densevlm_d2.data.datasets.panoptic import segment_record
-
 import numpy as np
-from panopticapi.utils import id2rgb
 from PIL import Image, ImageDraw
+
+from densevlm_d2.data.datasets.panoptic_writer import PanopticWriter
+
+from .register import CATEGORIES, NOVEL_THINGS
 
 __all__ = ["CATEGORIES", "NOVEL_THINGS", "WorldSpec", "instances_json", "write_world"]
 
-CATEGORIES = DEMO_WORLD_CATEGORIES
 THINGS = tuple(c["name"] for c in CATEGORIES if c["isthing"])
 STUFF = tuple(c["name"] for c in CATEGORIES if not c["isthing"])
-# the open-vocabulary detection split of the world: trained on the other things' boxes only
-NOVEL_THINGS = DEMO_WORLD_NOVEL_THINGS
 # Each thing comes in two paints of its own, as real objects have a typical look that a few
 # patches show (a ball's shape alone spans several tokens); no paint is shared or close to a
 # background's colours.
@@ -199,36 +196,28 @@ def write_world(root: str, spec: WorldSpec | None = None, progress: bool = True)
     for split, num in (("train", spec.num_train), ("val", spec.num_val)):
         img_dir, pan_dir = os.path.join(root, split), os.path.join(root, f"panoptic_{split}")
         crop_dir = os.path.join(root, f"crops_{split}")
-        for d in (img_dir, pan_dir, crop_dir):
-            os.makedirs(d, exist_ok=True)
-        images, annotations, captions, crops = [], [], [], []
-        for i in tqdm(range(num), desc=f"world {split}", disable=not progress):
-            image, ids, segments, things, names = _scene(rng, spec)
-            stem = f"{split}_{i:06d}"
-            Image.fromarray(image).save(os.path.join(img_dir, stem + ".jpg"), quality=92)
-            Image.fromarray(id2rgb(ids)).save(os.path.join(pan_dir, stem + ".png"))
-            records = [segment_record(s, c, ids == s, crowd) for s, c, crowd in segments]
-            h, w = ids.shape
-            images.append({"id": i + 1, "file_name": stem + ".jpg", "height": h, "width": w})
-            annotations.append(
-                {"image_id": i + 1, "file_name": stem + ".png", "segments_info": records}
-            )
-            captions.append(
-                (
-                    os.path.join(img_dir, stem + ".jpg"),
-                    _caption(things, names, rng, spec.stuff_caption_rate),
-                )
-            )
-            if split == "train":
-                for k, rec in enumerate(records):
-                    x, y, bw, bh = rec["bbox"]
-                    name = next(c["name"] for c in CATEGORIES if c["id"] == rec["category_id"])
-                    crop_path = os.path.join(crop_dir, f"{stem}_{k}.jpg")
-                    Image.fromarray(image[y : y + bh, x : x + bw]).save(crop_path, quality=92)
-                    crops.append((crop_path, f"a photo of a {name}."))
+        os.makedirs(crop_dir, exist_ok=True)
         json_file = os.path.join(root, f"panoptic_{split}.json")
-        with open(json_file, "w") as f:
-            json.dump({"images": images, "annotations": annotations, "categories": CATEGORIES}, f)
+        captions, crops = [], []
+        with PanopticWriter(json_file, pan_dir, CATEGORIES, img_dir, image_quality=92) as writer:
+            for i in tqdm(range(num), desc=f"world {split}", disable=not progress):
+                image, ids, segments, things, names = _scene(rng, spec)
+                stem = f"{split}_{i:06d}"
+                ann = writer.add(i + 1, stem, ids, segments, image)
+                captions.append(
+                    (
+                        os.path.join(img_dir, stem + ".jpg"),
+                        _caption(things, names, rng, spec.stuff_caption_rate),
+                    )
+                )
+                if split == "train":
+                    for k, rec in enumerate(ann["segments_info"]):
+                        x, y, bw, bh = rec["bbox"]
+                        name = next(c["name"] for c in CATEGORIES if c["id"] == rec["category_id"])
+                        crop_path = os.path.join(crop_dir, f"{stem}_{k}.jpg")
+                        Image.fromarray(image[y : y + bh, x : x + bw]).save(crop_path, quality=92)
+                        crops.append((crop_path, f"a photo of a {name}."))
+        images, annotations = writer.images, writer.annotations
         detection = {f"instances_{split}.json": ((), False)}
         if split == "train":
             detection["instances_train_base.json"] = (NOVEL_THINGS, False)

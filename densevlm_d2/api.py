@@ -19,7 +19,8 @@ from .clip.preprocess import (
     preprocess_masks,
     to_pil_rgb,
 )
-from .clip.text import TEMPLATES
+from .clip.text import DEFAULT_TEXT_SPEC, TextSpec
+from .clip.vocabulary import Vocabulary
 from .modeling.backbone.clip_vit import CLIPViTBackbone
 from .modeling.region_pooling import BoxPooler, pool_masks
 
@@ -32,7 +33,8 @@ class CLIPRegionEncoder(nn.Module):
     Images go through :meth:`preprocess` (longest side resized to ``image_size``, zero padding
     right/bottom, CLIP normalisation, as published). Box coordinates given to :meth:`encode_boxes`
     are pixels of that preprocessed canvas: multiply original-image boxes by the scale that
-    :meth:`preprocess` returns.
+    :meth:`preprocess` returns. The CLIP is :attr:`backbone` (a
+    :class:`~densevlm_d2.modeling.CLIPViTBackbone`), its open_clip model :attr:`model`.
     """
 
     def __init__(
@@ -51,7 +53,7 @@ class CLIPRegionEncoder(nn.Module):
             model = CLIPViTBackbone(
                 model_name=model_name, model=model, text_cache_dir=text_cache_dir
             )
-        self.clip = model
+        self.backbone = model
         self.image_size = _check_image_size(image_size, model.patch_size)
         self.box_pooler = BoxPooler(model.patch_size)
 
@@ -59,19 +61,19 @@ class CLIPRegionEncoder(nn.Module):
     @property
     def model(self) -> nn.Module:
         """The open_clip model."""
-        return self.clip.clip
+        return self.backbone.model
 
     @property
     def model_name(self) -> str:
-        return self.clip.model_name
+        return self.backbone.model_name
 
     @property
     def patch_size(self) -> int:
-        return self.clip.patch_size
+        return self.backbone.patch_size
 
     @property
     def embed_dim(self) -> int:
-        return self.clip.embed_dim
+        return self.backbone.embed_dim
 
     @property
     def device(self) -> torch.device:
@@ -84,7 +86,7 @@ class CLIPRegionEncoder(nn.Module):
             if isinstance(self.image_size, int)
             else self.image_size
         )
-        return self.clip.tower.token_grid(*size)
+        return self.backbone.tower.token_grid(*size)
 
     # -- preprocessing -----------------------------------------------------------------------------
     def preprocess(self, image, return_scale: bool = False):
@@ -116,7 +118,7 @@ class CLIPRegionEncoder(nn.Module):
 
     def encode_dense(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, D, H/p, W/p) per-token L2-normalised dense features."""
-        return self.clip.features(self._batch(images), dense=True).dense
+        return self.backbone.features(self._batch(images), dense=True).dense
 
     def encode_boxes(self, images: torch.Tensor, boxes: Sequence) -> torch.Tensor:
         """Per-image (N_i, 4) pixel xyxy boxes on the input canvas -> (sum N_i, D) features, in
@@ -153,7 +155,7 @@ class CLIPRegionEncoder(nn.Module):
         """(B, 3, H, W) -> (B, D) CLS image embeddings (any input size; position embeddings
         resized)."""
         return F.normalize(
-            self.clip.features(self._batch(images), dense=False, image=True).image, dim=-1
+            self.backbone.features(self._batch(images), dense=False, image=True).image, dim=-1
         )
 
     def encode_crops(
@@ -168,24 +170,19 @@ class CLIPRegionEncoder(nn.Module):
         (boxes,) = check_boxes([boxes], [(pil.height, pil.width)], "image")
         crops = [preprocess_crop(pil, crop_box(b, pil.size, enlarge), crop_size) for b in boxes]
         crops = torch.stack(crops) if crops else torch.zeros(0, 3, crop_size, crop_size)
-        return self.clip.encode_crops(crops.to(self.device, self._dtype), batch_size)
+        return self.backbone.encode_crops(crops.to(self.device, self._dtype), batch_size)
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         """Raw strings -> (N, D) text embeddings (no prompt templates)."""
-        return self.clip.encode_text(texts).to(self.device)
+        return self.backbone.encode_text(texts).to(self.device)
 
-    def text_classifier(
-        self,
-        class_names: Sequence[str],
-        templates: Sequence[str] = TEMPLATES,
-        synonyms: str = "joint",
-        renormalize: bool = True,
+    def text_embeddings(
+        self, classes: Vocabulary | Sequence[str], spec: TextSpec = DEFAULT_TEXT_SPEC
     ) -> torch.Tensor:
-        """Class names -> (K, D) prompt-ensembled class embeddings (published templates; cached on
-        disk)."""
-        return self.clip.class_embeddings(
-            class_names, templates=templates, synonyms=synonyms, renormalize=renormalize
-        ).to(self.device)
+        """A vocabulary (or a list of class names, checked as one) -> (K, D) prompt-ensembled class
+        embeddings (default: the published generator's; cached in memory and on disk), on the
+        model's device (:meth:`densevlm_d2.modeling.CLIPViTBackbone.text_embeddings`)."""
+        return self.backbone.text_embeddings(classes, spec).to(self.device)
 
     # -- weights -----------------------------------------------------------------------------------
     def save(
@@ -195,7 +192,7 @@ class CLIPRegionEncoder(nn.Module):
         dtype: torch.dtype | None = None,
     ):
         """Export the weights in the EVA-CLIP release layout (EVA02 only) or open_clip's."""
-        return self.clip.save(path, fmt, dtype)
+        return self.backbone.save(path, fmt, dtype)
 
 
 def check_boxes(boxes: Sequence, sizes: Sequence[tuple[int, int]], what: str) -> list[torch.Tensor]:
@@ -295,10 +292,10 @@ def load_clip(
         )
     if checkpoint is not None and random_init:
         raise ValueError("pass either a checkpoint or random_init=True, not both")
-    clip = CLIPViTBackbone(
+    backbone = CLIPViTBackbone(
         model_name=model_name,
         checkpoint=checkpoint or "",
         text_cache_dir=text_cache_dir,
         checkpoint_role="CLIP checkpoint",
     )
-    return CLIPRegionEncoder(clip.to(device).eval(), image_size=image_size)
+    return CLIPRegionEncoder(backbone.to(device).eval(), image_size=image_size)

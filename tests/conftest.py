@@ -6,10 +6,10 @@ import json
 import math
 from pathlib import Path
 
-import densevlm_d2  # noqa: F401  (compat + registrations before detectron2.data is imported)
-
 import pytest
 import torch
+
+import densevlm_d2  # noqa: F401  (compat + registrations before detectron2.data is imported)
 
 DATA = Path(__file__).parent / "fixtures"
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import densevlm_d2
-from densevlm_d2.clip.preprocess import preprocess_crop
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+import densevlm_d2
+from densevlm_d2.clip.preprocess import preprocess_crop
 
 
 @pytest.fixture

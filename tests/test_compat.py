@@ -8,10 +8,10 @@ import os
 import subprocess
 import sys
 
-from densevlm_d2 import compat
-
 import numpy as np
 from PIL import Image
+
+from densevlm_d2 import compat
 
 
 def test_detectron2_modules_import():

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 
-import densevlm_d2
-from densevlm_d2 import config
-
 import pytest
 from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone, build_model
+
+import densevlm_d2
+from densevlm_d2 import config
 
 NAMESPACES = {
     config.add_clip_config: ["MODEL.CLIP"],
@@ -118,7 +118,7 @@ def test_fvit_embedding_size_comes_from_the_clip(tmp_path):
     """MODEL.TEXT_CLASSIFIER.EMBED_DIM is gone: the text classifier takes the CLIP's embedding size
     from the backbone's clip_dense ShapeSpec, whatever an old config says."""
     cfg = densevlm_d2.add_densevlm_config(get_cfg())
-    cfg.merge_from_file("configs/ovcoco/tiny_fvit_cpu.yaml")
+    cfg.merge_from_file("configs/demo/fvit.yaml")
     cfg.MODEL.TEXT_CLASSIFIER.EMBED_DIM = 999  # deprecated, ignored
     model = build_model(cfg)
     predictor = model.roi_heads.box_predictor

@@ -6,13 +6,13 @@ import importlib.util
 import subprocess
 import sys
 
-import densevlm_d2
-from densevlm_d2.visualization import dense_prediction, draw_dense_prediction
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+import densevlm_d2
+from densevlm_d2.visualization import dense_prediction, draw_dense_prediction
 
 # OpenCV (detectron2's Visualizer) draws; `make env` installs it, a cluster node from the
 # wheelhouse may not have it (tools/wheelhouse.py), and then only the drawing tests skip.

@@ -2,7 +2,7 @@
 """Training and inference speed and peak memory of CAT-Seg at a config's size.
 
     python tools/benchmark_cat_seg.py                                   # EVA02-B/16, 384 px, CPU
-    python tools/benchmark_cat_seg.py --config configs/cat_seg/tiny_demo_cpu.yaml
+    python tools/benchmark_cat_seg.py --config configs/demo/cat_seg.yaml --register demo/register.py
     python tools/benchmark_cat_seg.py --device cuda --amp bfloat16 --iters 20 --out bench.json
 
 The model is the config's architecture at full size with random weights (``MODEL.CLIP.RANDOM_INIT``;
@@ -25,14 +25,15 @@ import sys
 import time
 from pathlib import Path
 
-import densevlm_d2
-from densevlm_d2.engine.trainer import Trainer
-
 import numpy as np
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
+
+import densevlm_d2
+from densevlm_d2.engine.trainer import Trainer
+from densevlm_d2.utils.registration import add_register_argument, run_register_files
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -165,8 +166,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--test-classes", type=int, default=150)
     parser.add_argument("--skip", choices=["train", "inference"], default=None)
     parser.add_argument("--out", default="")
+    add_register_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides")
     args = parser.parse_args(argv)
+    run_register_files(args.register)
     cfg, model = build(args)
     result = {
         "config": str(args.config),

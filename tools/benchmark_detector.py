@@ -5,7 +5,8 @@
     # the published OV-COCO B/16 setting (640 px, AMP), on a GPU
     python tools/benchmark_detector.py --config-file configs/ovcoco/fvit_eva02_b16.yaml --batch 8
     # the CPU-sized recipe of the tests and the demo world
-    python tools/benchmark_detector.py --config-file configs/ovcoco/tiny_fvit_cpu.yaml --batch 4
+    python tools/benchmark_detector.py --config-file configs/demo/fvit.yaml \
+        --register demo/register.py --batch 4
     # B/16 at 640 px on the CPU (slow: a few iterations)
     python tools/benchmark_detector.py --config-file configs/ovcoco/fvit_eva02_b16.yaml \
         --batch 2 --iters 2 --device cpu
@@ -21,15 +22,16 @@ import argparse
 import resource
 import time
 
-import densevlm_d2
-from densevlm_d2.engine import Trainer
-from densevlm_d2.modeling import set_vocabulary
-
 import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
+
+import densevlm_d2
+from densevlm_d2.engine import Trainer
+from densevlm_d2.modeling import set_vocabulary
+from densevlm_d2.utils.registration import add_register_argument, run_register_files
 
 
 def synthetic_batch(n: int, size: int, num_classes: int, device, seed: int) -> list[dict]:
@@ -51,14 +53,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--config-file", default="configs/ovcoco/tiny_fvit_cpu.yaml")
+    parser.add_argument("--config-file", default="configs/ovcoco/fvit_eva02_b16.yaml")
     parser.add_argument("--batch", type=int, default=2, help="images per iteration")
     parser.add_argument("--iters", type=int, default=3, help="timed iterations after one warm-up")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--no-amp", action="store_true", help="float32 even where the config uses AMP"
     )
+    add_register_argument(parser)
     args = parser.parse_args(argv)
+    run_register_files(args.register)
 
     cfg = densevlm_d2.add_densevlm_config(get_cfg())
     cfg.merge_from_file(args.config_file)

@@ -2,7 +2,8 @@
 """Speed of the region-classification evaluation: images/s and peak memory of the whole loop
 (loading, preprocessing, dense features, pooling, scoring), as ``train_net.py --eval-only`` runs it.
 
-    # on N synthetic COCO-panoptic images (no dataset needed), random EVA02-CLIP-B/16 at 512 px
+    # on N synthetic COCO-panoptic images (the demo world's scenes at 360-640 px; no dataset
+    # needed), random EVA02-CLIP-B/16 at 512 px
     python tools/benchmark_eval.py --synthetic 20
     # on a registered dataset, with a checkpoint
     python tools/benchmark_eval.py --dataset densevlm_coco_panoptic_val --max-images 200 \
@@ -14,23 +15,24 @@ Peak memory is the CUDA allocator's peak on a GPU, the process's peak RSS on the
 import argparse
 import os
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
-
-import densevlm_d2
-from densevlm_d2.data.datasets import register_panoptic
-from densevlm_d2.engine import CLIPCheckpointer, Trainer
-from densevlm_d2.testing import write_panoptic_split
 
 import numpy as np
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from detectron2.evaluation import inference_on_dataset
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "eval" / "coco_panoptic_eva02_b16.yaml"
+import densevlm_d2
+from densevlm_d2.data import dataset_vocabulary
+from densevlm_d2.data.datasets import register_panoptic
+from densevlm_d2.engine import CLIPCheckpointer, Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "eval" / "coco_panoptic_eva02_b16.yaml"
 
 
 def main(argv=None):
@@ -67,23 +69,19 @@ def main(argv=None):
     cfg.OUTPUT_DIR = tempfile.mkdtemp(prefix="benchmark_eval_")
     name = args.dataset
     if args.synthetic:
+        sys.path.insert(0, str(ROOT))  # the demo (a top-level folder of the checkout) draws them
+        from demo.register import CATEGORIES
+        from demo.world import WorldSpec, write_world
+
         root = Path(cfg.OUTPUT_DIR) / "synthetic"
-        write_panoptic_split(
-            str(root / "val2017"),
-            str(root / "pan"),
-            str(root / "pan.json"),
-            COCO_CATEGORIES,
-            num_images=args.synthetic,
-            seed=0,
-            size_range=(360, 640),
-        )
-        name = "benchmark_synthetic_coco"
+        write_world(str(root), WorldSpec(num_train=0, num_val=args.synthetic, size=(360, 640)))
+        name = "benchmark_synthetic_world"
         register_panoptic(
             name,
-            COCO_CATEGORIES,
-            str(root / "val2017"),
-            str(root / "pan"),
-            str(root / "pan.json"),
+            CATEGORIES,
+            str(root / "val"),
+            str(root / "panoptic_val"),
+            str(root / "panoptic_val.json"),
             layout="",
         )
     if args.max_images:  # the first N images, under a name of their own with the same metadata
@@ -93,14 +91,15 @@ def main(argv=None):
         MetadataCatalog.get(name).set(**{k: v for k, v in meta.items() if k != "name"})
     cfg.DATASETS.TEST = (name,)
 
-    cfg.TEST.REGIONS.TEXT_EMBEDDINGS = args.text_embeddings
     model = Trainer.build_model(cfg)
-    if not args.text_embeddings and not args.weights:
+    text_file = args.text_embeddings
+    if not text_file and not args.weights:
         dim = model.backbone.output_shape()["dense"].channels
-        path = os.path.join(cfg.OUTPUT_DIR, "random_classes.npy")
+        text_file = os.path.join(cfg.OUTPUT_DIR, "random_classes.npy")
         rng = np.random.default_rng(0)
-        np.save(path, rng.normal(size=(len(MetadataCatalog.get(name).classes), dim)).astype("f4"))
-        model.text_embeddings_file = path
+        np.save(text_file, rng.normal(size=(len(dataset_vocabulary(name)), dim)).astype("f4"))
+    if text_file:  # this CLIP's precomputed class embeddings of the dataset
+        model.backbone.text_embeddings_files[name] = text_file
     CLIPCheckpointer(model).resume_or_load(args.weights, resume=False)
     loader = Trainer.build_test_loader(cfg, name)
     evaluator = Trainer.build_evaluator(cfg, name, output_folder=cfg.OUTPUT_DIR)
@@ -116,7 +115,7 @@ def main(argv=None):
     else:
         mem = f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
     print(
-        f"{cfg.MODEL.CLIP.MODEL_NAME} {cfg.MODEL.CLIP.IMAGE_SIZE}px {'+'.join(args.types)} "
+        f"{cfg.MODEL.CLIP.MODEL_NAME} {cfg.INPUT.REGIONS.IMAGE_SIZE}px {'+'.join(args.types)} "
         f"batch {args.batch} on {args.device} ({torch.get_num_threads()} threads): "
         f"{num_images} images in {seconds:.1f} s = {num_images / seconds:.2f} images/s, {mem}"
     )

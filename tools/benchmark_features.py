@@ -11,9 +11,9 @@ import argparse
 import resource
 import time
 
-import densevlm_d2
-
 import torch
+
+import densevlm_d2
 
 
 def main(argv=None):

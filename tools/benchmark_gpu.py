@@ -17,20 +17,20 @@ import json
 import time
 from pathlib import Path
 
-import densevlm_d2
-from densevlm_d2.clip.models import embed_dim_of
-from densevlm_d2.data.mappers import RegionTrainMapper
-from densevlm_d2.engine import Trainer
-from densevlm_d2.engine.train_step import RegionTrainStep
-
 import numpy as np
 import torch
 from detectron2.config import get_cfg
-from detectron2.data import MetadataCatalog
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
+
+import densevlm_d2
+from densevlm_d2.clip.models import embed_dim_of
+from densevlm_d2.data.mappers import RegionTrainMapper
+from densevlm_d2.engine import Trainer
+from densevlm_d2.engine.amp_step import AMPTrainStep
+from densevlm_d2.utils import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 # dense bfloat16 tensor-core peak (TFLOP/s) by device name; --peak-tflops overrides
@@ -55,8 +55,9 @@ def densevlm_cfg(args, batch, precision):
     cfg.MODEL.CLIP.MODEL_NAME, cfg.MODEL.DENSEVLM.TEACHER.MODEL_NAME = student, teacher
     cfg.MODEL.CLIP.CHECKPOINT = cfg.MODEL.DENSEVLM.TEACHER.CHECKPOINT = ""
     cfg.MODEL.CLIP.RANDOM_INIT = True
+    cfg.MODEL.CLIP.FINETUNE = "blocks"
     cfg.MODEL.CLIP.TRAINABLE_BLOCKS = 2 if args.quick else 12
-    cfg.MODEL.CLIP.IMAGE_SIZE = args.image_size
+    cfg.INPUT.REGIONS.IMAGE_SIZE = args.image_size
     cfg.MODEL.CLIP.TEXT_CACHE.ENABLED = False
     cfg.SOLVER.IMS_PER_BATCH = batch
     cfg.SOLVER.AMP.ENABLED = precision != "float32"
@@ -67,16 +68,14 @@ def densevlm_cfg(args, batch, precision):
 
 def text_files(cfg, work: Path):
     """Random class embeddings in the published layout (the text towers are not what is timed)."""
-    names = MetadataCatalog.get(cfg.MODEL.DENSEVLM.VOCABULARY).classes
+    vocabulary = cfg.MODEL.DENSEVLM.VOCABULARY
+    names = densevlm_d2.dataset_vocabulary(vocabulary).names
     rng = np.random.default_rng(0)
-    d = cfg.MODEL.DENSEVLM
-    for node, key, model in (
-        (d, "STUDENT_TEXT_EMBEDDINGS", cfg.MODEL.CLIP.MODEL_NAME),
-        (d.TEACHER, "TEXT_EMBEDDINGS", d.TEACHER.MODEL_NAME),
-    ):
-        path = work / f"{key}_{model}.npy"
-        np.save(path, rng.normal(size=(len(names), embed_dim_of(model))).astype(np.float32))
-        setattr(node, key, str(path))
+    for node, model in ((cfg.MODEL.CLIP, "student"), (cfg.MODEL.DENSEVLM.TEACHER, "teacher")):
+        path = work / f"{model}_{node.MODEL_NAME}.npy"
+        size = (len(names), embed_dim_of(node.MODEL_NAME))
+        np.save(path, rng.normal(size=size).astype(np.float32))
+        node.TEXT_EMBEDDINGS = [[vocabulary, str(path)]]
 
 
 def region_batch(batch, size, cells=6):
@@ -113,7 +112,7 @@ def densevlm_train(args, work, precision, batch):
     model = Trainer.build_model(cfg).train()
     optimizer = Trainer.build_optimizer(cfg, model)
     data = region_batch(batch, args.image_size)
-    step = RegionTrainStep(model, iter([data] * (args.iters + 2)), optimizer,
+    step = AMPTrainStep(model, iter([data] * (args.iters + 2)), optimizer,
                            precision != "float32", PRECISIONS[precision])  # fmt: skip
     seconds = time_steps(step, args.iters, args.device)
     flops = train_flops(model, data, args.device, PRECISIONS[precision])
@@ -171,7 +170,7 @@ def region_eval(args):
 def fvit(args):
     cfg = densevlm_d2.add_densevlm_config(get_cfg())
     config = (
-        "configs/ovcoco/tiny_fvit_cpu.yaml" if args.quick else "configs/ovcoco/fvit_eva02_b16.yaml"
+        "configs/demo/fvit.yaml" if args.quick else "configs/ovcoco/fvit_eva02_b16.yaml"
     )
     cfg.merge_from_file(str(ROOT / config))
     cfg.merge_from_list([
@@ -196,7 +195,7 @@ def fvit(args):
                      "instances": inst, "height": size, "width": size})  # fmt: skip
     optimizer = Trainer.build_optimizer(cfg, model)
     amp = args.device.startswith("cuda")
-    step = RegionTrainStep(model.train(), iter([data] * (args.iters + 2)), optimizer, amp,
+    step = AMPTrainStep(model.train(), iter([data] * (args.iters + 2)), optimizer, amp,
                            torch.bfloat16)  # fmt: skip
     train_s = time_steps(step, args.iters, args.device)
     model.eval()
@@ -260,9 +259,8 @@ def main(argv=None):
     def save(section, value):  # after every section: a run cut short keeps what it measured
         result[section] = value
         print(json.dumps({section: value}), flush=True)
-        tmp = Path(args.out).with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        tmp.replace(args.out)
+        with atomic_write(args.out, binary=False) as f:
+            json.dump(result, f, indent=1)
 
     for precision in ["float16", "bfloat16"] if cuda else ["float32"]:
         r = densevlm_train(args, work, precision, args.batch)

@@ -25,14 +25,14 @@ import sys
 import time
 from pathlib import Path
 
-import densevlm_d2
-from densevlm_d2.modeling.meta_arch import CLIPDenseSegmenter
-
 import numpy as np
 import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone
 from PIL import Image
+
+import densevlm_d2
+from densevlm_d2.modeling.meta_arch import CLIPDenseSegmenter
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,7 +82,8 @@ def main(argv=None) -> dict:
     torch.manual_seed(args.seed)  # the same random weights every run (and text cache hits)
     device = torch.device(args.device)
     dataset = cfg.DATASETS.TEST[0]
-    classes, background = CLIPDenseSegmenter.vocabulary({"dataset_name": dataset})
+    classes = densevlm_d2.dataset_vocabulary(dataset).queries
+    background = classes.background_index
     model = CLIPDenseSegmenter(
         backbone=build_backbone(cfg), **CLIPDenseSegmenter.protocol_from_config(cfg)
     )

@@ -15,16 +15,17 @@ import json
 import resource
 import time
 
-import densevlm_d2
-from densevlm_d2.clip.text import TEMPLATES, TextEmbedder, prompts
-
 import torch
 import torch.nn.functional as F
-from detectron2.data import MetadataCatalog
+
+import densevlm_d2
+from densevlm_d2.clip import Vocabulary
+from densevlm_d2.clip.prompts import VILD_TEMPLATES, prompts
+from densevlm_d2.clip.text import TextEmbedder
 
 
 def vocabulary(n: int) -> list[str]:
-    base = MetadataCatalog.get("densevlm_coco_stuff_ade20k_316").classes
+    base = densevlm_d2.dataset_vocabulary("densevlm_coco_stuff_ade20k_316").names
     return [base[i % len(base)] + ("" if i < len(base) else f" {i // len(base)}") for i in range(n)]
 
 
@@ -32,7 +33,7 @@ def vocabulary(n: int) -> list[str]:
 def one_name_at_a_time(embedder: TextEmbedder, names: list[str]) -> torch.Tensor:
     rows = []
     for name in names:
-        tokens = embedder.tokenizer(prompts(name, TEMPLATES))
+        tokens = embedder.tokenizer(prompts(name, VILD_TEMPLATES))
         emb = F.normalize(embedder.model.encode_text(tokens).float(), dim=-1).mean(0)
         rows.append(F.normalize(emb, dim=0))
     return torch.stack(rows)
@@ -56,7 +57,7 @@ def main(argv=None):
     if args.one_name_at_a_time:
         emb = one_name_at_a_time(embedder, names)
     else:
-        emb = embedder(names)
+        emb = embedder(Vocabulary(names=tuple(names)))
     seconds = time.perf_counter() - start
     if args.device.startswith("cuda"):
         peak = torch.cuda.max_memory_allocated() / 2**20

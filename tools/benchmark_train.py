@@ -19,17 +19,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+from detectron2.config import get_cfg
+from detectron2.utils.events import EventStorage
+from PIL import Image
+
 import densevlm_d2
 from densevlm_d2.clip.models import embed_dim_of
 from densevlm_d2.data.datasets.coco_boxes import register_image_folder
 from densevlm_d2.engine import Trainer
-
-import numpy as np
-import torch
-from detectron2.config import get_cfg
-from detectron2.data import MetadataCatalog
-from detectron2.utils.events import EventStorage
-from PIL import Image
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "coco"
 
@@ -71,16 +70,16 @@ def main(argv=None):
     cfg.MODEL.CLIP.MODEL_NAME = args.student
     cfg.MODEL.CLIP.CHECKPOINT = ""
     cfg.MODEL.CLIP.RANDOM_INIT = True  # speed does not depend on the weights
-    cfg.MODEL.CLIP.IMAGE_SIZE = args.image_size
+    cfg.INPUT.REGIONS.IMAGE_SIZE = args.image_size
     cfg.MODEL.DENSEVLM.TEACHER.MODEL_NAME = args.teacher
     cfg.MODEL.DENSEVLM.TEACHER.CHECKPOINT = ""
-    names = MetadataCatalog.get(cfg.MODEL.DENSEVLM.VOCABULARY).classes
-    for key, name in (("STUDENT_TEXT_EMBEDDINGS", args.student), ("TEXT_EMBEDDINGS", args.teacher)):
-        dim = embed_dim_of(name)
-        path = work / f"{key.lower()}.npy"
-        np.save(path, rng.normal(size=(len(names), dim)).astype(np.float32))
-        node = cfg.MODEL.DENSEVLM if key.startswith("STUDENT") else cfg.MODEL.DENSEVLM.TEACHER
-        setattr(node, key, str(path))
+    vocabulary = cfg.MODEL.DENSEVLM.VOCABULARY
+    names = densevlm_d2.dataset_vocabulary(vocabulary).names
+    for node, model in ((cfg.MODEL.CLIP, "student"), (cfg.MODEL.DENSEVLM.TEACHER, "teacher")):
+        path = work / f"{model}_text.npy"
+        size = (len(names), embed_dim_of(node.MODEL_NAME))
+        np.save(path, rng.normal(size=size).astype(np.float32))
+        node.TEXT_EMBEDDINGS = [[vocabulary, str(path)]]
     cfg.DATASETS.TRAIN = ("benchmark_train_images",)
     cfg.DATASETS.TEST = ()
     cfg.SOLVER.IMS_PER_BATCH = args.batch

@@ -11,12 +11,12 @@ datasets/README.md).
 """
 
 import argparse
-import runpy
 import sys
 
-from densevlm_d2.data.check import check_dataset
-
 from detectron2.data import DatasetCatalog
+
+from densevlm_d2.data.check import check_dataset
+from densevlm_d2.utils.registration import add_register_argument, run_register_files
 
 
 def main(argv=None) -> int:
@@ -25,13 +25,9 @@ def main(argv=None) -> int:
     )
     parser.add_argument("datasets", nargs="+", help="registered dataset names")
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument(
-        "--register", action="append", default=[], metavar="FILE.py",
-        help="a Python file that registers your own datasets first (docs/own_data.md)",
-    )  # fmt: skip
+    add_register_argument(parser)
     args = parser.parse_args(argv)
-    for path in args.register:
-        runpy.run_path(path, run_name="__densevlm_register__")
+    run_register_files(args.register)
     unknown = [n for n in args.datasets if n not in DatasetCatalog.list()]
     if unknown:
         parser.error(

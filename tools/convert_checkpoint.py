@@ -12,9 +12,9 @@ requested layout:
 
 import argparse
 
-import densevlm_d2
-
 import torch
+
+import densevlm_d2
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 

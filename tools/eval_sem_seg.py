@@ -23,19 +23,19 @@ import json
 import logging
 import os
 import re
-import runpy
 from pathlib import Path
-
-import densevlm_d2
-from densevlm_d2.data.datasets.panoptic import DatasetLayoutError
-from densevlm_d2.engine import CLIPCheckpointer, Trainer, launch
-from densevlm_d2.modeling.meta_arch import CLIPDenseSegmenter
 
 import torch
 from detectron2.config import get_cfg
 from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
+
+import densevlm_d2
+from densevlm_d2.data.datasets.panoptic import DatasetLayoutError
+from densevlm_d2.engine import CLIPCheckpointer, Trainer, launch
+from densevlm_d2.modeling.meta_arch import CLIPDenseSegmenter
+from densevlm_d2.utils.registration import add_register_argument, run_register_files
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "sem_seg"
 #: table order: the training-free literature's eight, then the two large vocabularies
@@ -118,8 +118,7 @@ def evaluate_weights(model, weights: str, cfgs: dict, args, logger) -> dict[str,
 
 def main(args) -> dict:
     logger = logging.getLogger("densevlm_d2")
-    for path in args.register:
-        runpy.run_path(path, run_name="__densevlm_register__")
+    run_register_files(args.register)
     cfgs = {b: benchmark_config(args.clip, b, args.opts) for b in args.benchmarks}
     first = next(iter(cfgs.values()))
     setup_cfg = first.clone()
@@ -153,13 +152,7 @@ def argument_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS), choices=BENCHMARKS)
     parser.add_argument("--output-dir", default="output/sem_seg/table")
-    parser.add_argument(
-        "--register",
-        action="append",
-        default=[],
-        metavar="FILE.py",
-        help="a Python file that registers datasets (repeatable), as for tools/train_net.py",
-    )
+    add_register_argument(parser)
     parser.add_argument("--strict", action="store_true", help="stop at a benchmark without data")
     parser.add_argument("--num-gpus", type=int, default=1)
     parser.add_argument("--num-machines", type=int, default=1)

@@ -6,13 +6,22 @@ Run with the interpreter of the target environment (``make env`` does). Idempote
 already imports is left alone.
 
 detectron2
-    1. the official source from GitHub, when GitHub answers within a few seconds;
+    1. the official source from GitHub, when GitHub answers within a few seconds (cloned, then
+       built);
     2. otherwise the ``pb1-detectron2==0.6`` source archive from PyPI, whose Python files are the
        official v0.6 tag's but which lacks ``detectron2/layers/csrc``. We supply a minimal
        ``vision.cpp`` that builds an empty ``detectron2._C`` (so the official ``setup.py`` runs
        unchanged) and install it under the distribution name ``detectron2``. The compiled custom ops
        (deformable conv, rotated boxes, fast COCO evaluation) are then absent; densevlm_d2 never
        uses them.
+
+    Either source is modernised before it is built (:func:`modernize_detectron2_source`): the few
+    names that today's libraries removed are replaced in the source itself, so that detectron2
+    imports and runs with them without any patch in the user's process. v0.6 uses Pillow's
+    ``Image.LINEAR`` (removed in Pillow 10) and numpy's ``np.int`` / ``np.float`` / ``np.str`` /
+    ``np.bool`` (removed in numpy 1.24); both v0.6 and main import ``pkg_resources`` in
+    ``model_zoo`` (gone from setuptools 82). An installed detectron2 that still holds them is
+    reinstalled.
 panopticapi
     1. the official source from GitHub when reachable;
     2. otherwise ``panopticapi-lite==0.2.0`` (the same ``panopticapi`` module) without its
@@ -25,13 +34,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
+import re
 import subprocess
 import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
-D2_GIT = "git+https://github.com/facebookresearch/detectron2.git"
+D2_GIT_URL = "https://github.com/facebookresearch/detectron2.git"
 PANOPTICAPI_GIT = "git+https://github.com/cocodataset/panopticapi.git"
 D2_FALLBACK = "pb1-detectron2==0.6"
 D2_FALLBACK_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
@@ -68,6 +78,59 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, me
 
 PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&module); }
 """
+
+
+# (pattern, replacement) in every .py file of detectron2's source: numpy's aliases of the builtins
+# (what numpy < 1.24 defined them as), Pillow's alias of BILINEAR
+_RENAMES = (
+    (re.compile(r"\bnp\.(int|float|str|bool)\b"), r"\1"),
+    (re.compile(r"\bImage\.LINEAR\b"), "Image.BILINEAR"),
+)
+# model_zoo/model_zoo.py: its one use of pkg_resources, replaced with importlib.resources
+_PKG_RESOURCES_IMPORT = "import pkg_resources\n"
+_PKG_RESOURCES_SHIM = """\
+import importlib.resources
+
+
+def _resource_filename(package, resource):  # densevlm_d2: setuptools 82 has no pkg_resources
+    return str(importlib.resources.files(package).joinpath(resource))
+"""
+_PKG_RESOURCES_CALL = "pkg_resources.resource_filename("
+
+
+def _modernized(text: str, model_zoo: bool) -> str:
+    for pattern, replacement in _RENAMES:
+        text = pattern.sub(replacement, text)
+    if model_zoo and _PKG_RESOURCES_IMPORT in text:
+        text = text.replace(_PKG_RESOURCES_IMPORT, _PKG_RESOURCES_SHIM, 1)
+        text = text.replace(_PKG_RESOURCES_CALL, "_resource_filename(")
+    return text
+
+
+def _python_files(package_dir: Path) -> list[Path]:
+    return sorted(p for p in package_dir.rglob("*.py") if "projects" not in p.parts)
+
+
+def modernize_detectron2_source(package_dir: Path) -> list[Path]:
+    """Replace the removed names (module docstring) in the ``detectron2`` package folder (of a
+    source tree or an installation); returns the files changed. Idempotent."""
+    changed = []
+    for path in _python_files(package_dir):
+        text = path.read_text(encoding="utf-8")
+        new = _modernized(text, path.name == "model_zoo.py")
+        if new != text:
+            path.write_text(new, encoding="utf-8")
+            changed.append(path)
+    return changed
+
+
+def outdated_detectron2_files(package_dir: Path) -> list[Path]:
+    """The files of a ``detectron2`` package folder that still use a removed name."""
+    return [
+        p
+        for p in _python_files(package_dir)
+        if _modernized(t := p.read_text(encoding="utf-8"), p.name == "model_zoo.py") != t
+    ]
 
 
 def _log(msg: str) -> None:
@@ -142,6 +205,7 @@ def prepare_detectron2_source(archive: Path, dest: Path, extension: bool = True)
             raise RuntimeError(f"unexpected setup.py in {D2_FALLBACK}: {old!r} not found")
         text = text.replace(old, new)
     setup_py.write_text(text)
+    modernize_detectron2_source(src / "detectron2")
     return src
 
 
@@ -153,9 +217,25 @@ def install_detectron2_fallback() -> None:
 
 
 def _detectron2_works() -> bool:
-    """detectron2 imports and its _C answers the environment report (our first stub did not)."""
+    """detectron2 imports, its _C answers the environment report (our first stub did not), and its
+    source uses none of the removed names."""
     probe = "import detectron2._C as c; c.get_compiler_version(); c.get_cuda_version()"
-    return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
+    if subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode != 0:
+        return False
+    spec = importlib.util.find_spec("detectron2")
+    outdated = outdated_detectron2_files(Path(spec.origin).parent)
+    if outdated:
+        _log(f"detectron2 uses names that today's numpy/Pillow/setuptools removed: {outdated[:3]}")
+    return not outdated
+
+
+def install_detectron2_from_github() -> None:
+    """Clone the official source, modernise it, build it."""
+    with tempfile.TemporaryDirectory(prefix="d2git-") as tmp:
+        src = Path(tmp) / "detectron2"
+        subprocess.run(["git", "clone", "--depth", "1", D2_GIT_URL, str(src)], check=True)
+        modernize_detectron2_source(src / "detectron2")
+        _pip("install", "--no-build-isolation", str(src))
 
 
 def install_detectron2(github: bool) -> None:
@@ -163,12 +243,12 @@ def install_detectron2(github: bool) -> None:
         if _detectron2_works():
             _log("detectron2 already installed")
             return
-        _log("detectron2 is installed with an outdated extension stub: reinstalling")
+        _log("detectron2 is installed with an outdated extension stub or source: reinstalling")
         _pip("uninstall", "-y", "detectron2")
     if github:
         try:
-            _log(f"installing detectron2 from {D2_GIT}")
-            _pip("install", "--no-build-isolation", D2_GIT)
+            _log(f"installing detectron2 from {D2_GIT_URL}")
+            install_detectron2_from_github()
             return
         except subprocess.SubprocessError as e:
             _log(f"official detectron2 install failed ({e}); using the PyPI fallback")

@@ -15,10 +15,10 @@ import logging
 import time
 from pathlib import Path
 
+from PIL import Image
+
 import densevlm_d2
 from densevlm_d2.visualization import dense_prediction, draw_dense_prediction
-
-from PIL import Image
 
 DEFAULT_IMAGE = Path(densevlm_d2.__file__).parent / "assets" / "chelsea.jpg"
 DEFAULT_VOCABULARY = "cat, wall, floor, blanket, sky, grass, tree, person"
@@ -73,7 +73,7 @@ def main(argv=None):
     )
     print(f"[1/3] built {args.model} in {time.time() - t0:.1f}s")
     t0 = time.time()
-    classifier = encoder.text_classifier(names)
+    classifier = encoder.text_embeddings(names)
     print(
         f"[2/3] text embeddings of {len(names)} classes x 63 templates in {time.time() - t0:.1f}s"
     )

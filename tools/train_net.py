@@ -11,10 +11,6 @@ before the config is read: see docs/own_data.md.
 """
 
 import logging
-import runpy
-
-import densevlm_d2
-from densevlm_d2.engine import CLIPCheckpointer, Trainer, launch
 
 import torch
 from detectron2.config import get_cfg
@@ -22,12 +18,15 @@ from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+import densevlm_d2
+from densevlm_d2.engine import CLIPCheckpointer, Trainer, launch
+from densevlm_d2.utils.registration import add_register_argument, run_register_files
+
 
 def setup(args):
     cfg = densevlm_d2.add_densevlm_config(get_cfg())
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
-    cfg = densevlm_d2.config.resolve_deprecated_keys(cfg)  # so that config.yaml has the new keys
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logging.getLogger("densevlm_d2").warning("no GPU available: running on the CPU")
         cfg.MODEL.DEVICE = "cpu"
@@ -39,19 +38,12 @@ def setup(args):
 
 def argument_parser():
     parser = default_argument_parser()
-    parser.add_argument(
-        "--register",
-        action="append",
-        default=[],
-        metavar="FILE.py",
-        help="a Python file that registers datasets or vocabularies (repeatable)",
-    )
+    add_register_argument(parser)
     return parser
 
 
 def main(args):
-    for path in getattr(args, "register", []):
-        runpy.run_path(path, run_name="__densevlm_register__")
+    run_register_files(getattr(args, "register", []))
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)

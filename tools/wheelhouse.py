@@ -227,7 +227,19 @@ def load_manifest(wheelhouse: Path) -> dict:
         raise WheelhouseError(
             f"{wheelhouse} has no {MANIFEST}: not a wheelhouse built by tools/wheelhouse.py build"
         )
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WheelhouseError(
+            f"{path} cannot be read ({e}): a damaged copy? Copy the wheelhouse again or rebuild it "
+            "with tools/wheelhouse.py build"
+        ) from None
+    required = ("files", "python_version", "packages", "no_deps", "detectron2_source")
+    missing = [k for k in required if not isinstance(manifest, dict) or k not in manifest]
+    if missing:
+        raise WheelhouseError(
+            f"{path} lacks {missing}: not a manifest written by tools/wheelhouse.py build"
+        )
     for name, digest in manifest["files"].items():
         f = wheelhouse / name
         if not f.is_file():

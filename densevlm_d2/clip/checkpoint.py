@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
@@ -32,6 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..utils.files import atomic_write
 from .hub import resolve_weights
 from .io import WeightFileError, WeightFileNotFoundError, load_weight_file
 from .towers import EvaTower, eva_rope_table, vision_tower
@@ -48,7 +48,6 @@ __all__ = [
     "load_checkpoint",
     "read_state_dict",
     "save_checkpoint",
-    "temporary_files",
 ]
 
 # Wrapper keys under which training scripts store the model's state dict.
@@ -374,34 +373,12 @@ def export_state_dict(
     return open_clip_to_eva(state, model)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def temporary_files(directory: str | os.PathLike) -> list[Path]:
-    """Temporary files that :func:`atomic_save` leaves when its process is killed mid-write."""
-    return sorted(Path(directory).glob(".*.tmp"))
-
-
 def atomic_save(obj, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file next to ``path``, then rename: a crash never leaves half a
-    file."""
+    """``torch.save`` through :func:`~densevlm_d2.utils.atomic_write`: a crash never leaves half a
+    file, and a full disk is an error that names the file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; other outputs follow the umask
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        torch.save(obj, f)
     return path
 
 

@@ -7,13 +7,14 @@ Names accepted by :func:`build_clip_model` (case-sensitive):
 * ``EVA02-CLIP-L-14-336`` (``EVA02-L-14-336``): EVA02-CLIP-L/14-336, the DenseVLM teacher;
 * ``ViT-B-16``: OpenAI-style ViT-B/16 with GELU (open_clip's own weights);
 * ``ViT-B-16-quickgelu``: the same with QuickGELU, which OpenAI's released weights need;
-* ``EVA02-Tiny-16``, ``ViT-Tiny-16`` (configs shipped here): tiny versions of those, for tests;
-* ``EVA02-Demo-16`` (shipped here): a small EVA02 (width 192, 4 blocks, 128 px) for the CPU demo.
+* ``EVA02-Tiny-16``, ``ViT-Tiny-16`` (configs shipped here): tiny versions of those, for tests and
+  smoke runs.
 
-open_clip's own names (``EVA02-B-16`` ...) are accepted too. Models are always built at their
-pretrained input size so that parameter shapes equal the published checkpoints'; other input sizes
-are handled at run time by :mod:`densevlm_d2.clip.towers` (position embeddings and RoPE tables for
-the actual token grid).
+open_clip's own names (``EVA02-B-16`` ...) are accepted too, and so is any model registered with
+:func:`register_model_config` (the CPU demo registers its ``EVA02-Demo-16`` so). Models are always
+built at their pretrained input size so that parameter shapes equal the published checkpoints';
+other input sizes are handled at run time by :mod:`densevlm_d2.clip.towers` (position embeddings and
+RoPE tables for the actual token grid).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from timm.models.eva import Eva, checkpoint_filter_fn
 
 __all__ = [
     "MODEL_ALIASES",
+    "register_model_config",
+    "small_eva02",
     "available_models",
     "build_clip_model",
     "embed_dim_of",
@@ -53,8 +56,9 @@ _SUPPORTED = (
     "ViT-B-16-quickgelu",
     "EVA02-Tiny-16",
     "ViT-Tiny-16",
-    "EVA02-Demo-16",
 )
+# configs registered at run time (register_model_config)
+_REGISTERED: set[str] = set()
 
 open_clip.add_model_config(_CONFIG_DIR)
 
@@ -62,12 +66,11 @@ open_clip.add_model_config(_CONFIG_DIR)
 default_cfgs = generate_default_cfgs(
     {
         "densevlm_eva02_tiny_patch16_clip_224": {"num_classes": 64},
-        "densevlm_eva02_small_patch16_clip_128": {"num_classes": 128},
     }
 )
 
 
-def _small_eva(
+def small_eva02(
     variant: str,
     pretrained: bool,
     img_size: int,
@@ -110,19 +113,26 @@ def _small_eva(
 @register_model
 def densevlm_eva02_tiny_patch16_clip_224(pretrained: bool = False, **kwargs) -> Eva:
     """Width 128, 2 blocks: for tests."""
-    return _small_eva("densevlm_eva02_tiny_patch16_clip_224", pretrained, 224, 128, 2, 2, **kwargs)
+    return small_eva02("densevlm_eva02_tiny_patch16_clip_224", pretrained, 224, 128, 2, 2, **kwargs)
 
 
-@register_model
-def densevlm_eva02_small_patch16_clip_128(pretrained: bool = False, **kwargs) -> Eva:
-    """Width 192, 4 blocks, 128-px input: the CLIP of the CPU demo world."""
-    return _small_eva("densevlm_eva02_small_patch16_clip_128", pretrained, 128, 192, 4, 3, **kwargs)
+def register_model_config(path: str | Path) -> list[str]:
+    """Make the open_clip model config(s) at ``path`` (a ``<name>.json`` or a folder of them)
+    buildable by :func:`build_clip_model` under their file names; returns the names."""
+    path = Path(path)
+    files = sorted(path.glob("*.json")) if path.is_dir() else [path]
+    if not files or not all(f.is_file() for f in files):
+        raise FileNotFoundError(f"no open_clip model config (*.json) at {path}")
+    open_clip.add_model_config(path)
+    names = [f.stem for f in files]
+    _REGISTERED.update(names)
+    return names
 
 
 def open_clip_name(name: str) -> str:
     """The open_clip config name of a supported model; a clear error for anything else."""
     resolved = MODEL_ALIASES.get(name, name)
-    if resolved not in _SUPPORTED:
+    if resolved not in _SUPPORTED and resolved not in _REGISTERED:
         raise ValueError(
             f"unsupported CLIP model {name!r}; supported: {', '.join(available_models())}"
         )
@@ -147,7 +157,7 @@ def embed_dim_of(name: str) -> int:
 
 
 def available_models() -> list[str]:
-    return sorted(set(MODEL_ALIASES) | set(_SUPPORTED))
+    return sorted(set(MODEL_ALIASES) | set(_SUPPORTED) | _REGISTERED)
 
 
 def build_clip_model(name: str, device: torch.device | str = "cpu") -> torch.nn.Module:

@@ -1,30 +1,45 @@
-"""Class names -> text embeddings, as the published generator builds them (docs/published_code.md,
-"Text embeddings").
+"""Class vocabularies -> text embeddings with an open_clip text tower: the one route every model
+and tool takes (through :meth:`densevlm_d2.modeling.CLIPViTBackbone.text_embeddings`), with one
+cache.
 
-Each name is cleaned (``_`` -> space, ``/`` -> `` or ``, lower case, trailing dots removed), put
-into the 63 prompt templates (the ViLD set; templates that start with "a" or "the" get the prefix
-"This is "), encoded by the CLIP text tower, L2-normalised per template and averaged over templates.
-The average is re-normalised unless ``renormalize=False``, which reproduces the published 316-class
-files (row norms about 0.90-0.94; the 133-class COCO and 150-class ADE20K files are unit norm).
+What is computed is described by a :class:`TextSpec`: the prompt set and prompt style
+(:mod:`densevlm_d2.clip.prompts`), how synonyms are used, whether the template embeddings are
+averaged (a prompt ensemble) and re-normalised. For every text unit (a class name, or one of its
+synonyms) each prompt is encoded by the text tower and L2-normalised; with ``ensemble`` the unit's
+embedding is the mean over the templates, re-normalised unless ``renormalize=False`` (which
+reproduces the published 316-class files, row norms about 0.90-0.94); without it the unit keeps
+one embedding per template (CAT-Seg's cost volume).
 
-Synonyms: a comma-separated name (``"tv, television"``) is, by default, put into each template as
-one string, as the published 316-class generator does (``synonyms="joint"``). ``synonyms="split"``
-encodes each synonym separately and averages them (the published code's unused alternative).
+Synonyms (:data:`SYNONYM_MODES`; a class name lists them separated by commas, ``"tv,
+television"``):
 
-Embeddings are cached on disk as ``.npy`` files in the published metadata layout (float32, one row
-per class), keyed by the model, the text tower's weights, the names, the templates and the options;
-see :class:`TextEmbedder`.
+* ``"joint"``: the whole string in each prompt (the published 316-class generator);
+* ``"mean"``: each synonym encoded on its own, the class embedding their mean;
+* ``"first"``: the first synonym only (CAT-Seg);
+* ``"max"``: one query per synonym (a model that scores per query takes a class's best synonym:
+  the training-free segmenter, as SCLIP does); the rows are then the vocabulary's synonym queries.
+
+Cache: results are kept in memory and, with a cache folder, on disk as ``.npy`` files (float32,
+one row per class or query) with a ``.json`` beside each that says what they are. Both are keyed
+by the model, a digest of the text tower's weights, the names and every field of the spec, so a
+changed checkpoint, vocabulary or prompt is always a miss; a damaged disk entry is recomputed.
+Embeddings computed with autograd (a text tower that trains) are never cached.
+
+A precomputed file (the published ``.npy`` class embeddings) replaces the computation for one
+vocabulary: :func:`load_text_embeddings` checks its size against the vocabulary and the model and,
+when a ``.json`` written with it names its model and classes, those too.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
-import threading
-from collections import Counter
+from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,200 +47,72 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
+from ..utils.files import atomic_write
+from .prompts import PROMPT_STYLES, prompt_templates, prompts
+from .vocabulary import Vocabulary, split_synonyms
+
 __all__ = [
-    "IMAGENET_TEMPLATES",
-    "PROMPT_STYLES",
-    "TEMPLATES",
+    "DEFAULT_TEXT_SPEC",
+    "SYNONYM_MODES",
     "TextEmbedder",
-    "article",
-    "check_vocabulary",
-    "clean_name",
-    "encode_tokens",
+    "TextSpec",
     "default_cache_dir",
+    "encode_tokens",
     "load_text_embeddings",
-    "prompts",
     "save_text_embeddings",
     "text_tower_digest",
 ]
 
 logger = logging.getLogger(__name__)
 
-# The 63 hand-crafted templates of the published generator (from ViLD), in its order.
-TEMPLATES: tuple[str, ...] = (
-    "There is {article} {} in the scene.",
-    "There is the {} in the scene.",
-    "a photo of {article} {} in the scene.",
-    "a photo of the {} in the scene.",
-    "a photo of one {} in the scene.",
-    "itap of {article} {}.",
-    "itap of my {}.",
-    "itap of the {}.",
-    "a photo of {article} {}.",
-    "a photo of my {}.",
-    "a photo of the {}.",
-    "a photo of one {}.",
-    "a photo of many {}.",
-    "a good photo of {article} {}.",
-    "a good photo of the {}.",
-    "a bad photo of {article} {}.",
-    "a bad photo of the {}.",
-    "a photo of a nice {}.",
-    "a photo of the nice {}.",
-    "a photo of a cool {}.",
-    "a photo of the cool {}.",
-    "a photo of a weird {}.",
-    "a photo of the weird {}.",
-    "a photo of a small {}.",
-    "a photo of the small {}.",
-    "a photo of a large {}.",
-    "a photo of the large {}.",
-    "a photo of a clean {}.",
-    "a photo of the clean {}.",
-    "a photo of a dirty {}.",
-    "a photo of the dirty {}.",
-    "a bright photo of {article} {}.",
-    "a bright photo of the {}.",
-    "a dark photo of {article} {}.",
-    "a dark photo of the {}.",
-    "a photo of a hard to see {}.",
-    "a photo of the hard to see {}.",
-    "a low resolution photo of {article} {}.",
-    "a low resolution photo of the {}.",
-    "a cropped photo of {article} {}.",
-    "a cropped photo of the {}.",
-    "a close-up photo of {article} {}.",
-    "a close-up photo of the {}.",
-    "a jpeg corrupted photo of {article} {}.",
-    "a jpeg corrupted photo of the {}.",
-    "a blurry photo of {article} {}.",
-    "a blurry photo of the {}.",
-    "a pixelated photo of {article} {}.",
-    "a pixelated photo of the {}.",
-    "a black and white photo of the {}.",
-    "a black and white photo of {article} {}.",
-    "a plastic {}.",
-    "the plastic {}.",
-    "a toy {}.",
-    "the toy {}.",
-    "a plushie {}.",
-    "the plushie {}.",
-    "a cartoon {}.",
-    "the cartoon {}.",
-    "an embroidered {}.",
-    "the embroidered {}.",
-    "a painting of the {}.",
-    "a painting of a {}.",
-)
+SYNONYM_MODES = ("joint", "mean", "first", "max")
 
 
-# The 80 ImageNet prompt templates of OpenAI's CLIP, in the order the training-free segmentation
-# code (SCLIP, ClearCLIP, NACLIP, ...) uses them; the names go in raw (prompt style "plain").
-IMAGENET_TEMPLATES: tuple[str, ...] = (
-    "a bad photo of a {}.",
-    "a photo of many {}.",
-    "a sculpture of a {}.",
-    "a photo of the hard to see {}.",
-    "a low resolution photo of the {}.",
-    "a rendering of a {}.",
-    "graffiti of a {}.",
-    "a bad photo of the {}.",
-    "a cropped photo of the {}.",
-    "a tattoo of a {}.",
-    "the embroidered {}.",
-    "a photo of a hard to see {}.",
-    "a bright photo of a {}.",
-    "a photo of a clean {}.",
-    "a photo of a dirty {}.",
-    "a dark photo of the {}.",
-    "a drawing of a {}.",
-    "a photo of my {}.",
-    "the plastic {}.",
-    "a photo of the cool {}.",
-    "a close-up photo of a {}.",
-    "a black and white photo of the {}.",
-    "a painting of the {}.",
-    "a painting of a {}.",
-    "a pixelated photo of the {}.",
-    "a sculpture of the {}.",
-    "a bright photo of the {}.",
-    "a cropped photo of a {}.",
-    "a plastic {}.",
-    "a photo of the dirty {}.",
-    "a jpeg corrupted photo of a {}.",
-    "a blurry photo of the {}.",
-    "a photo of the {}.",
-    "a good photo of the {}.",
-    "a rendering of the {}.",
-    "a {} in a video game.",
-    "a photo of one {}.",
-    "a doodle of a {}.",
-    "a close-up photo of the {}.",
-    "a photo of a {}.",
-    "the origami {}.",
-    "the {} in a video game.",
-    "a sketch of a {}.",
-    "a doodle of the {}.",
-    "a origami {}.",
-    "a low resolution photo of a {}.",
-    "the toy {}.",
-    "a rendition of the {}.",
-    "a photo of the clean {}.",
-    "a photo of a large {}.",
-    "a rendition of a {}.",
-    "a photo of a nice {}.",
-    "a photo of a weird {}.",
-    "a blurry photo of a {}.",
-    "a cartoon {}.",
-    "art of a {}.",
-    "a sketch of the {}.",
-    "a embroidered {}.",
-    "a pixelated photo of a {}.",
-    "itap of the {}.",
-    "a jpeg corrupted photo of the {}.",
-    "a good photo of a {}.",
-    "a plushie {}.",
-    "a photo of the nice {}.",
-    "a photo of the small {}.",
-    "a photo of the weird {}.",
-    "the cartoon {}.",
-    "art of the {}.",
-    "a drawing of the {}.",
-    "a photo of the large {}.",
-    "a black and white photo of a {}.",
-    "the plushie {}.",
-    "a dark photo of a {}.",
-    "itap of a {}.",
-    "graffiti of the {}.",
-    "a toy {}.",
-    "itap of my {}.",
-    "a photo of a cool {}.",
-    "a photo of a small {}.",
-    "a tattoo of the {}.",
-)
+@dataclass(frozen=True)
+class TextSpec:
+    """How a vocabulary becomes text embeddings (see the module docstring).
 
-#: "densevlm": the published generator's prompts (cleaned name, article, "This is " prefix);
-#: "plain": ``template.format(name)`` with the name as given, as OpenAI's zero-shot code does
-PROMPT_STYLES = ("densevlm", "plain")
+    ``prompts``: a prompt-set name of :data:`~densevlm_d2.clip.prompts.PROMPT_SETS` or a list of
+    templates; ``style``: :data:`~densevlm_d2.clip.prompts.PROMPT_STYLES`; ``synonyms``:
+    :data:`SYNONYM_MODES`; ``renormalize``: L2-normalise the ensembled embedding; ``ensemble``:
+    average over the templates (False: one embedding per template, ``(K, P, D)``).
+    """
+
+    prompts: str | tuple[str, ...] = "vild"
+    style: str = "densevlm"
+    synonyms: str = "joint"
+    renormalize: bool = True
+    ensemble: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.prompts, str):
+            object.__setattr__(self, "prompts", tuple(self.prompts))
+        prompt_templates(self.prompts)  # a clear error for an unknown set or a bad template
+        if self.style not in PROMPT_STYLES:
+            raise ValueError(f"prompt style must be one of {PROMPT_STYLES}, got {self.style!r}")
+        if self.synonyms not in SYNONYM_MODES:
+            raise ValueError(f"synonyms must be one of {SYNONYM_MODES}, got {self.synonyms!r}")
+        if self.synonyms == "max" and not self.ensemble:
+            raise ValueError("synonyms 'max' needs ensembled embeddings (one per query)")
+
+    @property
+    def templates(self) -> tuple[str, ...]:
+        return prompt_templates(self.prompts)
+
+    def fields(self) -> dict:
+        """What identifies the embeddings this spec makes (for cache keys and file metadata)."""
+        return {
+            "templates": list(self.templates),
+            "style": self.style,
+            "synonyms": self.synonyms,
+            "renormalize": self.renormalize,
+            "ensemble": self.ensemble,
+        }
 
 
-def clean_name(name: str) -> str:
-    return name.replace("_", " ").replace("/", " or ").lower().rstrip(".")
-
-
-def article(name: str) -> str:
-    """'an' when the raw name starts with a lower-case vowel letter, as published (the raw name, not
-    the cleaned)."""
-    return "an" if name[:1] in ("a", "e", "i", "o", "u") else "a"
-
-
-def prompts(name: str, templates: Sequence[str] = TEMPLATES, style: str = "densevlm") -> list[str]:
-    """The prompts of one name (see :data:`PROMPT_STYLES`)."""
-    if style == "plain":
-        return [t.format(name) for t in templates]
-    if style != "densevlm":
-        raise ValueError(f"prompt style must be one of {PROMPT_STYLES}, got {style!r}")
-    texts = [t.format(clean_name(name), article=article(name)) for t in templates]
-    return ["This is " + t if t.startswith("a") or t.startswith("the") else t for t in texts]
+#: the published DenseVLM generator's embeddings (ViLD's 63 templates, DenseVLM style, the whole
+#: synonym string, re-normalised)
+DEFAULT_TEXT_SPEC = TextSpec()
 
 
 def default_cache_dir() -> Path:
@@ -236,97 +123,129 @@ def default_cache_dir() -> Path:
     return Path(root) / "text_embeddings"
 
 
+def _units(vocabulary: Vocabulary, synonyms: str) -> list[list[str]]:
+    """The text units of each output row: one row per class (per synonym query for "max"), each
+    row the mean of its units' embeddings."""
+    if synonyms == "joint":
+        return [[name] for name in vocabulary.names]
+    if synonyms == "first":
+        return [[split_synonyms(name)[0]] for name in vocabulary.names]
+    if synonyms == "mean":
+        return [list(split_synonyms(name)) for name in vocabulary.names]
+    return [[query] for query in vocabulary.synonym_queries()[0]]
+
+
+def _sidecar(path: Path) -> Path:
+    return (
+        path.with_name(path.name + ".json") if path.suffix != ".npy" else path.with_suffix(".json")
+    )
+
+
 def load_text_embeddings(
-    path: str | os.PathLike, num_classes: int | None = None, dim: int | None = None
+    path: str | os.PathLike,
+    vocabulary: Vocabulary | None = None,
+    dim: int | None = None,
+    model_name: str | None = None,
+    rows: int | None = None,
 ) -> torch.Tensor:
-    """Read a ``.npy`` embedding file (published metadata layout: float32, one row per class),
-    checking its size against the vocabulary and the model."""
+    """Read a ``.npy`` embedding file (the published layout: float32, one row per class),
+    checked against the vocabulary (``rows``, default its size), the model's embedding size and,
+    when a ``.json`` beside it says which model and classes it was made for, those. Never
+    unpickles."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"text embedding file not found: {path}")
     try:
-        arr = np.load(path, allow_pickle=False)  # never unpickles (object arrays are refused)
+        arr = np.load(path, allow_pickle=False)  # object arrays are refused
     except (OSError, ValueError, EOFError) as e:
         raise ValueError(
             f"text embedding file {path} cannot be read as a .npy array: {e}"
         ) from None
-    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.floating):
+    if arr.ndim not in (2, 3) or not np.issubdtype(arr.dtype, np.floating):
         raise ValueError(
             f"{path}: expected a (num_classes, dim) float array, got {arr.dtype} of shape "
             f"{arr.shape}"
         )
-    if num_classes is not None and arr.shape[0] != num_classes:
+    expected = rows if rows is not None else (len(vocabulary) if vocabulary is not None else None)
+    if expected is not None and arr.shape[0] != expected:
+        what = f" of {vocabulary.source}" if vocabulary is not None else ""
         raise ValueError(
-            f"{path} has {arr.shape[0]} class embeddings but the vocabulary has "
-            f"{num_classes} classes"
+            f"{path} has {arr.shape[0]} class embeddings but the vocabulary{what} has "
+            f"{expected} classes"
         )
-    if dim is not None and arr.shape[1] != dim:
+    if dim is not None and arr.shape[-1] != dim:
         raise ValueError(
-            f"{path} has {arr.shape[1]}-d embeddings but the model's embedding size is {dim}"
+            f"{path} has {arr.shape[-1]}-d embeddings but the model's embedding size is {dim}"
         )
-    bad = np.nonzero(~np.isfinite(arr).all(1) | ~arr.any(1))[0]
+    flat = arr.reshape(arr.shape[0], -1)
+    bad = np.nonzero(~np.isfinite(flat).all(1) | ~flat.any(1))[0]
     if len(bad):
         raise ValueError(
             f"{path}: rows {bad[:10].tolist()} are not finite or all zero (classes cannot be "
             "scored against them)"
         )
+    _check_sidecar(path, vocabulary, model_name)
     return torch.from_numpy(arr.astype(np.float32, copy=False))
 
 
-def check_vocabulary(names: Sequence[str]) -> list[str]:
-    """A vocabulary must be a list (or other sequence) of non-empty strings; repeated names are
-    reported with a warning (they get identical embeddings)."""
-    if isinstance(names, str | bytes) or not isinstance(names, Sequence):
+def _check_sidecar(path: Path, vocabulary: Vocabulary | None, model_name: str | None) -> None:
+    """A ``.json`` written beside an embedding file names the model and classes it was made for:
+    a mismatch is an error naming both."""
+    meta_path = _sidecar(path)
+    if not meta_path.is_file():
+        return
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{meta_path} (the description of {path}) cannot be read: {e}") from None
+    made_for = meta.get("model")
+    if model_name is not None and made_for is not None and made_for != model_name:
         raise ValueError(
-            f"a vocabulary is a list of class names, got {type(names).__name__} {names!r:.80}"
-            + (" (put a single name in a list)" if isinstance(names, str) else "")
+            f"{path} holds text embeddings of {made_for} (says {meta_path.name}) but is used "
+            f"with {model_name}: embeddings of one CLIP cannot score another's features"
         )
-    if not names:
-        raise ValueError("empty class vocabulary: give at least one class name")
-    bad = [(i, n) for i, n in enumerate(names) if not isinstance(n, str) or not n.strip()]
-    if bad:
+    names = meta.get("names")
+    if vocabulary is not None and names is not None and list(names) != list(vocabulary.names):
+        diff = next(
+            (i for i, (a, b) in enumerate(zip(names, vocabulary.names, strict=False)) if a != b),
+            min(len(names), len(vocabulary.names)),
+        )
         raise ValueError(
-            f"class names must be non-empty strings; at indices {[i for i, _ in bad][:10]}: "
-            f"{[n for _, n in bad][:10]}"
+            f"{path} was made for other classes than the vocabulary of {vocabulary.source} "
+            f"(says {meta_path.name}): first difference at index {diff}"
         )
-    repeated = sorted(n for n, count in Counter(names).items() if count > 1)
-    if repeated:
-        logger.warning("the vocabulary repeats %s", repeated[:10])
-    return list(names)
 
 
-def _cache_problem(path: Path, num_classes: int, renormalized: bool) -> str | None:
+def save_text_embeddings(
+    embeddings: torch.Tensor, path: str | os.PathLike, description: dict | None = None
+) -> Path:
+    """Write ``(K, D)`` embeddings as a float32 ``.npy`` (atomically), and ``description`` (the
+    model, the names, the spec) as the ``.json`` beside it."""
+    path = Path(path)
+    with atomic_write(path) as f:
+        np.save(f, embeddings.detach().float().cpu().numpy())
+    if description is not None:
+        with atomic_write(_sidecar(path), binary=False) as f:
+            json.dump(description, f, indent=1)
+    return path
+
+
+def _cache_problem(path: Path, rows: int, spec: TextSpec) -> str | None:
     """What is wrong with a cache file, or None when it is intact."""
     try:
         arr = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
         return f"unreadable: {e}"
-    if arr.dtype != np.float32 or arr.ndim != 2 or arr.shape[0] != num_classes:
-        return f"{arr.dtype} array of shape {arr.shape}, expected float32 ({num_classes}, D)"
+    ndim = 2 if spec.ensemble else 3
+    if arr.dtype != np.float32 or arr.ndim != ndim or arr.shape[0] != rows:
+        return f"{arr.dtype} array of shape {arr.shape}, expected float32 with {rows} rows"
     if not np.isfinite(arr).all():
         return "non-finite values"
-    norms = np.linalg.norm(arr, axis=1)
-    low = 0.999 if renormalized else 1e-3
+    norms = np.linalg.norm(arr, axis=-1)
+    low = 0.999 if (spec.renormalize or not spec.ensemble) else 1e-3
     if (norms < low).any() or (norms > 1.001).any():
         return f"row norms between {norms.min():.3g} and {norms.max():.3g}"
     return None
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def save_text_embeddings(embeddings: torch.Tensor, path: str | os.PathLike) -> Path:
-    """Write ``(K, D)`` embeddings as a float32 ``.npy`` (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, embeddings.detach().float().cpu().numpy())
-    os.replace(tmp, path)
-    return path
 
 
 _TEXT_KEYS = (
@@ -358,10 +277,13 @@ def text_tower_digest(model: torch.nn.Module) -> str:
 
 
 def _text_state_signature(model: torch.nn.Module) -> tuple:
-    """Storage and in-place version counter of each text-tower tensor: changes whenever weights are
-    loaded, modified in place or moved, without reading the values."""
+    """Storage and in-place version counter of each text-tower parameter and buffer: changes
+    whenever weights are loaded, modified in place (an optimiser step) or moved, without reading
+    the values. (Read off the tensors themselves, not ``state_dict()``, whose state-dict hooks may
+    build new tensors on every call.)"""
+    tensors = itertools.chain(model.named_parameters(), model.named_buffers())
     return tuple(
-        (k, v.data_ptr(), v._version, str(v.dtype)) for k, v in sorted(_text_state(model).items())
+        (k, v.data_ptr(), v._version, str(v.dtype)) for k, v in tensors if k.startswith(_TEXT_KEYS)
     )
 
 
@@ -396,11 +318,11 @@ def encode_tokens(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
 
 
 class TextEmbedder:
-    """Class names -> (K, D) text embeddings with an open_clip model's text tower, cached on disk.
+    """Vocabularies -> text embeddings with an open_clip model's text tower, cached in memory and
+    (``cache_dir``; None: no disk cache) on disk; see the module docstring."""
 
-    The cache key covers the model name, a digest of the text tower's weights (a changed checkpoint
-    is a miss), the names, the templates and the options. ``cache_dir=None`` disables caching.
-    """
+    #: vocabularies kept in memory per embedder (least recently used dropped first)
+    MEMORY_ENTRIES = 32
 
     def __init__(
         self,
@@ -421,7 +343,9 @@ class TextEmbedder:
         )
         self.batch_size = batch_size
         self._weights_digest: tuple[tuple, str] | None = None
+        self._memory: OrderedDict[tuple, torch.Tensor] = OrderedDict()
 
+    # -- identity of the text tower ------------------------------------------------------------
     def weights_digest(self) -> str:
         """Digest of the text tower (token embedding, transformer, final norm, projection);
         recomputed only when its tensors were loaded, changed in place or moved since the last
@@ -431,128 +355,123 @@ class TextEmbedder:
             self._weights_digest = (signature, text_tower_digest(self.model))
         return self._weights_digest[1]
 
-    def reset_digest(self) -> None:
-        """Forget the digest (not needed after in-place changes, which are detected)."""
-        self._weights_digest = None
-
-    def cache_key(
-        self,
-        names: Sequence[str],
-        templates: Sequence[str],
-        synonyms: str,
-        renormalize: bool,
-        style: str = "densevlm",
-    ) -> str:
-        fields = {
+    def description(self, names: Sequence[str], spec: TextSpec) -> dict:
+        """What embeddings of ``names`` under ``spec`` are: written beside cache files."""
+        return {
             "model": self.model_name,
             "weights": self.weights_digest(),
             "names": list(names),
-            "templates": list(templates),
-            "synonyms": synonyms,
-            "renormalize": renormalize,
+            **spec.fields(),
         }
-        if style != "densevlm":  # keys of the published style stay what they were
-            fields["style"] = style
-        payload = json.dumps(fields, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+    def cache_path(self, vocabulary: Vocabulary, spec: TextSpec) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        payload = json.dumps(self.description(vocabulary.names, spec), sort_keys=True)
+        key = hashlib.sha256(payload.encode()).hexdigest()[:32]
+        return self.cache_dir / f"{self.model_name}-{len(vocabulary)}-{key}.npy"
+
+    # -- computing -----------------------------------------------------------------------------
+    def _encode(self, texts: Sequence[str]) -> torch.Tensor:
+        """Raw strings -> (N, D) L2-normalised float32 embeddings on the model's device (autograd
+        follows the caller's context)."""
+        device = next(self.model.parameters()).device
+        tokens = self.tokenizer(list(texts)).to(device)
+        return F.normalize(encode_tokens(self.model, tokens).float(), dim=-1)
 
     @torch.no_grad()
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        """Raw strings -> (N, D) L2-normalised text embeddings, ``batch_size`` at a time."""
+        """Raw strings -> (N, D) L2-normalised text embeddings on the CPU, ``batch_size`` at a
+        time (no prompt templates)."""
         if isinstance(texts, str) or not texts:
             raise ValueError(f"expected a non-empty list of strings, got {texts!r}")
-        device = next(self.model.parameters()).device
-        out = []
-        for i in range(0, len(texts), self.batch_size):
-            tokens = self.tokenizer(list(texts[i : i + self.batch_size])).to(device)
-            out.append(F.normalize(encode_tokens(self.model, tokens).float(), dim=-1).cpu())
-        return torch.cat(out)
+        return torch.cat(
+            [
+                self._encode(texts[i : i + self.batch_size]).cpu()
+                for i in range(0, len(texts), self.batch_size)
+            ]
+        )
 
     def compute(
         self,
-        names: Sequence[str],
-        templates: Sequence[str] = TEMPLATES,
-        synonyms: str = "joint",
-        renormalize: bool = True,
+        vocabulary: Vocabulary,
+        spec: TextSpec,
+        *,
+        grad: bool = False,
         progress: bool | None = None,
-        style: str = "densevlm",
     ) -> torch.Tensor:
-        """(K, D) float32 embeddings on the CPU, no cache. The prompts of several names go through
-        the text tower together (``batch_size`` prompts at a time), so memory stays bounded for any
-        vocabulary size; a progress bar is shown for large vocabularies (``progress=None``: when
-        there are more than 5,000 prompts)."""
+        """The embeddings, uncached: ``(R, D)`` with ``spec.ensemble`` (R: classes, or synonym
+        queries for "max"), else ``(R, P, D)``. Float32, on the CPU; with ``grad`` on the model's
+        device with autograd. The prompts of several units go through the text tower together,
+        ``batch_size`` prompts at a time, so memory stays bounded for any vocabulary; a progress
+        bar shows for large vocabularies (``progress=None``: more than 5,000 prompts)."""
         from tqdm import tqdm
 
-        if synonyms not in ("joint", "split"):
-            raise ValueError(f"synonyms must be 'joint' or 'split', got {synonyms!r}")
-        if style not in PROMPT_STYLES:
-            raise ValueError(f"prompt style must be one of {PROMPT_STYLES}, got {style!r}")
-        names = check_vocabulary(names)
-        templates = list(templates)
-        # one "unit" per name (joint) or per synonym (split); a unit's embedding is the mean of its
-        # L2-normalised prompt embeddings
-        units = [
-            [w.strip() for w in name.split(",") if w.strip()] if synonyms == "split" else [name]
-            for name in names
-        ]
-        flat = [u for per_name in units for u in per_name]
+        templates = spec.templates
+        units = _units(vocabulary, spec.synonyms)
+        flat = [u for per_row in units for u in per_row]
         per_batch = max(1, self.batch_size // len(templates))
         if progress is None:
             progress = len(flat) * len(templates) > 5000
-        means = []
-        for i in tqdm(
-            range(0, len(flat), per_batch),
-            desc=f"text embeddings ({len(names)} names x {len(templates)} templates)",
-            disable=not progress,
-            unit="batch",
-        ):
-            chunk = flat[i : i + per_batch]
-            texts = [p for unit in chunk for p in prompts(unit, templates, style)]
-            means.append(self.encode_texts(texts).view(len(chunk), len(templates), -1).mean(1))
-        means = torch.cat(means)
-        rows, start = [], 0
-        for per_name in units:
-            row = means[start : start + len(per_name)].mean(0)
-            start += len(per_name)
-            rows.append(F.normalize(row, dim=0) if renormalize else row)
-        return torch.stack(rows)
+        chunks = []
+        with torch.set_grad_enabled(grad):
+            for i in tqdm(
+                range(0, len(flat), per_batch),
+                desc=f"text embeddings ({len(vocabulary)} names x {len(templates)} templates)",
+                disable=not progress,
+                unit="batch",
+            ):
+                chunk = flat[i : i + per_batch]
+                texts = [p for unit in chunk for p in prompts(unit, templates, spec.style)]
+                emb = self._encode(texts)
+                emb = (emb if grad else emb.cpu()).view(len(chunk), len(templates), -1)
+                chunks.append(emb.mean(1) if spec.ensemble else emb)
+            per_unit = torch.cat(chunks)
+            rows, start = [], 0
+            for per_row in units:
+                row = per_unit[start : start + len(per_row)].mean(0)
+                start += len(per_row)
+                renormalize = spec.ensemble and spec.renormalize
+                rows.append(F.normalize(row, dim=0) if renormalize else row)
+            return torch.stack(rows)
 
     def __call__(
-        self,
-        names: Sequence[str],
-        templates: Sequence[str] = TEMPLATES,
-        synonyms: str = "joint",
-        renormalize: bool = True,
-        style: str = "densevlm",
+        self, vocabulary: Vocabulary, spec: TextSpec = DEFAULT_TEXT_SPEC, *, grad: bool = False
     ) -> torch.Tensor:
-        """(K, D) embeddings, read from the cache when present and intact. A damaged cache file
-        (unreadable, wrong shape or type, non-finite or zero rows, wrong norms) is recomputed and
-        rewritten, with a warning naming it. Files are written atomically, so processes filling the
-        same cache at once each write a whole file."""
-        names = check_vocabulary(names)
-        if self.cache_dir is None:
-            return self.compute(names, templates, synonyms, renormalize, style=style)
-        key = self.cache_key(names, templates, synonyms, renormalize, style)
-        path = self.cache_dir / f"{self.model_name}-{len(names)}-{key}.npy"
+        """:meth:`compute`, through the caches (not with ``grad``). A damaged cache file
+        (unreadable, wrong shape or type, non-finite rows, wrong norms) is recomputed and
+        rewritten, with a warning naming it. Files are written atomically, so processes filling
+        the same cache at once each write a whole file."""
+        vocabulary = Vocabulary.from_names(vocabulary)
+        if grad:
+            return self.compute(vocabulary, spec, grad=True)
+        key = (_text_state_signature(self.model), vocabulary.names, spec)
+        if key in self._memory:
+            self._memory.move_to_end(key)
+            return self._memory[key]
+        emb = self._disk_cached(vocabulary, spec)
+        self._memory[key] = emb
+        while len(self._memory) > self.MEMORY_ENTRIES:
+            self._memory.popitem(last=False)
+        return emb
+
+    def _disk_cached(self, vocabulary: Vocabulary, spec: TextSpec) -> torch.Tensor:
+        path = self.cache_path(vocabulary, spec)
+        if path is None:
+            return self.compute(vocabulary, spec)
+        rows = len(_units(vocabulary, spec.synonyms))
         if path.is_file():
-            problem = _cache_problem(path, len(names), renormalize)
+            problem = _cache_problem(path, rows, spec)
             if problem is None:
                 logger.info("text embeddings: cache hit %s", path)
-                return load_text_embeddings(path, num_classes=len(names))
+                return torch.from_numpy(np.load(path, allow_pickle=False))
             logger.warning(
                 "text embeddings: recomputing the damaged cache file %s (%s)", path, problem
             )
         else:
-            logger.info("text embeddings: computing %d classes (cache miss %s)", len(names), path)
-        emb = self.compute(names, templates, synonyms, renormalize, style=style)
-        save_text_embeddings(emb, path)
-        meta = {
-            "model": self.model_name,
-            "names": list(names),
-            "synonyms": synonyms,
-            "renormalize": renormalize,
-            "style": style,
-            "num_templates": len(templates),
-        }
-        _atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
+            logger.info(
+                "text embeddings: computing %d classes (cache miss %s)", len(vocabulary), path
+            )
+        emb = self.compute(vocabulary, spec)
+        save_text_embeddings(emb, path, self.description(vocabulary.names, spec))
         return emb

@@ -14,12 +14,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from PIL import Image
 
 from ..clip.preprocess import load_rgb
 from .datasets.panoptic import DatasetFormatError, read_panoptic_pair
+from .datasets.sem_seg import read_sem_seg_label
+from .vocabulary import dataset_vocabulary
 
 __all__ = ["DatasetReport", "check_dataset"]
 
@@ -63,24 +63,13 @@ def _check_boxes(record: dict, report: DatasetReport) -> None:
 
 def _check_sem_seg(record: dict, num_classes: int, ignore: int, report: DatasetReport) -> None:
     width, height = load_rgb(record["file_name"], f"image id {record.get('image_id')!r}").size
-    path = record["sem_seg_file_name"]
-    with Image.open(path) as f:
-        labels = np.asarray(f)
-    where = f"{path} (image id {record.get('image_id')!r})"
-    if labels.ndim != 2:
-        report.problems.append(f"{where}: labels have shape {labels.shape}, expected (H, W)")
-        return
-    if labels.shape != (height, width):
-        report.problems.append(
-            f"{where}: labels are {labels.shape[1]}x{labels.shape[0]}, the image {width}x{height}"
-        )
-    values = np.unique(labels)
-    bad = values[(values >= num_classes) & (values != ignore)]
-    if len(bad):
-        report.problems.append(
-            f"{where}: label values {bad[:10].tolist()} are neither a class index "
-            f"(0..{num_classes - 1}) nor the ignore label {ignore}"
-        )
+    read_sem_seg_label(
+        record["sem_seg_file_name"],
+        num_classes,
+        ignore,
+        size=(height, width),
+        where=f"image id {record.get('image_id')!r}",
+    )
 
 
 def check_dataset(name: str, progress: bool = True) -> DatasetReport:
@@ -95,7 +84,7 @@ def check_dataset(name: str, progress: bool = True) -> DatasetReport:
         report.images += 1
         try:
             if "sem_seg_file_name" in record:
-                classes = len(meta.stuff_classes)
+                classes = len(dataset_vocabulary(name))
                 _check_sem_seg(record, classes, meta.get("ignore_label", 255), report)
             elif "pan_seg_file_name" in record:
                 report.segments += len(record["segments_info"])

@@ -20,6 +20,7 @@ umask, and temporary files left by a killed save are removed when the next run s
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Mapping
 
 import torch
@@ -32,11 +33,11 @@ from ..clip.checkpoint import (
     convert_state_dict,
     detect_format,
     read_state_dict,
-    temporary_files,
 )
 from ..clip.hub import resolve_weights
 from ..clip.io import WeightFileError, WeightFileNotFoundError, load_weight_file
 from ..modeling import CLIPViTBackbone, get_clip_backbone
+from ..utils.files import atomic_write, temporary_files
 
 __all__ = ["CLIPCheckpointer"]
 
@@ -90,13 +91,16 @@ class CLIPCheckpointer(DetectionCheckpointer):
         if save_dir and comm.is_main_process():
             for tmp in temporary_files(save_dir):
                 self.logger.warning("removing %s, left by a save that was killed", tmp)
-                tmp.unlink(missing_ok=True)
+                if tmp.is_dir():
+                    shutil.rmtree(tmp, ignore_errors=True)
+                else:
+                    tmp.unlink(missing_ok=True)
 
     def _student(self) -> tuple[str, CLIPViTBackbone]:
         """The model's CLIP and the prefix of its open_clip model's keys in the state dict."""
-        clip = get_clip_backbone(self.model)
-        name = next(n for n, m in self.model.named_modules() if m is clip)
-        return f"{name}.clip." if name else "clip.", clip
+        backbone = get_clip_backbone(self.model)
+        name = next(n for n, m in self.model.named_modules() if m is backbone)
+        return f"{name}.model." if name else "model.", backbone
 
     @property
     def _excluded(self) -> tuple[str, ...]:
@@ -144,10 +148,8 @@ class CLIPCheckpointer(DetectionCheckpointer):
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         path = os.path.join(self.save_dir, "last_checkpoint")
-        tmp = os.path.join(self.save_dir, f".last_checkpoint.{os.getpid()}.tmp")
-        with open(tmp, "w") as f:
+        with atomic_write(path, binary=False) as f:
             f.write(last_filename_basename)
-        os.replace(tmp, path)
 
     # -- loading --------------------------------------------------------------------------------
     def resume_or_load(self, path: str, *, resume: bool = True):
@@ -214,7 +216,7 @@ class CLIPCheckpointer(DetectionCheckpointer):
         state = _raw_clip_state(loaded)
         if state is not None:
             prefix, student = self._student()
-            converted = convert_state_dict(state, student.clip, f"{self._role} {filename}")
+            converted = convert_state_dict(state, student.model, f"{self._role} {filename}")
             self.logger.info(
                 "Read a %s-layout CLIP checkpoint into %s*", detect_format(state).value, prefix
             )

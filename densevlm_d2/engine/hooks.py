@@ -60,8 +60,8 @@ class ExportCLIP(HookBase):
     def after_train(self):
         if self.trainer.iter + 1 < self.trainer.max_iter or not comm.is_main_process():
             return  # not finished (stopped by an error): nothing to export
-        clip = get_clip_backbone(self.trainer.model)
-        with clip.blended(self.alpha):
-            for fmt in clip.export_formats:
-                path = clip.save(os.path.join(self.output_dir, f"clip_final_{fmt}.pt"), fmt)
+        student = get_clip_backbone(self.trainer.model)
+        with student.blended(self.alpha):
+            for fmt in student.export_formats:
+                path = student.save(os.path.join(self.output_dir, f"clip_final_{fmt}.pt"), fmt)
                 logger.info("exported the student CLIP (alpha %s) to %s", self.alpha, path)

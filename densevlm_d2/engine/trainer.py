@@ -1,5 +1,6 @@
-"""The detectron2 trainer of this project: DefaultTrainer with this project's data, evaluator,
-optimiser, schedule, AMP step, checkpointer, weight blending and export."""
+"""The detectron2 trainer of this project: DefaultTrainer with this project's evaluators,
+optimiser, schedule, AMP step, checkpointer, weight blending and export. The data of each model
+comes from the model itself (:func:`~densevlm_d2.modeling.data_contract`)."""
 
 from __future__ import annotations
 
@@ -9,84 +10,31 @@ import os
 import weakref
 
 import torch
-from detectron2.data import (
-    DatasetCatalog,
-    MetadataCatalog,
-    build_detection_test_loader,
-    build_detection_train_loader,
-    get_detection_dataset_dicts,
-)
+from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model
 from detectron2.evaluation import COCOEvaluator
-from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, ProposalNetwork
 from detectron2.solver import build_lr_scheduler as build_d2_lr_scheduler
 from detectron2.solver.lr_scheduler import LRMultiplier
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, TensorboardXWriter
 
-from ..data import build_region_test_loader
-from ..data.mappers import (
-    RegionTrainMapper,
-    SemSegTestMapper,
-    SemSegTrainMapper,
-    build_detection_mapper,
-)
 from ..evaluation import OVCOCOEvaluator, RegionAccuracyEvaluator, SemSegMetricsEvaluator
-from ..modeling import (
-    CATSeg,
-    OpenVocabROIHeads,
-    RegionAlignmentModel,
-    get_clip_backbone,
-    set_vocabulary,
-)
+from ..modeling import data_contract, get_clip_backbone
+from ..modeling.meta_arch import set_detector_vocabulary
+from .amp_step import AMPTrainStep
 from .checkpointer import CLIPCheckpointer
 from .hooks import ExportCLIP, LazyJSONWriter
 from .optim import WarmupCosine, add_gradient_clipping, build_adamw
-from .train_step import RegionTrainStep
 
-__all__ = ["Trainer", "is_detector", "set_dataset_vocabulary"]
+__all__ = ["Trainer"]
 
 _PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def _arch_is(cfg, kinds) -> bool:
-    """Whether ``MODEL.META_ARCHITECTURE`` is a class and a subclass of ``kinds``."""
-    arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
-    return isinstance(arch, type) and issubclass(arch, kinds)
-
-
-def is_detector(cfg) -> bool:
-    """Whether ``MODEL.META_ARCHITECTURE`` is a detectron2 R-CNN (detection data and evaluators)."""
-    return _arch_is(cfg, GeneralizedRCNN | ProposalNetwork)
-
-
-def set_dataset_vocabulary(cfg, model: torch.nn.Module, dataset_name: str | None = None) -> None:
-    """Give the model's text classifiers ``MODEL.TEXT_CLASSIFIER.CLASS_NAMES`` or the
-    ``thing_classes`` of ``dataset_name`` (default: the first training dataset, else the first test
-    dataset), with the novel classes of the config or the dataset's metadata."""
-    if not any(isinstance(m, OpenVocabROIHeads) for m in model.modules()):
-        return
-    c = cfg.MODEL.TEXT_CLASSIFIER
-    names = list(c.CLASS_NAMES)
-    novel = list(c.NOVEL_CLASSES)
-    if dataset_name is None:
-        datasets = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
-        dataset_name = datasets[0] if datasets else None
-    if not names:
-        if dataset_name is None:
-            raise ValueError("no vocabulary: set MODEL.TEXT_CLASSIFIER.CLASS_NAMES or a dataset")
-        meta = MetadataCatalog.get(dataset_name)
-        if not meta.get("thing_classes", None):
-            DatasetCatalog.get(dataset_name)  # loading a COCO json sets thing_classes
-        names = list(meta.thing_classes)
-        novel = novel or list(meta.get("novel_classes", []))
-    set_vocabulary(model, names, novel)
 
 
 class Trainer(DefaultTrainer):
     def __init__(self, cfg):
         # DefaultTrainer.__init__, except that the model is wrapped for CPU processes too (0.6 and
-        # main pass the local rank as a GPU id) and the step is RegionTrainStep.
+        # main pass the local rank as a GPU id) and the step is AMPTrainStep.
         TrainerBase.__init__(self)
         logger = logging.getLogger("densevlm_d2")
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
@@ -99,7 +47,7 @@ class Trainer(DefaultTrainer):
         )
         if cfg.SOLVER.AMP.PRECISION not in _PRECISIONS:
             raise ValueError(f"SOLVER.AMP.PRECISION must be one of {list(_PRECISIONS)}")
-        self._trainer = RegionTrainStep(
+        self._trainer = AMPTrainStep(
             model,
             data_loader,
             optimizer,
@@ -157,13 +105,13 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_model(cls, cfg):
         model = super().build_model(cfg)
-        set_dataset_vocabulary(cfg, model)
+        set_detector_vocabulary(cfg, model)  # a detector's text classifier needs one to start
         return model
 
     @classmethod
     def build_optimizer(cls, cfg, model):
         s = cfg.SOLVER
-        clip = get_clip_backbone(model).clip
+        clip = get_clip_backbone(model).model
         optimizer = build_adamw(
             model,
             s.BASE_LR,
@@ -185,30 +133,8 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        if is_detector(cfg):
-            return build_detection_train_loader(cfg, mapper=build_detection_mapper(cfg, True))
-        if not _arch_is(cfg, RegionAlignmentModel | CATSeg):
-            raise ValueError(
-                f"{cfg.MODEL.META_ARCHITECTURE} is neither a detector, a region-alignment model "
-                "(DenseVLM, CLIPSelf, RegionCLIP) nor CATSeg: nothing to train"
-            )
-        dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
-        if _arch_is(cfg, CATSeg):
-            return build_detection_train_loader(
-                dicts,
-                mapper=SemSegTrainMapper(cfg, True),
-                total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
-                num_workers=cfg.DATALOADER.NUM_WORKERS,
-            )
-        arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
-        mapper = RegionTrainMapper(cfg, with_crops=arch.needs_crops)
-        return build_detection_train_loader(
-            dicts,
-            mapper=mapper,
-            total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
-            aspect_ratio_grouping=False,
-            num_workers=cfg.DATALOADER.NUM_WORKERS,
-        )
+        """The model's own training data (:class:`~densevlm_d2.modeling.DataContract`)."""
+        return data_contract(cfg).build_train_loader(cfg)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name: str, output_folder: str | None = None):
@@ -230,42 +156,26 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name: str):
-        if is_detector(cfg):
-            return build_detection_test_loader(
-                cfg, dataset_name, mapper=build_detection_mapper(cfg, False)
-            )
-        if MetadataCatalog.get(dataset_name).get("evaluator_type", None) == "sem_seg":
-            # one image per batch: images keep their own sizes
-            # CAT-Seg's test images are resized by the loader (INPUT.MIN_SIZE_TEST, as published);
-            # the training-free segmenter resizes them itself
-            resize = _arch_is(cfg, CATSeg)
-            mapper = SemSegTestMapper(
-                dataset_name,
-                min_size=cfg.INPUT.MIN_SIZE_TEST if resize else 0,
-                max_size=cfg.INPUT.MAX_SIZE_TEST,
-            )
-            return build_detection_test_loader(
-                DatasetCatalog.get(dataset_name),
-                mapper=mapper,
-                num_workers=cfg.DATALOADER.NUM_WORKERS,
-            )
-        return build_region_test_loader(cfg, dataset_name)
+        """The model's own test data (:class:`~densevlm_d2.modeling.DataContract`)."""
+        return data_contract(cfg).build_test_loader(cfg, dataset_name)
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
-        """Evaluate with the blended weights (``SOLVER.WEIGHT_BLEND_ALPHA``), as published; an
-        open-vocabulary detector is evaluated on each test dataset with that dataset's classes."""
+        """Evaluate with the blended weights (``SOLVER.WEIGHT_BLEND_ALPHA``), as published, on each
+        test dataset in turn, after the model's contract has prepared it for that dataset (an
+        open-vocabulary detector gets the dataset's classes)."""
         inner = (
             model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
         )
         alpha = cfg.SOLVER.WEIGHT_BLEND_ALPHA
         blend = get_clip_backbone(inner).blended(alpha) if alpha < 1.0 else contextlib.nullcontext()
+        contract = data_contract(cfg)
         with blend:
-            if evaluators is not None or not is_detector(cfg):
+            if evaluators is not None:
                 return super().test(cfg, model, evaluators)
             results = {}
             for name in cfg.DATASETS.TEST:
-                set_dataset_vocabulary(cfg, inner, name)
+                contract.before_evaluation(cfg, inner, name)
                 one = cfg.clone()
                 one.defrost()
                 one.DATASETS.TEST = (name,)

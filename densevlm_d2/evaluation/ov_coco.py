@@ -5,8 +5,9 @@ novel and all classes, as the published F-ViT ``CocoDatasetOV.evaluate`` reports
 from __future__ import annotations
 
 import numpy as np
-from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
+
+from ..data.vocabulary import dataset_vocabulary
 
 __all__ = ["OVCOCOEvaluator", "ap50_per_class"]
 
@@ -22,12 +23,11 @@ def ap50_per_class(precision: np.ndarray) -> np.ndarray:
 
 class OVCOCOEvaluator(COCOEvaluator):
     """``bbox`` (and ``segm``) results with ``AP50-base``, ``AP50-novel`` and ``AP50-all`` added;
-    base and novel come from the dataset's ``novel_classes`` metadata."""
+    base and novel come from the dataset's vocabulary."""
 
     def __init__(self, dataset_name: str, tasks=None, distributed: bool = True, output_dir=None):
         super().__init__(dataset_name, tasks, distributed, output_dir, use_fast_impl=False)
-        meta = MetadataCatalog.get(dataset_name)
-        self._novel = set(meta.get("novel_classes", []))
+        self._novel = set(dataset_vocabulary(dataset_name).novel)
 
     def _derive_coco_results(self, coco_eval, iou_type, class_names=None):
         results = super()._derive_coco_results(coco_eval, iou_type, class_names)

@@ -25,7 +25,8 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from tabulate import tabulate
 
-from ..data.datasets.vocabulary import vocabulary
+from ..data.vocabulary import dataset_vocabulary
+from ..utils.files import atomic_write
 
 __all__ = ["RegionAccuracyEvaluator", "region_accuracy"]
 
@@ -91,7 +92,9 @@ class RegionAccuracyEvaluator(DatasetEvaluator):
         self.dataset_name = dataset_name
         self.output_dir = output_dir
         self.distributed = distributed
-        self.classes, is_thing = vocabulary(dataset_name)
+        vocabulary = dataset_vocabulary(dataset_name)
+        self.classes = list(vocabulary.names)
+        is_thing = vocabulary.thing_flags(f"region accuracy on {dataset_name}")
         self.class_is_thing = np.asarray(is_thing, dtype=bool)
         self.reset()
 
@@ -229,8 +232,6 @@ class RegionAccuracyEvaluator(DatasetEvaluator):
                 },
                 "per_class": [rows[c] for c in sorted(rows)],
             }
-            tmp = path + ".tmp"
-            with open(tmp, "w") as f:
+            with atomic_write(path, binary=False) as f:
                 json.dump(payload, f, indent=1)
-            os.replace(tmp, path)
             logger.info("wrote %s", path)

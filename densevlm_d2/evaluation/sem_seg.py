@@ -1,5 +1,5 @@
-"""Semantic-segmentation metrics: detectron2's ``SemSegEvaluator``, with readable class names and
-a JSON summary.
+"""Semantic-segmentation metrics: detectron2's ``SemSegEvaluator``, with readable class names,
+checked label files and a JSON summary.
 
 Metrics are detectron2's (mIoU, fwIoU, mACC, pACC, per-class IoU and accuracy, in %). A class that
 is neither in the ground truth nor predicted does not count in mIoU; one that is predicted but
@@ -8,12 +8,18 @@ too). Written to the output folder: ``sem_seg_metrics.json`` (the results, the d
 number of images) and, with ``save_predictions``, detectron2's ``sem_seg_predictions.json`` (RLE
 per class and image) and ``sem_seg_evaluation.pth``.
 
-A dataset whose model is queried with more names than are scored (metadata
-``surplus_prediction_class`` s, VOC-20b: 59 queries, 21 classes) has its predictions, the argmax
-over all of the output's channels, mapped to ``min(prediction, s)`` before they are scored, as
-CAT-Seg's ``VOCbEvaluator`` does. Any other output must have one channel per scored class:
-detectron2 would silently drop or misplace the predictions of extra channels, so a mismatch is a
-ValueError.
+Each label file is read with :func:`~densevlm_d2.data.datasets.sem_seg.read_sem_seg_label`: a
+file that is not one class index per pixel, whose size is not the prediction's (the image's), or
+that holds values that are neither a class of the dataset's vocabulary nor its ignore label is an
+error naming the file and the dataset (detectron2 would score such values, or fail with a
+broadcasting error that names nothing).
+
+A dataset whose model is queried with more names than are scored (its vocabulary's
+``query_names``; VOC-20b: 59 queries, 21 classes) has its predictions, the argmax over all of the
+output's channels, mapped to ``min(prediction, s)`` (``s``: the vocabulary's ``surplus_index``)
+before they are scored, as CAT-Seg's ``VOCbEvaluator`` does. Any other output must have one
+channel per scored class: detectron2 would silently drop or misplace the predictions of extra
+channels, so a mismatch is a ValueError.
 """
 
 from __future__ import annotations
@@ -21,19 +27,23 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import torch
-from detectron2.data import MetadataCatalog
 from detectron2.evaluation import SemSegEvaluator
 from detectron2.utils import comm
+
+from ..data.datasets.sem_seg import read_sem_seg_label
+from ..data.vocabulary import dataset_vocabulary
+from ..utils.files import atomic_write
 
 __all__ = ["SemSegMetricsEvaluator"]
 
 
 class SemSegMetricsEvaluator(SemSegEvaluator):
-    """``SemSegEvaluator`` whose per-class keys use each class's display name (metadata
-    ``display_classes``, else the first of its ``", "``-separated synonyms), which writes
-    ``sem_seg_metrics.json`` and which scores surplus query classes as the dataset's metadata
-    ``surplus_prediction_class`` says (see the module docstring)."""
+    """``SemSegEvaluator`` whose per-class keys use each class's display name (the vocabulary's
+    first synonym; "background" for its background class), which checks every label file, writes
+    ``sem_seg_metrics.json`` and scores surplus query classes as the dataset's vocabulary says (see
+    the module docstring)."""
 
     def __init__(
         self,
@@ -44,39 +54,54 @@ class SemSegMetricsEvaluator(SemSegEvaluator):
         save_predictions: bool = False,
     ):
         super().__init__(dataset_name, distributed=distributed, output_dir=output_dir)
-        meta = MetadataCatalog.get(dataset_name)
-        names = list(meta.get("display_classes", None) or [])
-        if len(names) != self._num_classes:
-            names = [n.split(",")[0].strip() for n in self._class_names]
+        vocabulary = dataset_vocabulary(dataset_name)
+        if len(vocabulary) != self._num_classes:
+            raise ValueError(
+                f"dataset {dataset_name!r}: its vocabulary has {len(vocabulary)} classes but its "
+                f"stuff_classes {self._num_classes}"
+            )
+        names = list(vocabulary.display_names)
         # a display name used twice keeps its full string, so that no class's key is lost
         self._class_names = [
             n if names.count(n) == 1 else full
-            for n, full in zip(names, self._class_names, strict=True)
+            for n, full in zip(names, vocabulary.names, strict=True)
         ]
         self._save_predictions = save_predictions
         self._num_images = 0
-        self._surplus = meta.get("surplus_prediction_class", None)
-        query_classes = meta.get("query_classes", None)
-        self._num_queries = len(query_classes) if query_classes else None
-        if self._surplus is not None and self._surplus != self._num_classes - 1:
-            raise ValueError(
-                f"dataset {dataset_name!r}: surplus_prediction_class {self._surplus} must be its "
-                f"last class index, {self._num_classes - 1}"
-            )
+        self._surplus = vocabulary.surplus_index
+        self._num_queries = len(vocabulary.query_names) if vocabulary.query_names else None
+        # detectron2 main's boundary IoU (needs OpenCV) is not among the reported metrics
+        self._compute_boundary_iou = False
 
     def reset(self):
         super().reset()
         self._num_images = 0
 
     def process(self, inputs, outputs):
-        outputs = [self._scored_output(out) for out in outputs]
-        super().process(inputs, outputs)
+        """detectron2's confusion-matrix update, with every label file checked (module
+        docstring)."""
+        k = self._num_classes
+        for inp, out in zip(inputs, outputs, strict=True):
+            pred = self._scored_output(out)["sem_seg"].argmax(dim=0).to(self._cpu_device)
+            pred = np.array(pred, dtype=np.int64)
+            gt = read_sem_seg_label(
+                self.input_file_to_gt_file[inp["file_name"]],
+                k,
+                self._ignore_label,
+                size=pred.shape,
+                where=f"dataset {self._dataset_name}, image {inp['file_name']}",
+            )
+            gt[gt == self._ignore_label] = k
+            self._conf_matrix += np.bincount(
+                (k + 1) * pred.reshape(-1) + gt.reshape(-1), minlength=self._conf_matrix.size
+            ).reshape(self._conf_matrix.shape)
+            self._predictions.extend(self.encode_json_sem_seg(pred, inp["file_name"]))
         self._num_images += len(inputs)
 
     def _scored_output(self, output: dict) -> dict:
         """``output`` as detectron2 scores it: one channel per scored class, whose argmax is the
         prediction. With surplus query classes, the argmax over all channels mapped to
-        ``min(argmax, surplus_prediction_class)``, one-hot (uint8)."""
+        ``min(argmax, surplus_index)``, one-hot (uint8)."""
         scores = output["sem_seg"]
         channels = scores.shape[0]
         if self._surplus is None:
@@ -85,7 +110,7 @@ class SemSegMetricsEvaluator(SemSegEvaluator):
                     f"dataset {self._dataset_name!r} scores {self._num_classes} classes, but the "
                     f"model's output has {channels} channels (was the model queried with another "
                     "vocabulary? Its 'sem_seg' must have one channel per class of the dataset's "
-                    "stuff_classes)"
+                    "vocabulary)"
                 )
             return output
         if self._num_queries is not None:
@@ -126,8 +151,6 @@ class SemSegMetricsEvaluator(SemSegEvaluator):
         os.makedirs(output_dir, exist_ok=True)
         path = os.path.join(output_dir, "sem_seg_metrics.json")
         summary = {"dataset": self._dataset_name, "num_images": num_images, **results["sem_seg"]}
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
+        with atomic_write(path, binary=False) as f:
             json.dump(summary, f, indent=1)
-        os.replace(tmp, path)
         return results

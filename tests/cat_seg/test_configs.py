@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import densevlm_d2
-from densevlm_d2.clip.models import available_models
-from densevlm_d2.clip.towers import DENSE_RESIDUALS
-
 import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
+
+import densevlm_d2
+from densevlm_d2.clip.models import available_models
+from densevlm_d2.clip.towers import DENSE_RESIDUALS
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs" / "cat_seg").glob("*.yaml"))

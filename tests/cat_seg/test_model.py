@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import densevlm_d2
-from densevlm_d2.engine.trainer import Trainer
-from densevlm_d2.modeling.cat_seg import CostAggregator
-from densevlm_d2.modeling.cat_seg.spatial import window_region_mask
-from densevlm_d2.modeling.meta_arch.cat_seg import cat_seg_prompts, sliding_windows
-
 import pytest
 import torch
 import torch.nn.functional as F
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
+
+import densevlm_d2
+from densevlm_d2.engine.trainer import Trainer
+from densevlm_d2.modeling.cat_seg import CostAggregator
+from densevlm_d2.modeling.cat_seg.spatial import window_region_mask
+from densevlm_d2.modeling.meta_arch.cat_seg import cat_seg_prompts, sliding_windows
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ["ball", "box, crate", "sky", "grass"]
@@ -119,7 +119,7 @@ def test_windows_prompts():
 
 def tiny_cfg(**overrides):
     cfg = densevlm_d2.add_densevlm_config(get_cfg())
-    cfg.merge_from_file(str(ROOT / "configs" / "cat_seg" / "tiny_demo_cpu.yaml"))
+    cfg.merge_from_file(str(ROOT / "configs" / "demo" / "cat_seg.yaml"))
     cfg.DATASETS.TRAIN = ()
     cfg.DATASETS.TEST = ()
     cfg.MODEL.CLIP.RANDOM_INIT = True

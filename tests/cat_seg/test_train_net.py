@@ -7,18 +7,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from densevlm_d2.data.datasets.panoptic_semantic import panoptic_to_semantic
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from demo.world import WorldSpec, write_world
+from densevlm_d2.data.datasets.panoptic_semantic import panoptic_to_semantic
 from tests.helpers import train_net
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ROOT / "configs" / "cat_seg" / "tiny_demo_cpu.yaml"
+TINY = ROOT / "configs" / "demo" / "cat_seg.yaml"
 ITERATIONS = 200
 
 
@@ -74,10 +73,10 @@ def test_tiny_config_trains_with_falling_loss_and_beats_chance(world, tmp_path):
 
 
 def _two_process_main(cfg_dict, out):
-    from densevlm_d2.engine import Trainer
-
     from detectron2.config import CfgNode
     from detectron2.utils import comm
+
+    from densevlm_d2.engine import Trainer
 
     trainer = Trainer(CfgNode(cfg_dict))
     before = {k: v.detach().clone() for k, v in trainer.model.module.state_dict().items()}
@@ -87,10 +86,10 @@ def _two_process_main(cfg_dict, out):
 
 
 def test_two_cpu_processes_keep_identical_weights(world, tmp_path, monkeypatch):
+    from detectron2.config import get_cfg
+
     import densevlm_d2
     from densevlm_d2.engine import launch
-
-    from detectron2.config import get_cfg
 
     monkeypatch.setenv("DETECTRON2_DATASETS", str(world))  # the processes register the world
     cfg = densevlm_d2.add_densevlm_config(get_cfg())

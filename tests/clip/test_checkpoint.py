@@ -3,6 +3,10 @@ tests)."""
 
 from __future__ import annotations
 
+import pytest
+import torch
+from timm.models.eva import checkpoint_filter_fn
+
 import densevlm_d2
 from densevlm_d2.clip.checkpoint import (
     CheckpointFormat,
@@ -14,11 +18,6 @@ from densevlm_d2.clip.checkpoint import (
     load_checkpoint,
     read_state_dict,
 )
-
-import pytest
-import torch
-from timm.models.eva import checkpoint_filter_fn
-
 from tests.conftest import published_rope, random_release_state, release_key_shapes
 
 # EVA-CLIP name -> open_clip (timm) name for one block, written out by hand from the two layouts.

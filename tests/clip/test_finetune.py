@@ -3,18 +3,17 @@ nn.MultiheadAttention projection changes neither results nor the checkpoint layo
 
 from __future__ import annotations
 
+import open_clip
+import pytest
+import torch
+from torch import nn
+
 import densevlm_d2
 from densevlm_d2.clip.checkpoint import load_checkpoint
 from densevlm_d2.clip.finetune import attention_qv_parameters, split_in_projection
 from densevlm_d2.clip.models import build_clip_model
 from densevlm_d2.clip.text import encode_tokens
 from densevlm_d2.modeling import CLIPViTBackbone
-
-import open_clip
-import pytest
-import torch
-from torch import nn
-
 from tests.conftest import randomize_
 
 

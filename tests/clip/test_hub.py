@@ -11,14 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+from huggingface_hub import constants
+
 import densevlm_d2
 from densevlm_d2.clip.hub import MODEL_ZOO, is_cached, parse_hf_reference, resolve_weights
 from densevlm_d2.clip.io import WeightFileNotFoundError
 from densevlm_d2.model_zoo import main as zoo_main
-
-import pytest
-import torch
-from huggingface_hub import constants
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

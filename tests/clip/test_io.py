@@ -6,14 +6,14 @@ from __future__ import annotations
 import os
 import pickle
 
-import densevlm_d2
-from densevlm_d2.clip.checkpoint import CheckpointMismatchError, read_state_dict
-from densevlm_d2.clip.io import WeightFileError, load_weight_file
-
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+
+import densevlm_d2
+from densevlm_d2.clip.checkpoint import CheckpointMismatchError, read_state_dict
+from densevlm_d2.clip.io import WeightFileError, load_weight_file
 
 
 class Payload:

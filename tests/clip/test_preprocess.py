@@ -3,6 +3,12 @@ crops."""
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
 from densevlm_d2.clip.preprocess import (
     CLIP_MEAN,
     CLIP_STD,
@@ -12,12 +18,6 @@ from densevlm_d2.clip.preprocess import (
     preprocess_mask,
     resize_longest,
 )
-
-import numpy as np
-import pytest
-import torch
-import torch.nn.functional as F
-from PIL import Image
 
 
 def _image(h, w, seed=0):

@@ -5,6 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 
+import numpy as np
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+
 import densevlm_d2
 from densevlm_d2.clip.text import (
     TEMPLATES,
@@ -14,13 +20,6 @@ from densevlm_d2.clip.text import (
     load_text_embeddings,
     prompts,
 )
-
-import numpy as np
-import open_clip
-import pytest
-import torch
-import torch.nn.functional as F
-
 from tests.conftest import randomize_
 
 

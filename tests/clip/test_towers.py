@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import densevlm_d2
-from densevlm_d2.clip.towers import EvaTower, OpenAIViTTower, eva_rope_table, vision_tower
-
 import pytest
 import torch
 import torch.nn.functional as F
 
+import densevlm_d2
+from densevlm_d2.clip.towers import EvaTower, OpenAIViTTower, eva_rope_table, vision_tower
 from tests.conftest import published_rope
 
 

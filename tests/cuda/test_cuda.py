@@ -7,11 +7,6 @@ from __future__ import annotations
 import os
 import socket
 
-import densevlm_d2
-from densevlm_d2.data.mappers import RegionTrainMapper
-from densevlm_d2.engine import Trainer
-from densevlm_d2.engine.train_step import RegionTrainStep
-
 import numpy as np
 import pytest
 import torch
@@ -19,6 +14,10 @@ import torch.nn.functional as F
 from detectron2.data import DatasetCatalog
 from detectron2.utils.events import EventStorage
 
+import densevlm_d2
+from densevlm_d2.data.mappers import RegionTrainMapper
+from densevlm_d2.engine import Trainer
+from densevlm_d2.engine.amp_step import AMPTrainStep
 from tests.detection.test_fvit import batch as fvit_batch
 from tests.detection.test_fvit import tiny_cfg as fvit_cfg
 from tests.detection.test_fvit import world as fvit_world  # noqa: F401  (fixture)
@@ -37,7 +36,7 @@ PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 def _run_steps(model, optimizer, data, precision: str, steps: int = 12) -> list[float]:
     """``steps`` AMP steps on one fixed batch; the total loss of each."""
-    step = RegionTrainStep(model, iter([data] * steps), optimizer, True, PRECISIONS[precision])
+    step = AMPTrainStep(model, iter([data] * steps), optimizer, True, PRECISIONS[precision])
     assert (step.grad_scaler is not None) == (precision == "float16")
     totals = []
     with EventStorage(0) as storage:

@@ -10,17 +10,16 @@ import re
 import runpy
 from pathlib import Path
 
-from densevlm_d2.data.check import check_dataset
-from densevlm_d2.data.datasets import DatasetFormatError, register_panoptic
-from densevlm_d2.data.mappers import RegionEvalMapper
-
 import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog
 from panopticapi.utils import id2rgb, rgb2id
 from PIL import Image
 
-from tests.toy_panoptic import CATEGORIES, write_toy
+from densevlm_d2.data.check import check_dataset
+from densevlm_d2.data.datasets import DatasetFormatError, register_panoptic
+from densevlm_d2.data.mappers import RegionEvalMapper
+from tests.synthetic import CATEGORIES, write_toy
 
 ROOT = Path(__file__).resolve().parents[2]
 _names = itertools.count()

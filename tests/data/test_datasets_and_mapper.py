@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 
-from densevlm_d2.data.datasets import DatasetLayoutError, register_panoptic
-from densevlm_d2.data.datasets.builtin import ADE20K_LAYOUT
-from densevlm_d2.data.mappers import RegionEvalMapper
-
 import numpy as np
 import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from tests.toy_panoptic import CATEGORIES, write_toy
+from densevlm_d2.data.datasets import DatasetLayoutError, register_panoptic
+from densevlm_d2.data.datasets.builtin import ADE20K_LAYOUT
+from densevlm_d2.data.mappers import RegionEvalMapper
+from tests.synthetic import CATEGORIES, write_toy
 
 
 def test_builtin_registrations():

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 
-from densevlm_d2.data.datasets import DatasetFormatError
-from densevlm_d2.data.datasets.panoptic_semantic import panoptic_to_semantic, semantic_classes
-from densevlm_d2.data.datasets.sem_seg import load_sem_seg_dicts
-
 import numpy as np
 import pytest
 from panopticapi.utils import id2rgb
 from PIL import Image
+
+from densevlm_d2.data.datasets import DatasetFormatError
+from densevlm_d2.data.datasets.panoptic_semantic import panoptic_to_semantic, semantic_classes
+from densevlm_d2.data.datasets.sem_seg import load_sem_seg_dicts
 
 # category ids out of order and with gaps: labels follow the sorted ids (cat 3, sky 17, grass 40)
 CATEGORIES = [

@@ -6,14 +6,14 @@ import json
 import runpy
 from pathlib import Path
 
-from densevlm_d2.data.datasets import register_panoptic
-from densevlm_d2.data.datasets.ade20k_categories import ADE20K_150
-from densevlm_d2.data.mappers import RegionEvalMapper
-
 import numpy as np
 from detectron2.data import DatasetCatalog
 from panopticapi.utils import rgb2id
 from PIL import Image
+
+from densevlm_d2.data.datasets import register_panoptic
+from densevlm_d2.data.datasets.ade20k_categories import ADE20K_150
+from densevlm_d2.data.mappers import RegionEvalMapper
 
 SCRIPT = Path(__file__).resolve().parents[2] / "datasets" / "prepare_ade20k_panoptic.py"
 

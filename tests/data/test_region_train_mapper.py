@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import random
 
-from densevlm_d2.data.mappers import RegionTrainMapper, grid_boxes, grid_choices
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from densevlm_d2.data.mappers import RegionTrainMapper, grid_boxes, grid_choices
 
 
 def test_grid_choices():

@@ -10,6 +10,11 @@ import pickle
 import runpy
 from pathlib import Path
 
+import numpy as np
+import pytest
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from PIL import Image
+
 from densevlm_d2.data.datasets import DatasetLayoutError
 from densevlm_d2.data.datasets import prepare_sem_seg as prep
 from densevlm_d2.data.datasets.sem_seg import (
@@ -19,11 +24,6 @@ from densevlm_d2.data.datasets.sem_seg import (
     register_sem_seg_benchmarks,
     sem_seg_vocabulary,
 )
-
-import numpy as np
-import pytest
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from PIL import Image
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "datasets"
 PREFIX = "test_semseg_"

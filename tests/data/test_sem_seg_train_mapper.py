@@ -2,14 +2,6 @@
 
 from __future__ import annotations
 
-from densevlm_d2.data.mappers import SemSegTrainMapper
-from densevlm_d2.data.transforms import (
-    ColorAugSSD,
-    ColorAugSSDTransform,
-    hsv_to_rgb,
-    rgb_to_hsv,
-)
-
 import numpy as np
 import pytest
 import torch
@@ -17,6 +9,14 @@ from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from PIL import Image
+
+from densevlm_d2.data.mappers import SemSegTrainMapper
+from densevlm_d2.data.transforms import (
+    ColorAugSSD,
+    ColorAugSSDTransform,
+    hsv_to_rgb,
+    rgb_to_hsv,
+)
 
 H, W = 100, 150
 PALETTE = np.array(

@@ -8,9 +8,6 @@ import json
 import runpy
 from pathlib import Path
 
-from densevlm_d2.data.datasets import register_panoptic
-from densevlm_d2.data.mappers import RegionEvalMapper
-
 import numpy as np
 import pytest
 from panopticapi.utils import rgb2id
@@ -19,6 +16,8 @@ from PIL import Image
 from demo.figures import format_table
 from demo.pipeline import missing_requirements
 from demo.world import CATEGORIES, STUFF, THINGS, WorldSpec, write_world
+from densevlm_d2.data.datasets import register_panoptic
+from densevlm_d2.data.mappers import RegionEvalMapper
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,9 +87,9 @@ def test_deterministic_from_the_seed(tmp_path):
 
 
 def test_semantic_view_matches_the_panoptic_annotations(world):
-    from densevlm_d2.data.datasets.panoptic_semantic import panoptic_to_semantic
-
     from detectron2.data import MetadataCatalog
+
+    from densevlm_d2.data.datasets.panoptic_semantic import panoptic_to_semantic
 
     classes = panoptic_to_semantic(
         world / "panoptic_val.json", world / "panoptic_val", world / "sem_seg_val"
@@ -116,11 +115,10 @@ def _assert_labels_match_panoptic(world: Path, split: str, classes: list[str]) -
 
 
 def test_train_semantic_view_is_registered_and_matches_the_panoptic_annotations(world):
-    from densevlm_d2.data.datasets.sem_seg import load_sem_seg_dicts
-
     from detectron2.data import MetadataCatalog
 
     from demo.pipeline import write_semantic_views
+    from densevlm_d2.data.datasets.sem_seg import load_sem_seg_dicts
 
     train_view = MetadataCatalog.get("densevlm_demo_world_train_sem_seg")
     val_view = MetadataCatalog.get("densevlm_demo_world_val_sem_seg")

@@ -7,12 +7,6 @@ import json
 import math
 from pathlib import Path
 
-import densevlm_d2
-from densevlm_d2 import set_vocabulary
-from densevlm_d2.engine import Trainer
-from densevlm_d2.modeling import fuse_scores
-from densevlm_d2.modeling.backbone import CLIPFPN
-
 import numpy as np
 import pytest
 import torch
@@ -22,11 +16,16 @@ from detectron2.modeling import build_backbone, build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
+import densevlm_d2
 from demo.world import NOVEL_THINGS, THINGS, WorldSpec, write_world
+from densevlm_d2 import set_vocabulary
+from densevlm_d2.engine import Trainer
+from densevlm_d2.modeling import fuse_scores
+from densevlm_d2.modeling.backbone import CLIPFPN
 from tests.helpers import train_net
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ROOT / "configs" / "ovcoco" / "tiny_fvit_cpu.yaml"
+TINY = ROOT / "configs" / "demo" / "fvit.yaml"
 BASE = [t for t in THINGS if t not in NOVEL_THINGS]
 
 
@@ -342,9 +341,9 @@ def test_any_clip_checkpoint_layout_is_the_backbone(world, tmp_path):
 def write_ov_coco_layout(root: Path, world_dir: Path) -> None:
     """The documented OV-COCO layout (coco/{train,val}2017, coco/annotations/*_ovcoco*.json) with
     the 65 real OV-COCO categories, filled with two world images each."""
-    from densevlm_d2.data.datasets.ov_coco import OV_COCO_CLASSES, prepare_ov_coco_json
-
     from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
+
+    from densevlm_d2.data.datasets.ov_coco import OV_COCO_CLASSES, prepare_ov_coco_json
 
     ids = {c["name"]: c["id"] for c in COCO_CATEGORIES if c["isthing"]}
     # the world's things as OV-COCO classes (tent -> umbrella and cross -> cake are novel)

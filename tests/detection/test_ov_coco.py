@@ -7,6 +7,12 @@ import json
 import runpy
 from pathlib import Path
 
+import pytest
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
+from detectron2.structures import Boxes, Instances
+
 from densevlm_d2.data.datasets.ov_coco import (
     OV_COCO_BASE,
     OV_COCO_CLASSES,
@@ -15,12 +21,6 @@ from densevlm_d2.data.datasets.ov_coco import (
     register_ov_coco_instances,
 )
 from densevlm_d2.evaluation import OVCOCOEvaluator, ap50_per_class
-
-import pytest
-import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
-from detectron2.structures import Boxes, Instances
 
 ROOT = Path(__file__).resolve().parents[2]
 

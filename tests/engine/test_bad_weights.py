@@ -10,16 +10,15 @@ import shutil
 import stat
 from pathlib import Path
 
-import densevlm_d2
-from densevlm_d2.clip.io import WeightFileError
-from densevlm_d2.clip.text import load_text_embeddings
-from densevlm_d2.engine import CLIPCheckpointer, Trainer
-
 import numpy as np
 import pytest
 import torch
 from detectron2.engine import default_argument_parser
 
+import densevlm_d2
+from densevlm_d2.clip.io import WeightFileError
+from densevlm_d2.clip.text import load_text_embeddings
+from densevlm_d2.engine import CLIPCheckpointer, Trainer
 from tests.clip.test_io import Payload, write_crafted
 from tests.engine.test_training import _cfg, world  # noqa: F401  (the training world fixture)
 

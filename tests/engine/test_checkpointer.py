@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import densevlm_d2
-from densevlm_d2.clip.checkpoint import CheckpointMismatchError, export_state_dict
-from densevlm_d2.engine import CLIPCheckpointer
-
 import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
+
+import densevlm_d2
+from densevlm_d2.clip.checkpoint import CheckpointMismatchError, export_state_dict
+from densevlm_d2.engine import CLIPCheckpointer
 
 
 def _model():

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 
-from densevlm_d2.engine.optim import WarmupCosine, adamw_param_groups, build_adamw
-
 import pytest
 import torch
+
+from densevlm_d2.engine.optim import WarmupCosine, adamw_param_groups, build_adamw
 
 
 def _model():

@@ -7,13 +7,6 @@ import json
 import os
 from pathlib import Path
 
-import densevlm_d2
-from densevlm_d2.clip.checkpoint import blend_state_dicts
-from densevlm_d2.data.datasets.coco_boxes import register_coco_boxes, register_image_folder
-from densevlm_d2.data.datasets.vocabulary import register_vocabulary
-from densevlm_d2.data.mappers import RegionTrainMapper
-from densevlm_d2.engine import Trainer, launch
-
 import numpy as np
 import pytest
 import torch
@@ -22,6 +15,13 @@ from detectron2.data import DatasetCatalog
 from detectron2.engine import HookBase
 from detectron2.utils.events import EventStorage
 from PIL import Image
+
+import densevlm_d2
+from densevlm_d2.clip.checkpoint import blend_state_dicts
+from densevlm_d2.data.datasets.coco_boxes import register_coco_boxes, register_image_folder
+from densevlm_d2.data.datasets.vocabulary import register_vocabulary
+from densevlm_d2.data.mappers import RegionTrainMapper
+from densevlm_d2.engine import Trainer, launch
 
 ROOT = Path(__file__).resolve().parents[2]
 VOCAB = [

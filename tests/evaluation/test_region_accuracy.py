@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 
-from densevlm_d2.data.datasets import register_panoptic
-from densevlm_d2.evaluation import RegionAccuracyEvaluator, region_accuracy
-
 import numpy as np
 import pytest
 import torch
 
-from tests.toy_panoptic import CATEGORIES
+from densevlm_d2.data.datasets import register_panoptic
+from densevlm_d2.evaluation import RegionAccuracyEvaluator, region_accuracy
+from tests.synthetic import CATEGORIES
 
 # the toy vocabulary, contiguous order = sorted ids: cat 0, dog 1, car 2, sky 3, grass 4, tree 5
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 import json
 import math
 
-from densevlm_d2.data.datasets.sem_seg import display_names, sem_seg_vocabulary
-from densevlm_d2.evaluation import SemSegMetricsEvaluator
-
 import numpy as np
 import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
+
+from densevlm_d2.data.datasets.sem_seg import display_names, sem_seg_vocabulary
+from densevlm_d2.evaluation import SemSegMetricsEvaluator
 
 
 @pytest.fixture

@@ -3,15 +3,15 @@ meta-architecture."""
 
 from __future__ import annotations
 
-import densevlm_d2
-from densevlm_d2.clip.towers import vision_tower
-
 import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone, build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
+
+import densevlm_d2
+from densevlm_d2.clip.towers import vision_tower
 
 
 def _cfg(model_name="EVA02-Tiny-16", out_features=("dense",), **clip):

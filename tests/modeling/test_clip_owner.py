@@ -3,11 +3,6 @@ offers them (crops, class embeddings, initial weights and the blend, teachers, e
 
 from __future__ import annotations
 
-import densevlm_d2
-from densevlm_d2.clip.text import TextEmbedder
-from densevlm_d2.engine import CLIPCheckpointer, Trainer
-from densevlm_d2.modeling import CLIPViTBackbone, RegionAlignmentModel, get_clip_backbone
-
 import numpy as np
 import pytest
 import torch
@@ -16,6 +11,10 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from torch import nn
 
+import densevlm_d2
+from densevlm_d2.clip.text import TextEmbedder
+from densevlm_d2.engine import CLIPCheckpointer, Trainer
+from densevlm_d2.modeling import CLIPViTBackbone, RegionAlignmentModel, get_clip_backbone
 from tests.conftest import randomize_
 
 
@@ -51,7 +50,7 @@ def test_get_clip_backbone_finds_the_student_only():
 
 def test_fvit_detector_clip_is_found_and_frozen():
     cfg = densevlm_d2.add_densevlm_config(get_cfg())
-    cfg.merge_from_file("configs/ovcoco/tiny_fvit_cpu.yaml")
+    cfg.merge_from_file("configs/demo/fvit.yaml")
     cfg.MODEL.CLIP.TRAINABLE_BLOCKS = 3  # F-ViT's CLIP is frozen whatever the config says
     model = build_model(cfg)
     clip = get_clip_backbone(model)

@@ -9,6 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
 from densevlm_d2.modeling.backbone.clip_vit import CLIPViTBackbone
 from densevlm_d2.modeling.dense_segmentation import (
     class_probabilities,
@@ -20,11 +25,6 @@ from densevlm_d2.modeling.dense_segmentation import (
     window_boxes,
 )
 from densevlm_d2.modeling.meta_arch import CLIPDenseSegmenter
-
-import numpy as np
-import pytest
-import torch
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 MEAN, STD = [122.7709383, 116.7460125, 104.09373615], [68.5005327, 66.6321579, 70.3231630]
@@ -171,9 +171,9 @@ def test_segmenter_errors_name_the_problem(segmenter):
 
 
 def test_vocabulary_queries_a_datasets_query_classes():
-    from densevlm_d2.data.datasets.sem_seg import register_sem_seg, sem_seg_vocabulary
-
     from detectron2.data import MetadataCatalog
+
+    from densevlm_d2.data.datasets.sem_seg import register_sem_seg, sem_seg_vocabulary
 
     voc20b = sem_seg_vocabulary("voc_20b")
     # VOC-20b: 59 queries; its background (scored class 20) is 39 Context queries, not one
@@ -296,11 +296,11 @@ def test_eval_sem_seg_marks_missing_data_and_strict_stops(tmp_path):
     ids=lambda p: p.parent.name + "/" + p.stem,
 )
 def test_every_benchmark_config_names_a_registered_dataset_and_valid_protocol(path):
-    import densevlm_d2
-    from densevlm_d2.clip.models import available_models
-
     from detectron2.config import get_cfg
     from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    import densevlm_d2
+    from densevlm_d2.clip.models import available_models
 
     cfg = densevlm_d2.add_densevlm_config(get_cfg())
     cfg.merge_from_file(str(path))

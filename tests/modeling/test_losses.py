@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 
-from densevlm_d2.modeling.losses import clipself_loss, densevlm_loss, regionclip_loss
-
 import pytest
 import torch
 import torch.nn.functional as F
+
+from densevlm_d2.modeling.losses import clipself_loss, densevlm_loss, regionclip_loss
 
 # 4 classes: 0, 1 things; 2, 3 stuff. Features are 4-d one-hot-ish so cosines are easy to follow.
 THING = torch.tensor([True, True, False, False])

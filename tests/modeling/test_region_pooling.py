@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 
-from densevlm_d2.modeling.region_pooling import BoxPooler, pool_masks
-
 import pytest
 import torch
 import torch.nn.functional as F
 from detectron2.structures import Boxes
+
+from densevlm_d2.modeling.region_pooling import BoxPooler, pool_masks
 
 
 def _bilinear(fmap, y, x):

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_benchmark_cat_seg_reports_speed_and_memory(tmp_path):
     bench = load_tool("benchmark_cat_seg")
     out = tmp_path / "bench.json"
-    argv = ["--config", str(ROOT / "configs/cat_seg/tiny_demo_cpu.yaml"), "--batch", "2",
+    argv = ["--config", str(ROOT / "configs/demo/cat_seg.yaml"), "--batch", "2",
             "--iters", "1", "--images", "1", "--warmup", "0", "--train-classes", "11",
             "--test-classes", "20", "--out", str(out)]  # fmt: skip
     result = bench.main(argv)

@@ -7,11 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import densevlm_d2
-from densevlm_d2.clip.checkpoint import CheckpointMismatchError, detect_format, read_state_dict
-
 import pytest
 import torch
+
+import densevlm_d2
+from densevlm_d2.clip.checkpoint import CheckpointMismatchError, detect_format, read_state_dict
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "convert_checkpoint.py"
 

@@ -12,11 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import densevlm_d2
-from densevlm_d2.testing import write_panoptic_split
-
 import numpy as np
 from PIL import Image
+
+import densevlm_d2
+from tests.synthetic import write_panoptic_split
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "own_data.md"

@@ -9,10 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import densevlm_d2
-from densevlm_d2.clip.text import load_text_embeddings
-from densevlm_d2.data.datasets import register_panoptic
-
 import numpy as np
 import pytest
 import torch
@@ -22,7 +18,10 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from PIL import Image
 
-from tests.toy_panoptic import CATEGORIES, write_toy
+import densevlm_d2
+from densevlm_d2.clip.text import load_text_embeddings
+from densevlm_d2.data.datasets import register_panoptic
+from tests.synthetic import CATEGORIES, write_toy
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tools" / "train_net.py"
@@ -119,9 +118,9 @@ def test_hand_computed_end_to_end(tmp_path):
 @pytest.fixture(scope="module")
 def synthetic_coco(tmp_path_factory):
     """A random COCO-panoptic-format val split with COCO's 133 categories, and tiny EVA weights."""
-    from densevlm_d2.testing import write_panoptic_split
-
     from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
+
+    from tests.synthetic import write_panoptic_split
 
     root = tmp_path_factory.mktemp("datasets")
     coco = root / "coco"

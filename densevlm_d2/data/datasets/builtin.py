@@ -1,5 +1,6 @@
 """Register the datasets this project evaluates and trains on, under ``$DETECTRON2_DATASETS``
 (default ``datasets/``). Runs on ``import densevlm_d2``; files are only read when a dataset is used.
+(The CPU demo registers its own datasets: ``demo/register.py``.)
 
 * ``densevlm_coco_panoptic_val``: ``coco/val2017/``, ``coco/annotations/panoptic_val2017.json``,
   ``coco/annotations/panoptic_val2017/``;
@@ -14,13 +15,6 @@
 OV-COCO detection (48 base / 17 novel classes): ``densevlm_ovcoco_train_base`` and
 ``densevlm_ovcoco_val`` (``coco/annotations/instances_{train2017_ovcoco_base,val2017_ovcoco}.json``,
 written by ``datasets/prepare_ov_coco.py``).
-
-The CPU demo's world (``demo_world/``): ``densevlm_demo_world_{train,val}`` (panoptic) and
-``densevlm_demo_world_train_images``;
-open-vocabulary detection ``densevlm_demo_world_det_{train_base,val}`` (ring and cross novel);
-``densevlm_demo_world_train_regions`` (every segment's box: the teacher's refinement regions);
-semantic segmentation ``densevlm_demo_world_{train,val}_sem_seg`` (``sem_seg_{train,val}/``, the 11
-classes in the region evaluation's order).
 
 Semantic segmentation (``datasets/README.md``, "Semantic segmentation benchmarks"; label files
 written by ``datasets/prepare_{coco_stuff_sem_seg,ade20k_sem_seg,ade20k_full_sem_seg,
@@ -39,14 +33,12 @@ import os
 
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
+from ..vocabulary import VOCABULARY_DIR, register_vocabulary
 from .ade20k_categories import ADE20K_150
-from .builtin_meta import DEMO_WORLD_CATEGORIES, DEMO_WORLD_NOVEL_THINGS
 from .coco_boxes import register_coco_boxes, register_image_folder
-from .ov_coco import register_ov_coco, register_ov_coco_instances
+from .ov_coco import register_ov_coco
 from .panoptic import register_panoptic
-from .panoptic_semantic import semantic_classes
-from .sem_seg import register_sem_seg, register_sem_seg_benchmarks
-from .vocabulary import VOCABULARY_DIR, register_vocabulary
+from .sem_seg import register_sem_seg_benchmarks
 
 __all__ = ["COCO_LAYOUT", "ADE20K_LAYOUT", "register_all"]
 
@@ -107,50 +99,6 @@ def register_all(root: str | None = None) -> None:
     )
     register_ov_coco(root)
     register_sem_seg_benchmarks(root)
-    register_demo_world(os.path.join(root, "demo_world"))
-
-
-def register_demo_world(world: str) -> None:
-    """The CPU demo's small world (written by ``make demo``, see ``demo/world.py``)."""
-    layout = "demo_world/{train,val}/, panoptic_{train,val}.json, panoptic_{train,val}/ (make demo)"
-    for split in ("train", "val"):
-        register_panoptic(
-            f"densevlm_demo_world_{split}",
-            DEMO_WORLD_CATEGORIES,
-            os.path.join(world, split),
-            os.path.join(world, f"panoptic_{split}"),
-            os.path.join(world, f"panoptic_{split}.json"),
-            layout=layout,
-        )
-    # each split's segmentation view: labels written from the panoptic PNGs by make demo
-    # (panoptic_semantic.panoptic_to_semantic), classes in contiguous (sorted category id) order
-    for split in ("train", "val"):
-        register_sem_seg(
-            f"densevlm_demo_world_{split}_sem_seg",
-            os.path.join(world, split),
-            os.path.join(world, f"sem_seg_{split}"),
-            semantic_classes(DEMO_WORLD_CATEGORIES),
-            layout=layout + f", sem_seg_{split}/",
-        )
-    register_image_folder("densevlm_demo_world_train_images", os.path.join(world, "train"), layout)
-    register_coco_boxes(
-        "densevlm_demo_world_train_regions",
-        os.path.join(world, "regions_train.json"),
-        os.path.join(world, "train"),
-        layout,
-    )
-    # open-vocabulary detection in the world: boxes of 4 base things for training, all 6 for val
-    for name, split, file in (
-        ("densevlm_demo_world_det_train_base", "train", "instances_train_base.json"),
-        ("densevlm_demo_world_det_val", "val", "instances_val.json"),
-    ):
-        register_ov_coco_instances(
-            name,
-            os.path.join(world, file),
-            os.path.join(world, split),
-            DEMO_WORLD_NOVEL_THINGS,
-            layout,
-        )
 
 
 register_all()

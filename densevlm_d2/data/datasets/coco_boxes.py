@@ -9,6 +9,7 @@ import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from ...clip.vocabulary import Vocabulary
 from .panoptic import check_layout
 
 __all__ = ["load_coco_boxes", "load_image_folder", "register_coco_boxes", "register_image_folder"]
@@ -75,7 +76,8 @@ def register_image_folder(name: str, image_dir: str, layout: str = "") -> None:
 def register_coco_boxes(
     name: str, json_file: str, image_dir: str, layout: str = "", only_annotated: bool = False
 ) -> None:
-    """Register lazily; the category names become ``MetadataCatalog.get(name).classes`` on load."""
+    """Register lazily; the category names become the dataset's ``vocabulary`` when it is loaded
+    (:func:`~densevlm_d2.data.dataset_vocabulary` loads it when asked for them)."""
     if name in DatasetCatalog.list():
         return
 
@@ -83,7 +85,7 @@ def register_coco_boxes(
     def load():
         dicts, classes = load_coco_boxes(json_file, image_dir, layout, only_annotated)
         if classes:
-            MetadataCatalog.get(name).set(classes=classes)
+            MetadataCatalog.get(name).set(vocabulary=Vocabulary.from_names(classes, source=name))
         return dicts
 
     DatasetCatalog.register(name, load)

@@ -18,6 +18,8 @@ import os
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
+from ...clip.vocabulary import Vocabulary
+from ...utils.files import atomic_write
 from .panoptic import check_layout
 
 __all__ = [
@@ -71,11 +73,8 @@ def prepare_ov_coco_json(instances_json: str, out_json: str, keep: str = "all") 
     anns = [a for a in data["annotations"] if a["category_id"] in allowed]
     out = {k: v for k, v in data.items() if k not in ("annotations", "categories")}
     out.update(categories=cats, annotations=anns)
-    tmp = out_json + ".tmp"
-    os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
-    with open(tmp, "w") as f:
+    with atomic_write(out_json, binary=False) as f:
         json.dump(out, f)
-    os.replace(tmp, out_json)
     return {"images": len(out["images"]), "annotations": len(anns), "categories": len(cats)}
 
 
@@ -86,25 +85,25 @@ def register_ov_coco_instances(
     novel_classes: tuple[str, ...] | list[str],
     layout: str = "",
 ) -> None:
-    """Register a COCO instances json for open-vocabulary detection: ``thing_classes`` from the
-    json (category id order), ``novel_classes`` (zero training weight, fused with the CLIP score at
-    test time with the novel exponent) and ``evaluator_type="ov_coco"``."""
+    """Register a COCO instances json for open-vocabulary detection: its ``vocabulary`` is the
+    json's categories (category id order; detectron2's ``thing_classes``) with ``novel_classes``
+    (zero training weight, fused with the CLIP score at test time with the novel exponent), set
+    when the json is read; ``evaluator_type="ov_coco"``."""
 
     def load():
         check_layout({"instances json": json_file, "image dir": image_root}, layout)
         dicts = load_coco_json(json_file, image_root, name)
-        classes = MetadataCatalog.get(name).thing_classes
+        meta = MetadataCatalog.get(name)
+        classes = meta.thing_classes
         unknown = [c for c in novel_classes if c not in classes]
         if unknown:
             raise ValueError(f"{name}: novel classes {unknown} are not categories of {json_file}")
+        meta.set(vocabulary=Vocabulary.from_names(classes, source=name, novel=tuple(novel_classes)))
         return dicts
 
     DatasetCatalog.register(name, load)
     MetadataCatalog.get(name).set(
-        json_file=json_file,
-        image_root=image_root,
-        evaluator_type="ov_coco",
-        novel_classes=list(novel_classes),
+        json_file=json_file, image_root=image_root, evaluator_type="ov_coco"
     )
 
 
@@ -123,4 +122,7 @@ def register_ov_coco(root: str) -> None:
             OV_COCO_LAYOUT,
         )
         # known before the json is read, so that models can be built without the data
-        MetadataCatalog.get(name).set(thing_classes=list(OV_COCO_CLASSES))
+        MetadataCatalog.get(name).set(
+            thing_classes=list(OV_COCO_CLASSES),
+            vocabulary=Vocabulary(names=OV_COCO_CLASSES, novel=OV_COCO_NOVEL, source=name),
+        )

@@ -6,10 +6,11 @@ The dataset dicts follow detectron2's panoptic format (``file_name``, ``image_id
 dataset's category ids, as the published evaluation labels classes. Image ids may be strings
 (ADE20K) or integers (COCO).
 
-Metadata: ``classes`` (all class names in contiguous order), ``class_is_thing``, ``class_colors``
-and ``category_id_to_contiguous_id`` are this project's explicit keys; detectron2's "standard"
-panoptic keys (``thing_classes``/``stuff_classes`` both listing every class,
-``thing_dataset_id_to_contiguous_id``, ``stuff_dataset_id_to_contiguous_id``, colours) are set too
+Metadata: ``vocabulary`` (a :class:`~densevlm_d2.clip.Vocabulary`: all class names in contiguous
+order with their thing/stuff flags), ``class_colors`` and ``category_id_to_contiguous_id`` are this
+project's explicit keys; detectron2's "standard" panoptic keys (``thing_classes`` and
+``stuff_classes`` both listing every class, ``thing_dataset_id_to_contiguous_id``,
+``stuff_dataset_id_to_contiguous_id``, colours) are set too
 so detectron2's tools work on these datasets.
 """
 
@@ -27,6 +28,7 @@ from panopticapi.utils import rgb2id
 from PIL import Image
 
 from ...clip.preprocess import load_rgb
+from ...clip.vocabulary import Vocabulary
 
 __all__ = [
     "DatasetFormatError",
@@ -81,9 +83,10 @@ def segment_record(seg_id: int, category_id: int, mask: np.ndarray, iscrowd: int
     }
 
 
-def panoptic_metadata(categories: Sequence[dict]) -> dict:
+def panoptic_metadata(categories: Sequence[dict], name: str = "panoptic categories") -> dict:
     """Metadata for a list of ``{"id", "name", "isthing", "color"}`` categories (``color`` is
-    optional: detectron2's random colours, fixed by the id, are used where it is missing)."""
+    optional: detectron2's random colours, fixed by the id, are used where it is missing);
+    ``name``: the dataset's, the vocabulary's source."""
     missing = [c for c in categories if not {"id", "name", "isthing"} <= set(c)]
     if missing or not categories:
         raise DatasetFormatError(
@@ -96,8 +99,7 @@ def panoptic_metadata(categories: Sequence[dict]) -> dict:
     is_thing = [bool(c["isthing"]) for c in cats]
     to_contiguous = {c["id"]: i for i, c in enumerate(cats)}
     return {
-        "classes": names,
-        "class_is_thing": is_thing,
+        "vocabulary": Vocabulary(names=tuple(names), is_thing=tuple(is_thing), source=name),
         "class_colors": colors,
         "category_id_to_contiguous_id": to_contiguous,
         # detectron2's "standard" panoptic convention: both lists hold every class
@@ -163,7 +165,7 @@ def load_panoptic_json(
                     f"{where}, segment {seg['id']}: bbox {box!r} is not 4 finite numbers"
                 )
             seg["category_id"] = to_contiguous[seg["category_id"]]
-            seg["isthing"] = meta["class_is_thing"][seg["category_id"]]
+            seg["isthing"] = meta["vocabulary"].is_thing[seg["category_id"]]
             segments.append(seg)
         dicts.append(
             {
@@ -250,7 +252,7 @@ def register_panoptic(
         check_layout({"panoptic json": panoptic_json}, layout)
         with open(panoptic_json) as f:
             categories = json.load(f).get("categories") or []
-    meta = panoptic_metadata(categories)
+    meta = panoptic_metadata(categories, name)
     DatasetCatalog.register(
         name, lambda: load_panoptic_json(panoptic_json, image_root, panoptic_root, meta, layout)
     )

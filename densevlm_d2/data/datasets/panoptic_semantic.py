@@ -19,6 +19,7 @@ import numpy as np
 from panopticapi.utils import rgb2id
 from PIL import Image
 
+from ...utils.files import atomic_folder
 from .panoptic import DatasetFormatError, check_layout
 
 __all__ = ["panoptic_to_semantic", "semantic_classes"]
@@ -57,21 +58,21 @@ def panoptic_to_semantic(
     if 0 <= ignore_label < len(ids):
         raise ValueError(f"ignore_label {ignore_label} is a class index of {len(ids)} classes")
     dtype = np.uint8 if max(len(ids) - 1, ignore_label) <= 255 else np.uint16
-    os.makedirs(sem_seg_root, exist_ok=True)
-    for ann in data["annotations"]:
-        with Image.open(os.path.join(panoptic_root, ann["file_name"])) as im:
-            pan = rgb2id(np.asarray(im.convert("RGB"), dtype=np.uint8))
-        # a lookup table from segment id to label: every id not listed stays ignore_label
-        seg_ids = [s["id"] for s in ann["segments_info"]]
-        lut = np.full(max([int(pan.max()), *seg_ids]) + 1, ignore_label, np.int64)
-        for seg in ann["segments_info"]:
-            if seg["category_id"] not in to_index:
-                raise DatasetFormatError(
-                    f"{panoptic_json}: image {ann['image_id']}, segment {seg['id']}: category "
-                    f"{seg['category_id']} is not among the categories"
-                )
-            if not (crowd_as_ignore and seg.get("iscrowd", 0)):
-                lut[seg["id"]] = to_index[seg["category_id"]]
-        stem = os.path.splitext(ann["file_name"])[0]
-        Image.fromarray(lut[pan].astype(dtype)).save(os.path.join(sem_seg_root, stem + ".png"))
+    with atomic_folder(sem_seg_root) as out:  # a folder that exists is complete
+        for ann in data["annotations"]:
+            with Image.open(os.path.join(panoptic_root, ann["file_name"])) as im:
+                pan = rgb2id(np.asarray(im.convert("RGB"), dtype=np.uint8))
+            # a lookup table from segment id to label: every id not listed stays ignore_label
+            seg_ids = [s["id"] for s in ann["segments_info"]]
+            lut = np.full(max([int(pan.max()), *seg_ids]) + 1, ignore_label, np.int64)
+            for seg in ann["segments_info"]:
+                if seg["category_id"] not in to_index:
+                    raise DatasetFormatError(
+                        f"{panoptic_json}: image {ann['image_id']}, segment {seg['id']}: "
+                        f"category {seg['category_id']} is not among the categories"
+                    )
+                if not (crowd_as_ignore and seg.get("iscrowd", 0)):
+                    lut[seg["id"]] = to_index[seg["category_id"]]
+            stem = os.path.splitext(ann["file_name"])[0]
+            Image.fromarray(lut[pan].astype(dtype)).save(out / f"{stem}.png")
     return semantic_classes(categories)

@@ -18,15 +18,14 @@ pixels are not listed.
 from __future__ import annotations
 
 import glob
-import json
 import os
 
 import numpy as np
-from panopticapi.utils import id2rgb
 from PIL import Image
 
 from .ade20k_categories import ADE20K_150, INSTANCE100_TO_SEMANTIC150
 from .panoptic import segment_record
+from .panoptic_writer import PanopticWriter
 
 __all__ = ["ade20k_panoptic_segments", "prepare_ade20k_panoptic"]
 
@@ -78,28 +77,21 @@ def prepare_ade20k_panoptic(ade_root: str, split: str = "val", progress: bool = 
                 f"annotations_instance}}/{sub}/ (see datasets/README.md for the downloads)"
             )
     out_dir = os.path.join(ade_root, f"ade20k_panoptic_{split}")
-    os.makedirs(out_dir, exist_ok=True)
-    images, annotations = [], []
-    files = sorted(glob.glob(os.path.join(image_dir, "*.jpg")))
-    for path in tqdm(files, desc=f"ADE20K panoptic {split}", disable=not progress):
-        stem = os.path.splitext(os.path.basename(path))[0]
-        with Image.open(path) as img:
-            width, height = img.size
-        semantic = np.asarray(Image.open(os.path.join(semantic_dir, stem + ".png")))
-        instance = np.asarray(Image.open(os.path.join(instance_dir, stem + ".png")).convert("RGB"))
-        seg, segments = ade20k_panoptic_segments(semantic, instance)
-        if seg.shape != (height, width):
-            raise ValueError(
-                f"{stem}: annotations are {seg.shape[::-1]}, image is {(width, height)}"
-            )
-        Image.fromarray(id2rgb(seg)).save(os.path.join(out_dir, stem + ".png"))
-        images.append({"id": stem, "file_name": stem + ".jpg", "width": width, "height": height})
-        annotations.append(
-            {"image_id": stem, "file_name": stem + ".png", "segments_info": segments}
-        )
     json_file = os.path.join(ade_root, f"ade20k_panoptic_{split}.json")
-    tmp = json_file + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({"images": images, "annotations": annotations, "categories": ADE20K_150}, f)
-    os.replace(tmp, json_file)
+    files = sorted(glob.glob(os.path.join(image_dir, "*.jpg")))
+    with PanopticWriter(json_file, out_dir, ADE20K_150) as writer:
+        for path in tqdm(files, desc=f"ADE20K panoptic {split}", disable=not progress):
+            stem = os.path.splitext(os.path.basename(path))[0]
+            with Image.open(path) as img:
+                width, height = img.size
+            semantic = np.asarray(Image.open(os.path.join(semantic_dir, stem + ".png")))
+            instance = np.asarray(
+                Image.open(os.path.join(instance_dir, stem + ".png")).convert("RGB")
+            )
+            seg, segments = ade20k_panoptic_segments(semantic, instance)
+            if seg.shape != (height, width):
+                raise ValueError(
+                    f"{stem}: annotations are {seg.shape[::-1]}, image is {(width, height)}"
+                )
+            writer.add(stem, stem, seg, segments)
     return json_file

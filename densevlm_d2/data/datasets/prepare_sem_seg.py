@@ -27,13 +27,15 @@ labels are CAT-Seg's, in a folder of another name):
   ``annotations_detectron2_bg/val/*.png`` (VOC-20b: 1..20 -> 0..19, background -> 20; CAT-Seg's
   folder).
 
-Files are written atomically (``<file>.tmp``, then renamed), so an interrupted run leaves no
-truncated file.
+Each output folder is written as a whole (into a temporary folder next to it, which replaces it only
+when every file is in it), so a run stopped by a bad raw file or an interruption leaves the previous
+folder, or none, never a partial split that would load.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import pickle
@@ -45,7 +47,9 @@ import numpy as np
 from PIL import Image
 
 from ...clip.io import restricted_pickle_load
-from .sem_seg import read_id_list, sem_seg_vocabulary
+from ...utils.files import atomic_folder
+from ..vocabulary import shipped_vocabulary
+from .sem_seg import read_id_list
 
 __all__ = [
     "IGNORE",
@@ -97,7 +101,7 @@ DOWNLOADS = {
 def _ids(key: str) -> tuple[int, ...]:
     """``dataset_ids`` of a vocabulary json: COCO category ids (stuffthingmaps pixel = id - 1),
     PASCAL-Context labels.txt ids, full-ADE20K class values."""
-    return tuple(sem_seg_vocabulary(key)["dataset_ids"])
+    return tuple(shipped_vocabulary(key).extra["dataset_ids"])
 
 
 # name: (value of every source label not listed, output dtype, the (source, target) pairs)
@@ -310,9 +314,15 @@ def _read_index_png(path: str | Path) -> np.ndarray:
 
 
 def _save(array: np.ndarray, path: str | Path, fmt: str) -> None:
-    tmp = f"{path}.tmp"
-    Image.fromarray(array).save(tmp, format=fmt)
-    os.replace(tmp, path)
+    Image.fromarray(array).save(path, format=fmt)
+
+
+@contextlib.contextmanager
+def _output_folders(*folders: Path):
+    """Temporary folders that replace ``folders`` together when the block ends without an error
+    (:func:`~densevlm_d2.utils.atomic_folder`)."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(atomic_folder(f)) for f in folders]
 
 
 def _progress(items, desc: str, enabled: bool):
@@ -354,14 +364,13 @@ def prepare_coco_stuff(
             jobs.append((coco / "stuffthingmaps_detectron2" / split, coco_stuff_171_labels))
         if split in coco_object_splits:
             jobs.append((coco / "coco_object_detectron2" / split, coco_object_labels))
-        for out, _ in jobs:
-            out.mkdir(parents=True, exist_ok=True)
-            outputs.append(out)
         raw_dir = coco / "stuffthingmaps" / split
-        for stem in _progress(_stems(raw_dir, ".png"), f"COCO-Stuff {split}", progress):
-            raw = _read_index_png(raw_dir / f"{stem}.png")
-            for out, mapping in jobs:
-                _save(mapping(raw), out / f"{stem}.png", "PNG")
+        with _output_folders(*(out for out, _ in jobs)) as tmps:
+            for stem in _progress(_stems(raw_dir, ".png"), f"COCO-Stuff {split}", progress):
+                raw = _read_index_png(raw_dir / f"{stem}.png")
+                for tmp, (_, mapping) in zip(tmps, jobs, strict=True):
+                    _save(mapping(raw), tmp / f"{stem}.png", "PNG")
+        outputs += [out for out, _ in jobs]
     return outputs
 
 
@@ -377,11 +386,10 @@ def prepare_ade20k_150(ade_root: str | Path, progress: bool = True) -> Path:
         DOWNLOADS["ade150"],
     )
     out = ade / "annotations_detectron2" / "validation"
-    out.mkdir(parents=True, exist_ok=True)
-    for stem in _progress(_stems(raw_dir, ".png"), "ADE20K-150", progress):
-        _save(
-            ade20k_150_labels(_read_index_png(raw_dir / f"{stem}.png")), out / f"{stem}.png", "PNG"
-        )
+    with _output_folders(out) as (tmp,):
+        for stem in _progress(_stems(raw_dir, ".png"), "ADE20K-150", progress):
+            labels = ade20k_150_labels(_read_index_png(raw_dir / f"{stem}.png"))
+            _save(labels, tmp / f"{stem}.png", "PNG")
     return out
 
 
@@ -435,23 +443,23 @@ def prepare_ade20k_847(
     )
     image_out = ade / "images_detectron2" / "validation"
     label_out = ade / "annotations_detectron2" / "validation"
-    image_out.mkdir(parents=True, exist_ok=True)
-    label_out.mkdir(parents=True, exist_ok=True)
-    for image_path, seg_path in _progress(
-        list(zip(images, segs, strict=True)), "ADE20K-847", progress
-    ):
-        with Image.open(image_path) as img:
-            image = np.asarray(img)
-        with Image.open(seg_path) as seg:
-            classes = ade20k_full_classes(np.asarray(seg.convert("RGB")))
-        if classes.shape != image.shape[:2]:
-            raise ValueError(f"{seg_path} is {classes.shape}, {image_path} is {image.shape[:2]}")
-        size = shorter_side_size(*image.shape[:2], max_size=max_size)
-        if size is not None:
-            image = resize_bilinear(image, size)
-            classes = resize_labels_nearest(classes, size)
-        _save(image, image_out / image_path.name, "JPEG")
-        _save(ade20k_847_labels(classes), label_out / f"{image_path.stem}.tif", "TIFF")
+    pairs = list(zip(images, segs, strict=True))
+    with _output_folders(image_out, label_out) as (image_tmp, label_tmp):
+        for image_path, seg_path in _progress(pairs, "ADE20K-847", progress):
+            with Image.open(image_path) as img:
+                image = np.asarray(img)
+            with Image.open(seg_path) as seg:
+                classes = ade20k_full_classes(np.asarray(seg.convert("RGB")))
+            if classes.shape != image.shape[:2]:
+                raise ValueError(
+                    f"{seg_path} is {classes.shape}, {image_path} is {image.shape[:2]}"
+                )
+            size = shorter_side_size(*image.shape[:2], max_size=max_size)
+            if size is not None:
+                image = resize_bilinear(image, size)
+                classes = resize_labels_nearest(classes, size)
+            _save(image, image_tmp / image_path.name, "JPEG")
+            _save(ade20k_847_labels(classes), label_tmp / f"{image_path.stem}.tif", "TIFF")
     return image_out, label_out
 
 
@@ -472,7 +480,7 @@ def read_context_labels(path: str | Path) -> dict[int, str]:
 def _check_context_labels(path: Path) -> None:
     """The ids of labels.txt must name the classes this preparation assumes."""
     labels = read_context_labels(path)
-    names = sem_seg_vocabulary("pascal_context_459")["classes"]
+    names = shipped_vocabulary("pascal_context_459").names
     wrong = [
         f"{cid}: {labels.get(cid)!r} (expected {names[cid - 1]!r})"
         for cid in _ids("pascal_context_59")
@@ -531,13 +539,12 @@ def prepare_pascal_context(
     jpgs = [str(voc / "JPEGImages" / f"{i}.jpg") for i in ids]
     _require_each("PASCAL-Context files", mats + jpgs, DOWNLOADS["context"])
     outs = {k: voc / "annotations_detectron2" / f"pc{k}_val" for k in ("59", "60", "459")}
-    for out in outs.values():
-        out.mkdir(parents=True, exist_ok=True)
-    for i in _progress(ids, "PASCAL Context", progress):
-        label_map = _load_label_map(voc / "trainval" / f"{i}.mat")
-        _save(pascal_context_59_labels(label_map), outs["59"] / f"{i}.png", "PNG")
-        _save(pascal_context_60_labels(label_map), outs["60"] / f"{i}.png", "PNG")
-        _save(pascal_context_459_labels(label_map), outs["459"] / f"{i}.tif", "TIFF")
+    with _output_folders(outs["59"], outs["60"], outs["459"]) as (t59, t60, t459):
+        for i in _progress(ids, "PASCAL Context", progress):
+            label_map = _load_label_map(voc / "trainval" / f"{i}.mat")
+            _save(pascal_context_59_labels(label_map), t59 / f"{i}.png", "PNG")
+            _save(pascal_context_60_labels(label_map), t60 / f"{i}.png", "PNG")
+            _save(pascal_context_459_labels(label_map), t459 / f"{i}.tif", "TIFF")
     return outs
 
 
@@ -565,13 +572,12 @@ def prepare_voc(voc2012_root: str | Path, progress: bool = True) -> tuple[Path, 
     out20 = voc / "annotations_detectron2" / "val"
     out21 = voc / "annotations_detectron2_voc21" / "val"
     out20b = voc / "annotations_detectron2_bg" / "val"
-    for out in (out20, out21, out20b):
-        out.mkdir(parents=True, exist_ok=True)
-    for i in _progress(ids, "PASCAL VOC", progress):
-        raw = _read_index_png(voc / "SegmentationClass" / f"{i}.png")
-        _save(voc_20_labels(raw), out20 / f"{i}.png", "PNG")
-        _save(voc_21_labels(raw), out21 / f"{i}.png", "PNG")
-        _save(voc_20b_labels(raw), out20b / f"{i}.png", "PNG")
+    with _output_folders(out20, out21, out20b) as (t20, t21, t20b):
+        for i in _progress(ids, "PASCAL VOC", progress):
+            raw = _read_index_png(voc / "SegmentationClass" / f"{i}.png")
+            _save(voc_20_labels(raw), t20 / f"{i}.png", "PNG")
+            _save(voc_21_labels(raw), t21 / f"{i}.png", "PNG")
+            _save(voc_20b_labels(raw), t20b / f"{i}.png", "PNG")
     return out20, out21, out20b
 
 

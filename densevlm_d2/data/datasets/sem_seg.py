@@ -1,25 +1,26 @@
-"""Semantic-segmentation datasets: loading, layout checks, registration, and the standard
-open-vocabulary benchmarks (COCO-Stuff, COCO-Object, ADE20K-150/-847, PASCAL Context-59/-60/-459,
-PASCAL VOC-20/-20b/-21).
+"""Semantic-segmentation datasets: loading, label files, layout checks, registration, and the
+standard open-vocabulary benchmarks (COCO-Stuff, COCO-Object, ADE20K-150/-847, PASCAL
+Context-59/-60/-459, PASCAL VOC-20/-20b/-21).
 
 Dataset dicts are detectron2's semantic-segmentation format: ``file_name``, ``sem_seg_file_name``
 and ``image_id`` (the file stem). The label files hold one class index per pixel in the order of
-the dataset's ``stuff_classes``; ``ignore_label`` marks pixels that are not scored.
+the dataset's classes; ``ignore_label`` marks pixels that are not scored. Every reader of a label
+file (the training mapper, the evaluator, ``tools/check_dataset.py``) reads it with
+:func:`read_sem_seg_label`, which refuses a file that is not one class index per pixel, that does
+not have its image's size, or that holds values that are neither a class nor the ignore label,
+naming the file and the dataset.
 
-Metadata: ``stuff_classes`` (a class may list ``", "``-separated synonyms, the first is its display
-name), ``display_classes`` (those display names, ``"background"`` at ``background_index``),
-``ignore_label``, ``evaluator_type="sem_seg"``, ``image_root``, ``sem_seg_root``,
-``background_index`` (the background class of VOC-21, VOC-20b, Context-60 and COCO-Object, else
-None), ``class_names_file`` (the vocabulary json the names came from), ``query_classes`` and
-``surplus_prediction_class`` (both None but for VOC-20b).
+Metadata: ``vocabulary`` (the :class:`~densevlm_d2.clip.Vocabulary`: the classes in label order,
+the background class of VOC-21, VOC-20b, Context-60 and COCO-Object, and, for VOC-20b, the names a
+model is queried with), detectron2's ``stuff_classes`` (the same names, for detectron2's
+``SemSegEvaluator``), ``ignore_label``, ``evaluator_type="sem_seg"``, ``image_root`` and
+``sem_seg_root``.
 
 Queried and scored classes can differ. VOC-20b (CAT-Seg's "PAS-20b") scores 21 classes, the 20 VOC
-classes and a background, but a model is asked about 59 names (``query_classes``: the 20 VOC
-classes, then 39 PASCAL-Context classes that stand for the background); a prediction of query
-index ``>= surplus_prediction_class`` (20) counts as class 20. The query list starts with the
-scored classes before ``surplus_prediction_class``, in the same order, so that a query index below
-it is the class index; ``SemSegMetricsEvaluator`` applies the mapping and
-``CLIPDenseSegmenter`` queries ``query_classes``.
+classes and a background, but a model is asked about 59 names (the vocabulary's ``query_names``:
+the 20 VOC classes, then 39 PASCAL-Context classes that stand for the background); a prediction of
+query index 20 or more counts as class 20. ``SemSegMetricsEvaluator`` applies the mapping and the
+segmenters query the vocabulary's ``queries``.
 
 The benchmarks' label files are written from the official downloads by the scripts in
 ``datasets/`` (library code: ``prepare_sem_seg.py``); see ``datasets/README.md``.
@@ -27,29 +28,27 @@ The benchmarks' label files are written from the official downloads by the scrip
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from PIL import Image
 
-from .panoptic import DatasetLayoutError, check_layout
+from ...clip.vocabulary import Vocabulary
+from ..vocabulary import VOCABULARY_DIR
+from .panoptic import DatasetFormatError, DatasetLayoutError, check_layout
 
 __all__ = [
     "SEM_SEG_BENCHMARKS",
-    "SEM_SEG_VOCABULARY_DIR",
-    "display_names",
-    "load_sem_seg_classes",
     "load_sem_seg_dicts",
     "read_id_list",
+    "read_sem_seg_label",
     "register_sem_seg",
     "register_sem_seg_benchmarks",
-    "sem_seg_vocabulary",
 ]
-
-SEM_SEG_VOCABULARY_DIR = Path(__file__).resolve().parents[1] / "vocabularies" / "sem_seg"
 
 # The val benchmarks in table order: the open-vocabulary table of CAT-Seg/SAN (A-847, PC-459, A-150,
 # PC-59, VOC-20, VOC-20b), then the training-free benchmarks with a background class (SCLIP's order:
@@ -68,31 +67,44 @@ SEM_SEG_BENCHMARKS = (
 )
 
 
-def sem_seg_vocabulary(key: str) -> dict:
-    """The json of a benchmark's vocabulary (``SEM_SEG_VOCABULARY_DIR/<key>.json``): ``source``,
-    ``labels`` (the label convention), ``classes``, where preparation needs them ``dataset_ids``,
-    and where the model is queried with other names than the scored ones (VOC-20b)
-    ``query_classes``."""
-    return json.loads((SEM_SEG_VOCABULARY_DIR / f"{key}.json").read_text())
-
-
-def load_sem_seg_classes(json_file: str | Path, field: str = "classes") -> list[str]:
-    """The ``classes`` list of a vocabulary json ``{"source": ..., "classes": [...]}``, or another
-    list of names of it (``field="query_classes"``)."""
-    data = json.loads(Path(json_file).read_text())
-    classes = data.get(field) if isinstance(data, dict) else None
-    if not classes or not all(isinstance(c, str) and c.strip() for c in classes):
-        raise ValueError(f"{json_file}: expected {{{field!r}: [non-empty strings]}}")
-    return list(classes)
-
-
-def display_names(classes: Sequence[str], background_index: int | None = None) -> list[str]:
-    """The first synonym of each class; ``"background"`` at ``background_index`` (SCLIP's
-    background entries list background words, e.g. "sky, wall, tree, ...")."""
-    names = [c.split(",")[0].strip() for c in classes]
-    if background_index is not None:
-        names[background_index] = "background"
-    return names
+def read_sem_seg_label(
+    path: str | os.PathLike,
+    num_classes: int,
+    ignore_label: int,
+    size: tuple[int, int] | None = None,
+    where: str = "",
+) -> np.ndarray:
+    """A label file as an (H, W) int64 array, checked: it must decode to one value per pixel (not
+    RGB), be ``size`` = (height, width) when given, and hold only class indices ``0 ..
+    num_classes - 1`` and ``ignore_label``; otherwise a :class:`DatasetFormatError` naming the file
+    (and ``where``, e.g. the dataset)."""
+    context = f" ({where})" if where else ""
+    try:
+        with Image.open(path) as f:
+            labels = np.asarray(f)
+    except FileNotFoundError:
+        raise DatasetFormatError(f"label file not found: {path}{context}") from None
+    except OSError as e:
+        raise DatasetFormatError(f"cannot decode the label file {path}{context}: {e}") from None
+    if labels.ndim != 2:
+        raise DatasetFormatError(
+            f"{path}{context}: a label file holds one class index per pixel (H, W); it decodes to "
+            f"shape {labels.shape} (an RGB or multi-channel image?)"
+        )
+    if size is not None and labels.shape != tuple(size):
+        raise DatasetFormatError(
+            f"{path}{context}: the labels are {labels.shape[1]}x{labels.shape[0]} (WxH) but the "
+            f"image is {size[1]}x{size[0]}"
+        )
+    labels = labels.astype(np.int64, copy=False)
+    bad = (labels < 0) | ((labels >= num_classes) & (labels != ignore_label))
+    if bad.any():
+        values = np.unique(labels[bad])
+        raise DatasetFormatError(
+            f"{path}{context}: label values {values[:10].tolist()} are neither a class index "
+            f"(0..{num_classes - 1}) nor the ignore label {ignore_label}"
+        )
+    return labels
 
 
 def read_id_list(path: str | Path) -> list[str]:
@@ -173,46 +185,43 @@ def register_sem_seg(
     name: str,
     image_root: str,
     sem_seg_root: str,
-    classes: Sequence[str] | str | Path,
+    classes: Vocabulary | Sequence[str] | str | Path,
     *,
     ignore_label: int = 255,
     image_ext: str = "jpg",
     gt_ext: str = "png",
     background_index: int | None = None,
+    query_classes: Sequence[str] | None = None,
     layout: str = "",
     image_list: str | Sequence[str] | None = None,
     all_images_annotated: bool = False,
-    query_classes: Sequence[str] | None = None,
-    surplus_prediction_class: int | None = None,
 ) -> None:
     """Register ``name`` lazily (files are read on first use); a second call is a no-op.
 
-    ``classes`` is the list of class names in label order or a vocabulary json (see
-    :func:`load_sem_seg_classes`); ``layout`` is shown when a file is missing.
-
-    ``query_classes`` and ``surplus_prediction_class`` (given together) describe a model queried
-    with more names than are scored (VOC-20b): ``query_classes`` starts with the first
-    ``surplus_prediction_class`` classes in the same order, and every prediction of a query index
-    ``>= surplus_prediction_class`` counts as that class, the last one.
+    ``classes``: the class names in label order, a :class:`Vocabulary` or a class-list file
+    (:mod:`densevlm_d2.clip.vocabulary`); ``background_index`` and ``query_classes`` (the names a
+    model is asked about when they are not the scored ones, see the module docstring) are added
+    to it. ``layout`` is shown when a file is missing.
     """
     if name in DatasetCatalog.list():
         return
-    class_names_file = None
     if isinstance(classes, str | Path):
-        class_names_file = str(classes)
-        classes = load_sem_seg_classes(classes)
-    classes = list(classes)
-    if not classes:
-        raise ValueError(f"{name}: no classes")
-    if 0 <= ignore_label < len(classes):
-        raise ValueError(
-            f"{name}: ignore_label {ignore_label} is a class index of its {len(classes)} classes"
-        )
-    if background_index is not None and not 0 <= background_index < len(classes):
-        raise ValueError(f"{name}: background_index {background_index} is not a class index")
+        vocabulary = Vocabulary.from_file(classes, source=name)
+    else:
+        vocabulary = Vocabulary.from_names(classes, source=name)
+    changes = {"source": name}
+    if background_index is not None:
+        changes["background_index"] = background_index
     if query_classes is not None:
-        query_classes = list(query_classes)
-    _check_query_classes(name, classes, query_classes, surplus_prediction_class)
+        changes["query_names"] = tuple(query_classes)
+    try:
+        vocabulary = vocabulary.replace(**changes)
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
+    if 0 <= ignore_label < len(vocabulary):
+        raise ValueError(
+            f"{name}: ignore_label {ignore_label} is a class index of its {len(vocabulary)} classes"
+        )
     DatasetCatalog.register(
         name,
         lambda: load_sem_seg_dicts(
@@ -226,54 +235,13 @@ def register_sem_seg(
         ),
     )
     MetadataCatalog.get(name).set(
-        stuff_classes=classes,
-        display_classes=display_names(classes, background_index),
+        vocabulary=vocabulary,
+        stuff_classes=list(vocabulary.names),
         ignore_label=ignore_label,
         evaluator_type="sem_seg",
         image_root=image_root,
         sem_seg_root=sem_seg_root,
-        background_index=background_index,
-        class_names_file=class_names_file,
-        query_classes=query_classes,
-        surplus_prediction_class=surplus_prediction_class,
     )
-
-
-def _check_query_classes(
-    name: str,
-    classes: list[str],
-    query_classes: list[str] | None,
-    surplus: int | None,
-) -> None:
-    """ValueError naming what is wrong with a ``query_classes`` / ``surplus_prediction_class``
-    pair (see :func:`register_sem_seg`)."""
-    if query_classes is None and surplus is None:
-        return
-    if query_classes is None or surplus is None:
-        raise ValueError(
-            f"{name}: query_classes and surplus_prediction_class go together (got only "
-            f"{'query_classes' if surplus is None else 'surplus_prediction_class'})"
-        )
-    if surplus != len(classes) - 1:
-        raise ValueError(
-            f"{name}: surplus_prediction_class must be the last class index, "
-            f"{len(classes) - 1} (predictions at or above it count as that class), got {surplus}"
-        )
-    if len(query_classes) <= surplus:
-        raise ValueError(
-            f"{name}: query_classes must hold more than the {surplus} classes scored one by one, "
-            f"got {len(query_classes)} names"
-        )
-    if not all(isinstance(c, str) and c.strip() for c in query_classes):
-        raise ValueError(f"{name}: query_classes must be non-empty strings")
-    if query_classes[:surplus] != classes[:surplus]:
-        pairs = zip(query_classes[:surplus], classes[:surplus], strict=True)
-        wrong = next(i for i, (q, c) in enumerate(pairs) if q != c)
-        raise ValueError(
-            f"{name}: query_classes must start with the first {surplus} classes in the same order "
-            f"(a query index below surplus_prediction_class is the class index); index {wrong} is "
-            f"{query_classes[wrong]!r}, the class is {classes[wrong]!r}"
-        )
 
 
 @dataclass(frozen=True)
@@ -285,11 +253,9 @@ class _Benchmark:
     layout: str
     gt_ext: str = "png"
     ignore_label: int = 255
-    background_index: int | None = None
     all_images_annotated: bool = True  # False where the image folder holds other splits too
-    # the index from which predictions count as the last class; the model is then queried with the
-    # vocabulary json's "query_classes" (VOC-20b)
-    surplus_prediction_class: int | None = None
+    # the split's id list (relative to the root): every id must have its label file
+    image_list: str | None = None
 
 
 _COCO = """\
@@ -322,6 +288,8 @@ VOCdevkit/VOC2012/
   annotations_detectron2_voc21/val/         idem (VOC-21)
   annotations_detectron2_bg/val/        idem (VOC-20b)"""
 
+_VOC_VAL = "VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt"
+
 _BENCHMARKS = (
     _Benchmark(
         "coco_stuff_171",
@@ -343,7 +311,6 @@ _BENCHMARKS = (
         "coco/val2017",
         "coco/coco_object_detectron2/val2017",
         _COCO.format(split="val2017"),
-        background_index=0,
     ),
     _Benchmark(
         "ade20k_150",
@@ -385,7 +352,6 @@ _BENCHMARKS = (
         "VOCdevkit/VOC2010/JPEGImages",
         "VOCdevkit/VOC2010/annotations_detectron2/pc60_val",
         _CONTEXT,
-        background_index=0,
         all_images_annotated=False,
     ),
     _Benchmark(
@@ -395,6 +361,7 @@ _BENCHMARKS = (
         "VOCdevkit/VOC2012/annotations_detectron2/val",
         _VOC,
         all_images_annotated=False,
+        image_list=_VOC_VAL,
     ),
     _Benchmark(
         "voc_21",
@@ -402,8 +369,8 @@ _BENCHMARKS = (
         "VOCdevkit/VOC2012/JPEGImages",
         "VOCdevkit/VOC2012/annotations_detectron2_voc21/val",
         _VOC,
-        background_index=0,
         all_images_annotated=False,
+        image_list=_VOC_VAL,
     ),
     _Benchmark(
         "voc_20b",
@@ -411,9 +378,8 @@ _BENCHMARKS = (
         "VOCdevkit/VOC2012/JPEGImages",
         "VOCdevkit/VOC2012/annotations_detectron2_bg/val",
         _VOC,
-        background_index=20,
         all_images_annotated=False,
-        surplus_prediction_class=20,
+        image_list=_VOC_VAL,
     ),
 )
 
@@ -426,22 +392,16 @@ def register_sem_seg_benchmarks(root: str | None = None, prefix: str = "densevlm
     names = []
     for b in _BENCHMARKS:
         name = f"{prefix}{b.key}_{b.split}_sem_seg"
-        vocabulary = SEM_SEG_VOCABULARY_DIR / f"{b.key}.json"
-        query_classes = None
-        if b.surplus_prediction_class is not None:
-            query_classes = load_sem_seg_classes(vocabulary, "query_classes")
         register_sem_seg(
             name,
             os.path.join(root, b.image_dir),
             os.path.join(root, b.label_dir),
-            vocabulary,
+            VOCABULARY_DIR / f"{b.key}.json",
             ignore_label=b.ignore_label,
             gt_ext=b.gt_ext,
-            background_index=b.background_index,
             layout=b.layout,
             all_images_annotated=b.all_images_annotated,
-            query_classes=query_classes,
-            surplus_prediction_class=b.surplus_prediction_class,
+            image_list=os.path.join(root, b.image_list) if b.image_list else None,
         )
         names.append(name)
     return names

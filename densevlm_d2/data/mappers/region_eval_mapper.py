@@ -64,7 +64,7 @@ class RegionEvalMapper:
     def from_config(cls, cfg, dataset_name: str = ""):
         r = cfg.TEST.REGIONS
         return {
-            "image_size": cfg.MODEL.CLIP.IMAGE_SIZE,
+            "image_size": cfg.INPUT.REGIONS.IMAGE_SIZE,
             "patch_size": patch_size_of(cfg.MODEL.CLIP.MODEL_NAME),
             "region_types": list(r.TYPES),
             "max_regions": r.MAX_PER_IMAGE,

@@ -28,7 +28,6 @@ from detectron2.config import configurable
 from PIL import Image
 
 from ...clip.preprocess import crop_box, preprocess_crop, resize_longest
-from ...config import resolve_deprecated_keys
 
 __all__ = ["RegionTrainMapper", "grid_boxes", "grid_choices"]
 
@@ -90,10 +89,9 @@ class RegionTrainMapper:
 
     @classmethod
     def from_config(cls, cfg, with_crops: bool = False):
-        cfg = resolve_deprecated_keys(cfg)
         r = cfg.INPUT.REGIONS
         return {
-            "image_size": cfg.MODEL.CLIP.IMAGE_SIZE,
+            "image_size": r.IMAGE_SIZE,
             "mode": r.MODE,
             "choices": grid_choices(r.MAX_SPLIT, r.GRID_STYLE),
             "max_boxes": r.MAX_BOXES,

@@ -9,12 +9,15 @@ detectron2's ``RandomCrop_CategoryAreaConstraint``), the optional SSD colour dis
 horizontal flip with probability 0.5. With ``INPUT.SIZE_DIVISIBILITY`` > 0 both are then padded on
 the bottom and right to a multiple of it: the image with 128, the label with the ignore label.
 
-The label is read with PIL, so 16-bit PNG/TIF labels (more than 255 classes) keep their values;
-it is augmented as float64, exact for any integer class index, because detectron2 resizes non-uint8
-arrays with torch, which has no nearest resize for integer tensors (the published mapper does the
-same). The output is the record with ``image`` ((3, H, W) uint8, ``INPUT.FORMAT`` channel order,
-RGB by default) and ``sem_seg`` ((H, W) int64); its ``width`` and ``height``, if given, must be the
-image's (they are set from the image otherwise).
+The label is read with PIL, so 16-bit PNG/TIF labels (more than 255 classes) keep their values, and
+checked before anything else (one value per pixel, the image's size, only class indices of the
+dataset's vocabulary and its ignore label: an error names the file and the dataset,
+:func:`~densevlm_d2.data.datasets.sem_seg.read_sem_seg_label`); it is augmented as float64, exact
+for any integer class index, because detectron2 resizes non-uint8 arrays with torch, which has no
+nearest resize for integer tensors (the published mapper does the same). The output is the record
+with ``image`` ((3, H, W) uint8, ``INPUT.FORMAT`` channel order, RGB by default) and ``sem_seg``
+((H, W) int64); its ``width`` and ``height``, if given, must be the image's (they are set from the
+image otherwise).
 """
 
 from __future__ import annotations
@@ -27,23 +30,12 @@ from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
-from PIL import Image
 
+from ..datasets.sem_seg import read_sem_seg_label
 from ..transforms import ColorAugSSD
+from ..vocabulary import training_vocabulary
 
 __all__ = ["SemSegTrainMapper"]
-
-
-def _read_label(path: str) -> np.ndarray:
-    """(H, W) class indices as float64, from a PIL-readable file (8/16/32-bit, palette)."""
-    with Image.open(path) as f:
-        label = np.asarray(f, dtype=np.int64)
-    if label.ndim != 2:
-        raise ValueError(
-            f"{path}: a label file must hold one class index per pixel (H, W); "
-            f"it decodes to shape {label.shape}"
-        )
-    return label.astype(np.float64)
 
 
 class SemSegTrainMapper:
@@ -59,11 +51,17 @@ class SemSegTrainMapper:
         image_format: str = "RGB",
         ignore_label: int = 255,
         size_divisibility: int = -1,
+        num_classes: int | None = None,
+        dataset_name: str = "",
     ):
+        """``num_classes``: the labels' class count (None: not checked); ``dataset_name``: named
+        in errors."""
         self.augmentations = T.AugmentationList(list(augmentations))
         self.image_format = image_format
         self.ignore_label = ignore_label
         self.size_divisibility = size_divisibility
+        self.num_classes = num_classes
+        self.dataset_name = dataset_name
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> dict:
@@ -71,7 +69,10 @@ class SemSegTrainMapper:
             raise ValueError(
                 "SemSegTrainMapper is for training; evaluate with SemSegTestMapper (is_train=False)"
             )
+        if not cfg.DATASETS.TRAIN:
+            raise ValueError("SemSegTrainMapper reads DATASETS.TRAIN: none is given")
         ignore_label = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("ignore_label", 255)
+        vocabulary = training_vocabulary(cfg.DATASETS.TRAIN)
         augs: list[T.Augmentation] = [
             T.ResizeShortestEdge(
                 cfg.INPUT.MIN_SIZE_TRAIN,
@@ -96,6 +97,8 @@ class SemSegTrainMapper:
             "image_format": cfg.INPUT.FORMAT,
             "ignore_label": ignore_label,
             "size_divisibility": cfg.INPUT.get("SIZE_DIVISIBILITY", -1),
+            "num_classes": len(vocabulary),
+            "dataset_name": ", ".join(cfg.DATASETS.TRAIN),
         }
 
     def __call__(self, dataset_dict: dict) -> dict:
@@ -107,12 +110,16 @@ class SemSegTrainMapper:
                 "sem_seg_file_name: not a semantic-segmentation record"
             )
         image = utils.read_image(file_name, format=self.image_format)
-        label = _read_label(label_file)
-        if image.shape[:2] != label.shape:
-            raise ValueError(
-                f"{label_file}: the label is {label.shape[1]}x{label.shape[0]} (WxH), "
-                f"its image {file_name} is {image.shape[1]}x{image.shape[0]}"
-            )
+        num_classes = self.num_classes if self.num_classes is not None else 2**31
+        label = read_sem_seg_label(
+            label_file,
+            num_classes,
+            self.ignore_label,
+            size=image.shape[:2],
+            where=f"dataset {self.dataset_name}, image {file_name}"
+            if self.dataset_name
+            else f"image {file_name}",
+        ).astype(np.float64)
         out = dict(dataset_dict)
         utils.check_image_size(out, image)  # the record's width/height, if given; else sets them
 

@@ -6,17 +6,19 @@ only place the rest of the project reaches it through:
 * features: the detectron2 ``forward`` (dense map and block outputs at stride = patch), and
   :meth:`~CLIPViTBackbone.features` (the same pass with the CLS image embedding on demand);
 * crops: :meth:`~CLIPViTBackbone.encode_crops` (CLS embeddings of region crops, batched);
-* text: :meth:`~CLIPViTBackbone.class_embeddings` (the text classifier on class names, cached on
-  disk, or a published ``.npy``) and :meth:`~CLIPViTBackbone.encode_text`;
+* text: :meth:`~CLIPViTBackbone.text_embeddings` (a vocabulary's class embeddings: the one route
+  from class names to embeddings, cached in memory and on disk, or this CLIP's precomputed file
+  for that vocabulary), :meth:`~CLIPViTBackbone.text_queries` (per-synonym queries) and
+  :meth:`~CLIPViTBackbone.encode_text` (raw strings);
 * weights: strict loading at construction, :meth:`~CLIPViTBackbone.save` in the EVA-CLIP and
   open_clip layouts, the weights before training (:attr:`~CLIPViTBackbone.initial_state`) and the
   published weight-space blend (:meth:`~CLIPViTBackbone.blended`).
 
-A model's student CLIP is the one ``CLIPViTBackbone`` inside its ``backbone``
-(:func:`get_clip_backbone`): that is the CLIP the checkpointer reads raw CLIP files into, the
-trainer blends and the export hook writes. Frozen teachers are ``CLIPViTBackbone(teacher=True)``
-modules outside the backbone; they are rebuilt from their own files when a model is built and are
-left out of detectron2 checkpoints.
+The open_clip model is :attr:`CLIPViTBackbone.model`. A model's student CLIP is the one
+``CLIPViTBackbone`` inside its ``backbone`` (:func:`get_clip_backbone`): that is the CLIP the
+checkpointer reads raw CLIP files into, the trainer blends and the export hook writes. Frozen
+teachers are ``CLIPViTBackbone(teacher=True)`` modules outside the backbone; they are rebuilt from
+their own files when a model is built and are left out of detectron2 checkpoints.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import contextlib
 import copy
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -42,11 +44,17 @@ from ...clip.checkpoint import (
 )
 from ...clip.finetune import FINETUNE_MODES, attention_qv_parameters
 from ...clip.models import build_clip_model, open_clip_name
-from ...clip.text import TEMPLATES, TextEmbedder, check_vocabulary, load_text_embeddings
+from ...clip.text import DEFAULT_TEXT_SPEC, TextEmbedder, TextSpec, load_text_embeddings
 from ...clip.towers import EvaTower, TowerOutput, vision_tower
-from ...config import resolve_deprecated_keys
+from ...clip.vocabulary import Vocabulary
 
-__all__ = ["CLIPViTBackbone", "get_clip_backbone", "parse_out_features"]
+__all__ = [
+    "CLIPViTBackbone",
+    "embeddings_files",
+    "get_clip_backbone",
+    "parse_out_features",
+    "text_cache_dir",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -80,14 +88,17 @@ class CLIPViTBackbone(Backbone):
     H/p, W/p) tokens after block ``i`` (the last block through its value path, as F-ViT takes it).
 
     ``finetune`` (:data:`~densevlm_d2.clip.finetune.FINETUNE_MODES`) says what trains:
-    ``"blocks"``: the last ``trainable_blocks`` vision blocks (0 = frozen: ``forward`` runs without
-    autograd and the model stays in eval mode); embeddings, final norm, projection and the text
-    tower never train, nor do the last block's query/key projections, which the value path never
-    uses. ``"frozen"``: nothing. ``"attention"``: the query and value projection weights of every
-    attention layer of both towers (CAT-Seg; again not the last vision block's query, which the
-    value path never uses). ``"full"``: every parameter but the logit scale. A trainable CLIP keeps
-    a CPU copy of its trainable weights as they were when it was built (:attr:`initial_state`) for
-    :meth:`blended`.
+    ``"frozen"``: nothing (``forward`` runs without autograd and the model stays in eval mode).
+    ``"blocks"``: the last ``trainable_blocks`` (> 0) vision blocks; embeddings, final norm,
+    projection and the text tower never train, nor do the last block's query/key projections,
+    which the value path never uses. ``"attention"``: the query and value projection weights of
+    every attention layer of both towers (CAT-Seg; again not the last vision block's query, which
+    the value path never uses). ``"full"``: every parameter but the logit scale. A trainable CLIP
+    keeps a CPU copy of its trainable weights as they were when it was built
+    (:attr:`initial_state`) for :meth:`blended`.
+
+    ``text_embeddings_files``: precomputed class embeddings of this CLIP, ``{vocabulary name:
+    .npy}`` (see :meth:`text_embeddings`).
 
     ``teacher``: a frozen CLIP that a training method distils from; it is rebuilt from
     ``checkpoint`` whenever the model is built and is not saved in detectron2 checkpoints.
@@ -100,10 +111,11 @@ class CLIPViTBackbone(Backbone):
         model_name: str,
         checkpoint: str | os.PathLike = "",
         out_features: Sequence[str] = ("dense",),
+        finetune: str = "frozen",
         trainable_blocks: int = 0,
-        finetune: str = "blocks",
         grad_checkpointing: bool = False,
         text_cache_dir: str | os.PathLike | None = "default",
+        text_embeddings_files: Mapping[str, str | os.PathLike] | None = None,
         teacher: bool = False,
         model: nn.Module | None = None,
         checkpoint_role: str = "CLIP checkpoint",
@@ -112,14 +124,15 @@ class CLIPViTBackbone(Backbone):
         ``checkpoint_role``: what ``checkpoint`` is, for error messages (e.g. its config key)."""
         super().__init__()
         self.model_name = open_clip_name(model_name)
-        self.clip = model if model is not None else build_clip_model(model_name)
+        #: the open_clip model
+        self.model = model if model is not None else build_clip_model(model_name)
         #: where the weights came from: the checkpoint file, or None while randomly initialised
         self.weights_source: str | None = None
         if checkpoint:
-            fmt = load_checkpoint(self.clip, checkpoint, role=checkpoint_role)
+            fmt = load_checkpoint(self.model, checkpoint, role=checkpoint_role)
             self.weights_source = str(checkpoint)
             logger.info("CLIP %s: loaded %s (%s layout)", model_name, checkpoint, fmt.value)
-        self.tower = vision_tower(self.clip.visual)
+        self.tower = vision_tower(self.model.visual)
         self.tower.grad_checkpointing = grad_checkpointing
         self._dense, self._blocks = parse_out_features(out_features, self.tower.num_blocks)
         self._out_features = list(out_features)
@@ -129,25 +142,31 @@ class CLIPViTBackbone(Backbone):
             name: self.tower.output_dim if name == "dense" else self.tower.width
             for name in self._out_features
         }
-        if teacher and (trainable_blocks or finetune not in ("blocks", "frozen")):
-            raise ValueError("a teacher CLIP is frozen: trainable_blocks must be 0")
+        if teacher and finetune != "frozen":
+            raise ValueError(f"a teacher CLIP is frozen, not finetune {finetune!r}")
         self.is_teacher = teacher
         self.text_cache_dir = text_cache_dir
+        self.text_embeddings_files = {
+            str(k): str(v) for k, v in (text_embeddings_files or {}).items()
+        }
         self._text_embedder: TextEmbedder | None = None
         self.initial_state: dict[str, torch.Tensor] = {}
-        self.set_trainable(trainable_blocks, finetune)
+        self.set_trainable(finetune, trainable_blocks)
 
     @classmethod
     def from_config(cls, cfg, input_shape=None):
-        c = resolve_deprecated_keys(cfg).MODEL.CLIP
+        c = cfg.MODEL.CLIP
         return {
             "model_name": c.MODEL_NAME,
             "checkpoint": c.CHECKPOINT,
             "out_features": list(c.OUT_FEATURES),
-            "trainable_blocks": c.TRAINABLE_BLOCKS,
             "finetune": c.FINETUNE,
+            "trainable_blocks": c.TRAINABLE_BLOCKS,
             "grad_checkpointing": c.GRAD_CHECKPOINTING,
-            "text_cache_dir": (c.TEXT_CACHE.DIR or "default") if c.TEXT_CACHE.ENABLED else None,
+            "text_cache_dir": text_cache_dir(cfg),
+            "text_embeddings_files": embeddings_files(
+                c.TEXT_EMBEDDINGS, "MODEL.CLIP.TEXT_EMBEDDINGS"
+            ),
             "checkpoint_role": "CLIP (MODEL.CLIP.CHECKPOINT)",
         }
 
@@ -179,7 +198,7 @@ class CLIPViTBackbone(Backbone):
         return (CheckpointFormat.OPEN_CLIP.value,)
 
     # -- training state ----------------------------------------------------------------------------
-    def set_trainable(self, num_blocks: int, finetune: str = "blocks") -> None:
+    def set_trainable(self, finetune: str, num_blocks: int = 0) -> None:
         """Freeze the CLIP but what ``finetune`` trains (the class docstring; ``"blocks"``: the
         last ``num_blocks`` vision blocks, the published ``lock_image_tower``), and remember the
         trainable weights as the blend's initial state."""
@@ -188,37 +207,39 @@ class CLIPViTBackbone(Backbone):
             raise ValueError(
                 f"MODEL.CLIP.FINETUNE must be one of {FINETUNE_MODES}, got {finetune!r}"
             )
-        if not 0 <= num_blocks <= n:
-            raise ValueError(f"trainable_blocks must be in [0, {n}], got {num_blocks}")
+        if finetune == "blocks" and not 0 < num_blocks <= n:
+            raise ValueError(
+                f"MODEL.CLIP.FINETUNE 'blocks' trains the last MODEL.CLIP.TRAINABLE_BLOCKS vision "
+                f"blocks: it must be in [1, {n}], got {num_blocks} (FINETUNE 'frozen' trains "
+                "nothing)"
+            )
         if finetune != "blocks" and num_blocks:
             raise ValueError(
                 f"MODEL.CLIP.TRAINABLE_BLOCKS ({num_blocks}) is for MODEL.CLIP.FINETUNE 'blocks'; "
                 f"set it to 0 with FINETUNE {finetune!r}"
             )
-        if finetune == "blocks" and num_blocks == 0:
-            finetune = "frozen"
-        self.clip.requires_grad_(False)
+        self.model.requires_grad_(False)
         if finetune == "blocks":
             for block in self.vision_blocks[n - num_blocks :]:
                 block.requires_grad_(True)
         elif finetune == "attention":
-            for p in attention_qv_parameters(self.clip):
+            for p in attention_qv_parameters(self.model):
                 p.requires_grad_(True)
         elif finetune == "full":
-            self.clip.requires_grad_(True)
-            if isinstance(getattr(self.clip, "logit_scale", None), nn.Parameter):
-                self.clip.logit_scale.requires_grad_(False)
+            self.model.requires_grad_(True)
+            if isinstance(getattr(self.model, "logit_scale", None), nn.Parameter):
+                self.model.logit_scale.requires_grad_(False)
         # the value path gives no gradient to the last block's query/key projections; frozen, so
         # that DistributedDataParallel does not wait for them (and AdamW's weight decay leaves them
         # be, as for parameters without gradients in the published code)
         for p in self.tower.dense_unused_parameters():
             p.requires_grad_(False)
         self.finetune = finetune
-        self.num_trainable_blocks = num_blocks if finetune == "blocks" else 0
-        visual = {id(p) for p in self.clip.visual.parameters()}
+        self.num_trainable_blocks = num_blocks
+        visual = {id(p) for p in self.model.visual.parameters()}
         #: whether the text tower trains (text embeddings must then be computed with autograd)
         self.trains_text = any(
-            p.requires_grad and id(p) not in visual for p in self.clip.parameters()
+            p.requires_grad and id(p) not in visual for p in self.model.parameters()
         )
         self.reset_initial_state()
 
@@ -232,7 +253,7 @@ class CLIPViTBackbone(Backbone):
         built, and when the checkpointer reads a raw CLIP file into it)."""
         self.initial_state = {
             name: p.detach().cpu().clone()
-            for name, p in self.clip.named_parameters()
+            for name, p in self.model.named_parameters()
             if p.requires_grad
         }
 
@@ -244,7 +265,7 @@ class CLIPViTBackbone(Backbone):
         if alpha >= 1.0 or not self.initial_state:
             yield self
             return
-        params = dict(self.clip.named_parameters())
+        params = dict(self.model.named_parameters())
         trained = {k: params[k].detach().clone() for k in self.initial_state}
         with torch.no_grad():
             for k, v in blend_state_dicts(trained, self.initial_state, alpha).items():
@@ -261,9 +282,9 @@ class CLIPViTBackbone(Backbone):
         # frozen parts stay in eval mode (no dropout or drop path): all of CLIP when frozen, the
         # text tower when only vision blocks train
         if self.is_frozen:
-            self.clip.eval()
+            self.model.eval()
         elif self.finetune == "blocks":
-            text = getattr(self.clip, "text", None) or getattr(self.clip, "transformer", None)
+            text = getattr(self.model, "text", None) or getattr(self.model, "transformer", None)
             text.eval()
         return self
 
@@ -275,7 +296,7 @@ class CLIPViTBackbone(Backbone):
         finally:
             self.initial_state = initial
         teacher._text_embedder = None
-        teacher.set_trainable(0, "frozen")
+        teacher.set_trainable("frozen")
         teacher.is_teacher = True
         return teacher.eval()
 
@@ -321,7 +342,7 @@ class CLIPViTBackbone(Backbone):
     def encode_crops(self, crops: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """(N, 3, h, w) normalised crops -> (N, D) L2-normalised float32 CLS embeddings, computed
         ``batch_size`` crops at a time."""
-        device = next(self.clip.parameters()).device
+        device = next(self.model.parameters()).device
         out = [
             self.features(crops[i : i + batch_size].to(device), dense=False, image=True).image
             for i in range(0, len(crops), batch_size)
@@ -333,33 +354,65 @@ class CLIPViTBackbone(Backbone):
     # -- text --------------------------------------------------------------------------------------
     @property
     def text_embedder(self) -> TextEmbedder:
-        """The text classifier on this CLIP's text tower (cache in ``text_cache_dir``)."""
+        """The text classifier on this CLIP's text tower (disk cache in ``text_cache_dir``)."""
         if self._text_embedder is None:
-            self._text_embedder = TextEmbedder(self.clip, self.model_name, self.text_cache_dir)
+            self._text_embedder = TextEmbedder(self.model, self.model_name, self.text_cache_dir)
         return self._text_embedder
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         """Raw strings -> (N, D) L2-normalised text embeddings (no prompt templates)."""
         return self.text_embedder.encode_texts(texts)
 
-    def class_embeddings(
+    def _precomputed(self, vocabulary: Vocabulary, spec: TextSpec) -> torch.Tensor | None:
+        path = self.text_embeddings_files.get(vocabulary.source)
+        if path is None:
+            return None
+        if not spec.ensemble:
+            raise ValueError(
+                f"a precomputed embeddings file ({path}) holds one embedding per class; "
+                f"{vocabulary.source}'s are asked for one per prompt template"
+            )
+        return load_text_embeddings(path, vocabulary, self.embed_dim, self.model_name)
+
+    def text_embeddings(
         self,
-        names: Sequence[str],
-        embeddings_file: str | os.PathLike = "",
+        vocabulary: Vocabulary | Sequence[str],
+        spec: TextSpec = DEFAULT_TEXT_SPEC,
         *,
-        templates: Sequence[str] = TEMPLATES,
-        synonyms: str = "joint",
-        renormalize: bool = True,
-        style: str = "densevlm",
+        grad: bool = False,
     ) -> torch.Tensor:
-        """(K, D) float32 class embeddings on the CPU: read from ``embeddings_file`` (a published
-        ``.npy``, one row per name, checked against the vocabulary size and ``embed_dim``) when
-        given, else built from ``names`` with the prompt templates (cached on disk; ``style``: see
-        :data:`~densevlm_d2.clip.text.PROMPT_STYLES`)."""
-        names = check_vocabulary(names)
-        if embeddings_file:
-            return load_text_embeddings(embeddings_file, len(names), self.embed_dim)
-        return self.text_embedder(names, templates, synonyms, renormalize, style)
+        """The class embeddings of a vocabulary (or a list of names, validated as one): ``(K, D)``,
+        or ``(K, P, D)`` when ``spec.ensemble`` is off; float32, on the CPU (with ``grad``: on the
+        model's device, with autograd, uncached).
+
+        The one route from class names to embeddings. When this CLIP has a precomputed file for
+        the vocabulary (``text_embeddings_files[vocabulary.source]``) it is read (checked against
+        the vocabulary and the model); otherwise the text tower computes them as ``spec`` says,
+        through the memory and disk caches (:class:`~densevlm_d2.clip.text.TextEmbedder`).
+        ``spec.synonyms`` "max" is for :meth:`text_queries`."""
+        vocabulary = Vocabulary.from_names(vocabulary)
+        if spec.synonyms == "max":
+            raise ValueError("synonyms 'max' gives one embedding per synonym: use text_queries")
+        precomputed = None if grad else self._precomputed(vocabulary, spec)
+        if precomputed is not None:
+            return precomputed
+        return self.text_embedder(vocabulary, spec, grad=grad)
+
+    def text_queries(
+        self, vocabulary: Vocabulary | Sequence[str], spec: TextSpec = DEFAULT_TEXT_SPEC
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(Q, D)`` query embeddings and the class of each query (None: one query per class).
+        With ``spec.synonyms`` "max", one query per synonym (unless a precomputed file gives one
+        embedding per class); otherwise :meth:`text_embeddings`."""
+        vocabulary = Vocabulary.from_names(vocabulary)
+        if spec.synonyms != "max":
+            return self.text_embeddings(vocabulary, spec), None
+        precomputed = self._precomputed(vocabulary, spec)
+        if precomputed is not None:
+            return precomputed, None
+        queries, owner = vocabulary.synonym_queries()
+        emb = self.text_embedder(vocabulary, spec)
+        return emb, (torch.tensor(owner) if len(queries) != len(vocabulary) else None)
 
     # -- weights -----------------------------------------------------------------------------------
     def save(
@@ -369,7 +422,7 @@ class CLIPViTBackbone(Backbone):
         dtype: torch.dtype | None = None,
     ):
         """Write the CLIP in the EVA-CLIP release layout (EVA02 only) or open_clip's, atomically."""
-        return save_checkpoint(self.clip, path, fmt, dtype)
+        return save_checkpoint(self.model, path, fmt, dtype)
 
 
 def get_clip_backbone(model: nn.Module) -> CLIPViTBackbone:
@@ -389,3 +442,29 @@ def get_clip_backbone(model: nn.Module) -> CLIPViTBackbone:
             "exactly one is its CLIP"
         )
     return found[0]
+
+
+def text_cache_dir(cfg) -> str | None:
+    """``MODEL.CLIP.TEXT_CACHE`` as a cache folder (None: no disk cache)."""
+    cache = cfg.MODEL.CLIP.TEXT_CACHE
+    return (cache.DIR or "default") if cache.ENABLED else None
+
+
+def embeddings_files(pairs, key: str) -> dict[str, str]:
+    """A ``TEXT_EMBEDDINGS`` config value (pairs of a vocabulary name and a ``.npy``) as a dict; a
+    clear error naming ``key`` for anything else."""
+    out = {}
+    for pair in pairs:
+        if (
+            not isinstance(pair, list | tuple)
+            or len(pair) != 2
+            or not all(isinstance(v, str) and v for v in pair)
+        ):
+            raise ValueError(
+                f"{key} holds [vocabulary name, .npy file] pairs, e.g. "
+                f"[['densevlm_coco_panoptic_val', 'coco.npy']]; got {pair!r}"
+            )
+        if pair[0] in out:
+            raise ValueError(f"{key} names the vocabulary {pair[0]!r} twice")
+        out[pair[0]] = pair[1]
+    return out

@@ -70,7 +70,7 @@ class CLIPFeaturePyramid(Backbone):
 
     def __init__(
         self,
-        clip: CLIPViTBackbone,
+        clip_backbone: CLIPViTBackbone,
         blocks: list[int],
         norm: str = "SyncBN",
         pad_to: int = 0,
@@ -85,19 +85,19 @@ class CLIPFeaturePyramid(Backbone):
             raise ValueError(
                 f"PAD_TO ({pad_to}) must be a multiple of twice TOKEN_STRIDE ({token_stride})"
             )
-        self.clip = clip
+        self.clip_backbone = clip_backbone
         self.blocks = list(blocks)
         self.pad_to, self.token_stride = pad_to, token_stride
-        self.scale = clip.patch_size / token_stride
-        self.pyramid = SimplePyramid(clip.tower.width, norm)
+        self.scale = clip_backbone.patch_size / token_stride
+        self.pyramid = SimplePyramid(clip_backbone.tower.width, norm)
         s = token_stride
         self._out_features = [*PYRAMID_FEATURES, "clip_dense"]
         self._out_feature_strides = dict(
             zip(PYRAMID_FEATURES, (s // 4, s // 2, s, 2 * s), strict=True)
         )
-        self._out_feature_channels = dict.fromkeys(PYRAMID_FEATURES, clip.tower.width)
+        self._out_feature_channels = dict.fromkeys(PYRAMID_FEATURES, clip_backbone.tower.width)
         self._out_feature_strides["clip_dense"] = s
-        self._out_feature_channels["clip_dense"] = clip.embed_dim
+        self._out_feature_channels["clip_dense"] = clip_backbone.embed_dim
 
     @property
     def size_divisibility(self) -> int:
@@ -120,7 +120,7 @@ class CLIPFeaturePyramid(Backbone):
         if isinstance(x, dict):  # already computed (see CLIPFPN.forward)
             return x
         with torch.no_grad():  # the CLIP ViT is frozen (and kept in eval mode by CLIPViTBackbone)
-            out = self.clip.features(self.vit_input(x), dense=True, blocks=self.blocks)
+            out = self.clip_backbone.features(self.vit_input(x), dense=True, blocks=self.blocks)
         maps = self.pyramid([out.blocks[i] for i in self.blocks])
         feats = dict(zip(PYRAMID_FEATURES, maps, strict=True))
         feats["clip_dense"] = out.dense
@@ -148,14 +148,21 @@ class CLIPFPN(FPN):
 
 @BACKBONE_REGISTRY.register()
 def build_clip_fpn_backbone(cfg, input_shape=None) -> CLIPFPN:
-    """``MODEL.BACKBONE.NAME: build_clip_fpn_backbone``: CLIP ViT (``MODEL.CLIP.*``, always
-    frozen: ``TRAINABLE_BLOCKS`` and ``OUT_FEATURES`` are set here) +
+    """``MODEL.BACKBONE.NAME: build_clip_fpn_backbone``: CLIP ViT (``MODEL.CLIP.*``, frozen;
+    ``OUT_FEATURES`` is set here) +
     simple pyramid (``MODEL.FVIT.*``) + FPN (``MODEL.FPN.OUT_CHANNELS``, ``MODEL.FPN.NORM``)."""
     f = cfg.MODEL.FVIT
     args = CLIPViTBackbone.from_config(cfg)
-    args.update(out_features=["dense"] + [f"block{i}" for i in f.BLOCKS], trainable_blocks=0)
-    clip = CLIPViTBackbone(**args)
-    bottom_up = CLIPFeaturePyramid(clip, list(f.BLOCKS), f.PYRAMID_NORM, f.PAD_TO, f.TOKEN_STRIDE)
+    if args["finetune"] != "frozen":
+        raise ValueError(
+            "F-ViT's CLIP is frozen: MODEL.CLIP.FINETUNE must be 'frozen', got "
+            f"{args['finetune']!r}"
+        )
+    args.update(out_features=["dense"] + [f"block{i}" for i in f.BLOCKS])
+    clip_backbone = CLIPViTBackbone(**args)
+    bottom_up = CLIPFeaturePyramid(
+        clip_backbone, list(f.BLOCKS), f.PYRAMID_NORM, f.PAD_TO, f.TOKEN_STRIDE
+    )
     in_features = list(cfg.MODEL.FPN.IN_FEATURES)
     if in_features != list(PYRAMID_FEATURES):
         raise ValueError(

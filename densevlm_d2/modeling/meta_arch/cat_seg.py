@@ -10,9 +10,9 @@ What one forward pass computes (the published model, :mod:`densevlm_d2.modeling.
   "token" as DenseVLM/CLIPSelf; not normalised) and the outputs of two intermediate vision blocks
   (``guidance_blocks``: [3, 7] for B/16, [7, 15] for L/14), upsampled x2 and x4 by transposed
   convolutions as decoder guidance;
-* the text embeddings of every class name in one prompt per template ("A photo of a {} in the
-  scene"; a ``", "``-separated name uses its first synonym), through the text tower, with autograd
-  when the text tower trains;
+* the text embeddings of every class name in one prompt per template (``MODEL.CAT_SEG.TEXT``;
+  published: "A photo of a {} in the scene" with the first synonym of each name), through the
+  backbone's text route, with autograd when the text tower trains;
 * the cost aggregator's (B, T, 4h, 4w) logits. Training: binary cross-entropy with logits against
   one-hot targets at the label's resolution (pixels labelled ``ignore_value`` have no class: every
   class's target is 0 there, as published). Inference: sigmoid scores; with ``sliding_window``, the
@@ -32,27 +32,27 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
-from detectron2.data import MetadataCatalog
+from detectron2.data import build_detection_train_loader
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 from torch import nn
 
-from ...clip.text import encode_tokens
+from ...clip.text import TextSpec
 from ...clip.towers import DENSE_RESIDUALS
+from ...clip.vocabulary import Vocabulary
+from ...data.build import build_sem_seg_test_loader
+from ...data.mappers import SemSegTrainMapper
+from ...data.vocabulary import training_vocabulary
 from ..backbone.clip_vit import CLIPViTBackbone
 from ..cat_seg import CostAggregator
-from ..open_vocab import segmentation_vocabulary
+from ..open_vocab import input_vocabulary, output_size, text_spec
+from ..pixels import PixelNormalizer, check_image
+from .base import DataContract, training_dicts
 
-__all__ = ["CATSeg", "cat_seg_prompts", "sliding_windows"]
+__all__ = ["CATSeg", "sliding_windows"]
 
-
-def cat_seg_prompts(names: Sequence[str], templates: Sequence[str]) -> list[str]:
-    """Class-major prompts: for each name (its first ``", "``-separated synonym) every template."""
-    if not names:
-        raise ValueError("empty vocabulary: CAT-Seg needs at least one class name")
-    firsts = [n.split(", ")[0] for n in names]
-    return [t.format(n) for n in firsts for t in templates]
+_CAT_SEG_TEXT = TextSpec(prompts="cat_seg", style="plain", synonyms="first", ensemble=False)
 
 
 def sliding_windows(size: int, window: int, overlap: float) -> list[int]:
@@ -65,14 +65,14 @@ def sliding_windows(size: int, window: int, overlap: float) -> list[int]:
 
 
 @META_ARCH_REGISTRY.register()
-class CATSeg(nn.Module):
+class CATSeg(DataContract, nn.Module):
     """See the module docstring.
 
     Inputs: dicts with ``image`` ((3, H, W) uint8 RGB); in training ``sem_seg`` ((H, W) labels of
     the training vocabulary); at test time ``dataset_name`` or ``classes`` (the vocabulary,
-    :func:`~densevlm_d2.modeling.open_vocab.segmentation_vocabulary`) and optionally ``height`` /
-    ``width`` (output size). Outputs at test time: ``{"sem_seg": (T, height, width)}`` class scores
-    in [0, 1].
+    :func:`~densevlm_d2.modeling.open_vocab.input_vocabulary`; its queries are scored) and
+    optionally ``height`` / ``width`` (output size). Outputs at test time: ``{"sem_seg": (T,
+    height, width)}`` class scores in [0, 1].
     """
 
     @configurable
@@ -83,8 +83,8 @@ class CATSeg(nn.Module):
         aggregator: CostAggregator,
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
-        train_classes: Sequence[str] = (),
-        templates: Sequence[str] = ("A photo of a {} in the scene",),
+        train_classes: Vocabulary | Sequence[str] | None = None,
+        text: TextSpec = _CAT_SEG_TEXT,
         clip_resolution: int = 384,
         guidance_blocks: Sequence[int] = (3, 7),
         decoder_guidance_dims: Sequence[int] = (256, 128),
@@ -107,8 +107,11 @@ class CATSeg(nn.Module):
         if len(guidance_blocks) != 2 or len(decoder_guidance_dims) != 2:
             raise ValueError("MODEL.CAT_SEG.GUIDANCE_BLOCKS and DECODER_GUIDANCE_DIMS take 2 each")
         _check_resolution(clip_resolution, backbone.patch_size)
-        if not templates or any("{}" not in t for t in templates):
-            raise ValueError(f"MODEL.CAT_SEG.TEMPLATES must each contain '{{}}', got {templates}")
+        if text.ensemble or text.synonyms == "max":
+            raise ValueError(
+                "CAT-Seg's cost volume takes one embedding per class and template (no ensemble, "
+                f"no per-synonym queries), got {text}"
+            )
         if sliding_window:
             sliding_windows(test_size, window, overlap)  # fails early on a bad protocol
         self.backbone = backbone
@@ -120,8 +123,10 @@ class CATSeg(nn.Module):
                 nn.ConvTranspose2d(width, decoder_guidance_dims[1], kernel_size=4, stride=4),
             ]
         )
-        self.train_classes = list(train_classes)
-        self.templates = list(templates)
+        self.train_classes = (
+            Vocabulary.from_names(train_classes) if train_classes is not None else None
+        )
+        self.text = text
         self.clip_resolution = clip_resolution
         self.guidance_blocks = list(guidance_blocks)
         self.dense_residual = dense_residual
@@ -130,13 +135,12 @@ class CATSeg(nn.Module):
         self.size_divisibility = size_divisibility
         self.sliding_window = sliding_window
         self.test_size, self.window, self.overlap = test_size, window, overlap
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
-        self._text_cache: dict[tuple[str, ...], torch.Tensor] = {}
+        self.pixels = PixelNormalizer(pixel_mean, pixel_std)
 
     @classmethod
     def from_config(cls, cfg):
         c = cfg.MODEL.CAT_SEG
+        text = text_spec(c, "MODEL.CAT_SEG", ensemble=False)
         backbone = build_backbone(cfg)
         embed_dim = backbone.embed_dim
         _check_resolution(c.CLIP_RESOLUTION, backbone.patch_size)
@@ -148,7 +152,7 @@ class CATSeg(nn.Module):
             )
         aggregator = CostAggregator(
             embed_dim=embed_dim,
-            num_prompts=len(c.TEMPLATES),
+            num_prompts=len(text.templates),
             feature_size=(grid, grid),
             hidden_dim=c.HIDDEN_DIM,
             text_guidance_dim=c.TEXT_GUIDANCE_DIM,
@@ -168,7 +172,7 @@ class CATSeg(nn.Module):
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "train_classes": training_vocabulary(cfg.DATASETS.TRAIN),
-            "templates": list(c.TEMPLATES),
+            "text": text,
             "clip_resolution": c.CLIP_RESOLUTION,
             "guidance_blocks": list(c.GUIDANCE_BLOCKS),
             "decoder_guidance_dims": list(c.DECODER_GUIDANCE_DIMS),
@@ -183,43 +187,46 @@ class CATSeg(nn.Module):
             "overlap": c.OVERLAP,
         }
 
+    # -- data ------------------------------------------------------------------------------------
+    @classmethod
+    def build_train_loader(cls, cfg):
+        """Crops of semantic-segmentation records (:class:`~densevlm_d2.data.mappers.
+        SemSegTrainMapper`)."""
+        return build_detection_train_loader(
+            training_dicts(cfg),
+            mapper=SemSegTrainMapper(cfg, True),
+            total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
+        )
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name: str):
+        """Test images resized so the short side is ``INPUT.MIN_SIZE_TEST`` (published)."""
+        return build_sem_seg_test_loader(cfg, dataset_name, min_size=cfg.INPUT.MIN_SIZE_TEST)
+
     @property
     def device(self) -> torch.device:
-        return self.pixel_mean.device
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if mode and self.backbone.trains_text:
-            self._text_cache.clear()  # the text tower is about to change
-        return self
+        return self.pixels.device
 
     # -- text --------------------------------------------------------------------------------------
-    def text_embeddings(self, names: Sequence[str]) -> torch.Tensor:
-        """(T, P, D) unit-norm embeddings of every class in every template, float32. With autograd
-        while the text tower trains; otherwise cached per vocabulary."""
+    def text_embeddings(self, classes: Vocabulary | Sequence[str]) -> torch.Tensor:
+        """(T, P, D) unit-norm embeddings of every class in every template, float32, on the model's
+        device: the backbone's text route, with autograd while the text tower trains (otherwise
+        cached by the backbone)."""
         grad = self.training and self.backbone.trains_text and torch.is_grad_enabled()
-        key = tuple(names)
-        if not grad and key in self._text_cache:
-            return self._text_cache[key]
-        embedder = self.backbone.text_embedder
-        tokens = embedder.tokenizer(cat_seg_prompts(names, self.templates)).to(self.device)
-        with torch.set_grad_enabled(grad):
-            emb = F.normalize(encode_tokens(self.backbone.clip, tokens).float(), dim=-1)
-        emb = emb.view(len(names), len(self.templates), -1)
-        if not grad:
-            self._text_cache[key] = emb
-        return emb
+        emb = self.backbone.text_embeddings(Vocabulary.from_names(classes), self.text, grad=grad)
+        return emb.to(self.device)
 
     # -- the model ---------------------------------------------------------------------------------
     def standardize(self, images: list[torch.Tensor]) -> torch.Tensor:
         """0-255 RGB images -> normalised with the CLIP's mean/std, then zero-padded to a batch
         (a multiple of ``size_divisibility``), as published."""
-        images = [(x.to(self.device).float() - self.pixel_mean) / self.pixel_std for x in images]
+        images = [self.pixels(x) for x in images]
         return ImageList.from_tensors(images, max(self.size_divisibility, 0)).tensor
 
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+    def clip_input(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) 0-255 RGB -> normalised and resized to the CLIP resolution."""
-        return self.to_clip_resolution((images - self.pixel_mean) / self.pixel_std)
+        return self.to_clip_resolution(self.pixels(images))
 
     def to_clip_resolution(self, x: torch.Tensor) -> torch.Tensor:
         size = (self.clip_resolution, self.clip_resolution)
@@ -271,7 +278,7 @@ class CATSeg(nn.Module):
     def forward(self, batched_inputs):
         if not self.training:
             return [self.inference(inp) for inp in batched_inputs]
-        if not self.train_classes:
+        if self.train_classes is None:
             raise ValueError("CATSeg trains on DATASETS.TRAIN's classes: no training dataset")
         images = self.standardize([x["image"] for x in batched_inputs])
         targets = [x["sem_seg"].to(self.device) for x in batched_inputs]
@@ -284,25 +291,24 @@ class CATSeg(nn.Module):
 
     @torch.no_grad()
     def inference(self, inp: dict) -> dict:
-        classes, _ = segmentation_vocabulary(inp)
-        image = inp["image"]
-        size = (inp.get("height", image.shape[-2]), inp.get("width", image.shape[-1]))
-        return {"sem_seg": self.segment(image, classes, size)}
+        queries = input_vocabulary(inp).queries
+        return {"sem_seg": self.segment(inp["image"], queries, output_size(inp))}
 
     @torch.no_grad()
     def segment(
         self,
         image: torch.Tensor,
-        classes: Sequence[str],
+        classes: Vocabulary | Sequence[str],
         output_size: tuple[int, int] | None = None,
     ) -> torch.Tensor:
-        """(3, H, W) RGB image (0-255) -> (T, H', W') class scores in [0, 1] (``output_size``,
-        default the image's)."""
+        """(3, H, W) RGB image (0-255) -> (T, H', W') class scores in [0, 1] for the vocabulary
+        ``classes`` (a list of names is checked as one; ``output_size``: default the image's)."""
         if image.ndim != 3 or image.shape[0] != 3:
             raise ValueError(f"expected a (3, H, W) RGB image, got shape {tuple(image.shape)}")
+        check_image(image)
         output_size = tuple(output_size or image.shape[-2:])
+        text = self.text_embeddings(classes)
         image = image.to(self.device).float()
-        text = self.text_embeddings(list(classes))
         if self.sliding_window:
             scores, size = self._sliding_window_scores(image, text), (self.test_size,) * 2
         else:
@@ -323,7 +329,7 @@ class CATSeg(nn.Module):
         starts = sliding_windows(s, k, self.overlap)
         crops = [resized[:, y : y + k, x : x + k] for y in starts for x in starts]
         views = torch.stack(crops + [_resize(image, (k, k))])
-        scores = self.logits(self.normalize(views), text)
+        scores = self.logits(self.clip_input(views), text)
         scores = F.interpolate(scores, size=(k, k), mode="bilinear", align_corners=False).sigmoid()
         total = scores.new_zeros(scores.shape[1], s, s)
         count = scores.new_zeros(1, s, s)
@@ -345,20 +351,3 @@ def _check_resolution(resolution: int, patch: int) -> None:
 
 def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
-
-
-def training_vocabulary(datasets: Sequence[str]) -> list[str]:
-    """The ``stuff_classes`` shared by the training datasets ([] without any); a clear error when
-    they differ or are missing."""
-    vocabularies = []
-    for name in datasets:
-        meta = MetadataCatalog.get(name)
-        if not meta.get("stuff_classes", None):
-            raise ValueError(
-                f"training dataset {name!r} has no 'stuff_classes' metadata: CATSeg trains on "
-                "registered semantic-segmentation datasets"
-            )
-        vocabularies.append(list(meta.stuff_classes))
-    if any(v != vocabularies[0] for v in vocabularies[1:]):
-        raise ValueError(f"the training datasets {list(datasets)} have different class lists")
-    return vocabularies[0] if vocabularies else []

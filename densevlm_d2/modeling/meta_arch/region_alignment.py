@@ -7,10 +7,10 @@ last ``TRAINABLE_BLOCKS`` vision blocks train). Frozen teachers are
 ``CLIPViTBackbone(teacher=True)`` modules, rebuilt from their own checkpoints when the model is
 built and left out of detectron2 checkpoints.
 
-What the engine needs from these models (:class:`RegionAlignmentModel`): the uint8 canvases and
-boxes of :class:`~densevlm_d2.data.mappers.RegionTrainMapper`, plus the region crops when the class
-says :attr:`~RegionAlignmentModel.needs_crops`; the student is ``model.backbone``
-(:func:`~densevlm_d2.modeling.get_clip_backbone`).
+Their data (:class:`RegionAlignmentModel`'s :meth:`~RegionAlignmentModel.build_train_loader`):
+the uint8 canvases and boxes of :class:`~densevlm_d2.data.mappers.RegionTrainMapper`, plus the
+region crops when the class says :attr:`~RegionAlignmentModel.needs_crops`; the student is
+``model.backbone`` (:func:`~densevlm_d2.modeling.get_clip_backbone`).
 """
 
 from __future__ import annotations
@@ -21,14 +21,17 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import build_detection_train_loader
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils.events import get_event_storage
 
-from ...data.datasets.vocabulary import vocabulary
-from ..backbone.clip_vit import CLIPViTBackbone
+from ...data.mappers import RegionTrainMapper
+from ...data.vocabulary import dataset_vocabulary
+from ..backbone.clip_vit import CLIPViTBackbone, embeddings_files
 from ..losses import clipself_loss, densevlm_loss, regionclip_loss
+from ..open_vocab import text_spec
 from ..region_pooling import BoxPooler
+from .base import training_dicts
 from .region_classifier import CLIPRegionClassifier
 
 __all__ = ["CLIPSelf", "DenseVLM", "RegionAlignmentModel", "RegionCLIP", "published_thing_split"]
@@ -50,19 +53,31 @@ def published_thing_split(is_thing: list[bool]) -> list[bool]:
 class RegionAlignmentModel(CLIPRegionClassifier):
     """Shared training plumbing: canvases -> student dense map -> box features -> :meth:`losses`.
 
-    The contract with the engine: the train mapper cuts region crops for a model whose class sets
-    ``needs_crops``; the student CLIP (``backbone``) must train (``MODEL.CLIP.TRAINABLE_BLOCKS``).
+    The train mapper cuts region crops for a model whose class sets ``needs_crops``; the student
+    CLIP (``backbone``) must train (``MODEL.CLIP.FINETUNE``).
     """
 
-    #: whether the train mapper must cut region crops (``Trainer.build_train_loader`` reads it)
+    #: whether the train mapper must cut region crops
     needs_crops: ClassVar[bool] = False
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         if self.backbone.is_frozen:
             raise ValueError(
-                f"{type(self).__name__} trains the student: set MODEL.CLIP.TRAINABLE_BLOCKS > 0"
+                f"{type(self).__name__} trains the student: set MODEL.CLIP.FINETUNE (e.g. "
+                "'blocks' with MODEL.CLIP.TRAINABLE_BLOCKS)"
             )
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        """Region canvases and boxes (:class:`~densevlm_d2.data.mappers.RegionTrainMapper`)."""
+        return build_detection_train_loader(
+            training_dicts(cfg),
+            mapper=RegionTrainMapper(cfg, with_crops=cls.needs_crops),
+            total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+            aspect_ratio_grouping=False,
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
+        )
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -80,7 +95,7 @@ class RegionAlignmentModel(CLIPRegionClassifier):
         boxes = [x["boxes"].to(self.device) for x in batched_inputs]
         if sum(len(b) for b in boxes) == 0:
             raise ValueError("a training batch has no regions")
-        dense = self.backbone(self.normalize(images))["dense"]
+        dense = self.backbone(self.pixels(images))["dense"]
         return self.losses(batched_inputs, images, boxes, self.box_pooler(dense, boxes))
 
     def losses(self, batched_inputs, images, boxes, student_features) -> dict[str, torch.Tensor]:
@@ -110,7 +125,7 @@ class DenseVLM(RegionAlignmentModel):
         temperature: float = 0.01,
         threshold: float = 0.3,
         stuff_classes: str = "all",
-        normalize_text: bool = True,
+        renormalize_text: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -124,7 +139,7 @@ class DenseVLM(RegionAlignmentModel):
         self.register_buffer("teacher_text", teacher_text.float(), persistent=False)
         self.register_buffer("class_is_thing", class_is_thing.bool(), persistent=False)
         self.temperature, self.threshold = temperature, threshold
-        self.stuff_classes, self.normalize_text = stuff_classes, normalize_text
+        self.stuff_classes, self.renormalize_text = stuff_classes, renormalize_text
 
     @classmethod
     def from_config(cls, cfg):
@@ -135,10 +150,14 @@ class DenseVLM(RegionAlignmentModel):
             model_name=c.TEACHER.MODEL_NAME,
             checkpoint=c.TEACHER.CHECKPOINT,
             text_cache_dir=student.text_cache_dir,
+            text_embeddings_files=embeddings_files(
+                c.TEACHER.TEXT_EMBEDDINGS, "MODEL.DENSEVLM.TEACHER.TEXT_EMBEDDINGS"
+            ),
             teacher=True,
             checkpoint_role="teacher CLIP (MODEL.DENSEVLM.TEACHER.CHECKPOINT)",
         )
-        names, is_thing = vocabulary(c.VOCABULARY)
+        vocabulary = dataset_vocabulary(c.VOCABULARY)
+        is_thing = vocabulary.thing_flags("DenseVLM's vocabulary (MODEL.DENSEVLM.VOCABULARY)")
         if c.THING_SPLIT == "published":
             is_thing = published_thing_split(is_thing)
         elif c.THING_SPLIT != "metadata":
@@ -146,20 +165,17 @@ class DenseVLM(RegionAlignmentModel):
                 f"MODEL.DENSEVLM.THING_SPLIT must be metadata or published, got {c.THING_SPLIT!r}"
             )
         renormalize = c.RENORMALIZE_TEXT
+        spec = text_spec(c, "MODEL.DENSEVLM", renormalize=renormalize)
         ret.update(
             teacher=teacher,
             teacher_input=c.TEACHER.INPUT,
-            student_text=student.class_embeddings(
-                names, c.STUDENT_TEXT_EMBEDDINGS, renormalize=renormalize
-            ),
-            teacher_text=teacher.class_embeddings(
-                names, c.TEACHER.TEXT_EMBEDDINGS, renormalize=renormalize
-            ),
+            student_text=student.text_embeddings(vocabulary, spec),
+            teacher_text=teacher.text_embeddings(vocabulary, spec),
             class_is_thing=torch.tensor(is_thing),
             temperature=c.TEMPERATURE,
             threshold=c.THRESHOLD,
             stuff_classes=c.STUFF_CLASSES,
-            normalize_text=renormalize,
+            renormalize_text=renormalize,
         )
         return ret
 
@@ -173,7 +189,7 @@ class DenseVLM(RegionAlignmentModel):
             images, stride = F.pad(images, (0, extra, 0, extra)), p
         else:
             stride = size / (size // p)
-        dense = self.teacher.features(self.normalize(images), dense=True).dense
+        dense = self.teacher.features(self.pixels(images), dense=True).dense
         return BoxPooler(stride)(dense, boxes)
 
     def losses(self, batched_inputs, images, boxes, student_features):
@@ -188,7 +204,7 @@ class DenseVLM(RegionAlignmentModel):
             self.temperature,
             self.threshold,
             self.stuff_classes,
-            self.normalize_text,
+            self.renormalize_text,
         )
         storage = get_event_storage()
         storage.put_scalar("densevlm/kept_fraction", stats["kept"] / len(student_features))
@@ -249,10 +265,11 @@ class RegionCLIP(RegionAlignmentModel):
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
         c = cfg.MODEL.REGIONCLIP
-        DatasetCatalog.get(c.CONCEPTS)  # loading a box dataset sets its category names
-        names = MetadataCatalog.get(c.CONCEPTS).classes
+        concepts = dataset_vocabulary(c.CONCEPTS)
         ret.update(
-            concept_embeddings=ret["backbone"].class_embeddings(names, c.CONCEPT_EMBEDDINGS),
+            concept_embeddings=ret["backbone"].text_embeddings(
+                concepts, text_spec(c, "MODEL.REGIONCLIP")
+            ),
             num_sampled=c.NUM_SAMPLED,
             contrast_weight=c.CONTRAST_WEIGHT,
         )
@@ -260,7 +277,7 @@ class RegionCLIP(RegionAlignmentModel):
 
     def losses(self, batched_inputs, images, boxes, student_features):
         labels = torch.cat([x["labels"] for x in batched_inputs]).to(self.device)
-        scale = float(self.backbone.clip.logit_scale.exp())
+        scale = float(self.backbone.model.logit_scale.exp())
         loss = regionclip_loss(
             student_features, labels, self.concept_embeddings, scale, self.num_sampled
         )

@@ -11,22 +11,28 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from torch import nn
 
-from ...data.datasets.vocabulary import vocabulary
+from ...clip.text import DEFAULT_TEXT_SPEC, TextSpec
+from ...data.build import build_region_test_loader
+from ...data.vocabulary import dataset_vocabulary
 from ..backbone.clip_vit import CLIPViTBackbone
+from ..open_vocab import text_spec
+from ..pixels import PixelNormalizer
 from ..region_pooling import BoxPooler, pool_masks
+from .base import DataContract
 
 __all__ = ["CLIPRegionClassifier"]
 
 
 @META_ARCH_REGISTRY.register()
-class CLIPRegionClassifier(nn.Module):
+class CLIPRegionClassifier(DataContract, nn.Module):
     """Classifies given regions (boxes, masks, crops) against a dataset's class names with the
     backbone's CLIP: a :class:`~densevlm_d2.modeling.CLIPViTBackbone`, or any backbone with a
-    ``"dense"`` output and CLIPViTBackbone's ``patch_size``, ``class_embeddings`` and (for crops)
-    ``encode_crops``."""
+    ``"dense"`` output and CLIPViTBackbone's ``patch_size``, ``text_embeddings`` and (for crops)
+    ``encode_crops``. ``text``: how class names become embeddings (``TEST.REGIONS.TEXT``)."""
 
     @configurable
     def __init__(
@@ -36,7 +42,7 @@ class CLIPRegionClassifier(nn.Module):
         pixel_mean: tuple[float, ...],
         pixel_std: tuple[float, ...],
         region_types=("rois", "maskpool"),
-        text_embeddings_file: str = "",
+        text: TextSpec = DEFAULT_TEXT_SPEC,
         crop_batch_size: int = 64,
     ):
         super().__init__()
@@ -47,12 +53,10 @@ class CLIPRegionClassifier(nn.Module):
             )
         self.backbone = backbone
         self.region_types = tuple(region_types)
-        self.text_embeddings_file = text_embeddings_file
+        self.text = text
         self.crop_batch_size = crop_batch_size
         self.box_pooler = BoxPooler(backbone.patch_size)
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
-        self._class_embeddings: dict[str, torch.Tensor] = {}
+        self.pixels = PixelNormalizer(pixel_mean, pixel_std)
 
     @classmethod
     def from_config(cls, cfg):
@@ -61,33 +65,38 @@ class CLIPRegionClassifier(nn.Module):
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "region_types": list(cfg.TEST.REGIONS.TYPES),
-            "text_embeddings_file": cfg.TEST.REGIONS.TEXT_EMBEDDINGS,
+            "text": text_spec(cfg.TEST.REGIONS, "TEST.REGIONS"),
         }
+
+    # -- data --------------------------------------------------------------------------------------
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name: str):
+        """Panoptic datasets through :class:`~densevlm_d2.data.mappers.RegionEvalMapper`,
+        batched."""
+        evaluator = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
+        if evaluator != "region_accuracy":
+            raise ValueError(
+                f"{cls.__name__} classifies the segments of panoptic datasets; {dataset_name!r} is "
+                f"not one (evaluator_type {evaluator!r})"
+            )
+        return build_region_test_loader(cfg, dataset_name)
 
     @property
     def device(self) -> torch.device:
-        return self.pixel_mean.device
+        return self.pixels.device
 
     def class_embeddings(self, dataset_name: str) -> torch.Tensor:
-        """(K, D) unit-norm class embeddings of a dataset's vocabulary: read from
-        ``TEST.REGIONS.TEXT_EMBEDDINGS`` (a published-layout ``.npy``) when given, else built by the
-        text classifier from the registered class names (cached on disk)."""
-        if dataset_name not in self._class_embeddings:
-            names, _ = vocabulary(dataset_name)
-            emb = self.backbone.class_embeddings(names, self.text_embeddings_file)
-            self._class_embeddings[dataset_name] = F.normalize(emb.float(), dim=-1).to(self.device)
-        return self._class_embeddings[dataset_name]
-
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 canvases -> the CLIP's normalised input (the padding becomes -mean/std)."""
-        return (images.float() - self.pixel_mean) / self.pixel_std
+        """(K, D) unit-norm class embeddings of a dataset's vocabulary on the model's device
+        (the backbone's text route: its precomputed file for the dataset, or its text tower)."""
+        emb = self.backbone.text_embeddings(dataset_vocabulary(dataset_name), self.text)
+        return F.normalize(emb.float(), dim=-1).to(self.device)
 
     def preprocess_image(self, batched_inputs) -> torch.Tensor:
         images = [x["image"] for x in batched_inputs]
         sizes = {tuple(im.shape) for im in images}
         if len(sizes) != 1:
             raise ValueError(f"all canvases of a batch must have one size, got {sorted(sizes)}")
-        return self.normalize(torch.stack(images).to(self.device, non_blocking=True))
+        return self.pixels(torch.stack(images).to(self.device, non_blocking=True))
 
     def region_features(self, batched_inputs) -> list[dict[str, torch.Tensor]]:
         """Per image ``{region type: (N_i, D) L2-normalised features}``."""

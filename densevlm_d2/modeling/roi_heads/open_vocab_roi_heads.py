@@ -3,15 +3,22 @@ CLIP's region scores."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import ROI_HEADS_REGISTRY, StandardROIHeads
+from torch import nn
 
-from ...config import resolve_deprecated_keys
+from ...clip.text import DEFAULT_TEXT_SPEC, TextSpec
+from ...clip.vocabulary import BACKGROUND, Vocabulary, VocabularyError
+from ..backbone.clip_vit import get_clip_backbone
+from ..open_vocab import text_spec
 from ..region_pooling import BoxPooler
 from .text_classifier import TextClassifierOutputLayers
 
-__all__ = ["OpenVocabROIHeads"]
+__all__ = ["OpenVocabROIHeads", "set_vocabulary"]
 
 
 def _clip_dense(input_shape: dict) -> ShapeSpec:
@@ -38,21 +45,30 @@ class OpenVocabROIHeads(StandardROIHeads):
 
     @configurable
     def __init__(
-        self, *, fusion: bool = False, vlm_temperature: float = 75.0, vlm_stride: int = 16, **kwargs
+        self,
+        *,
+        score_fusion: bool = False,
+        clip_logit_scale: float = 75.0,
+        clip_stride: int = 16,
+        text_spec: TextSpec | None = None,
+        **kwargs,
     ):
+        """``text_spec``: how the vocabulary's class embeddings are made
+        (``MODEL.TEXT_CLASSIFIER.TEXT``; :func:`~densevlm_d2.modeling.set_vocabulary` uses it)."""
         super().__init__(**kwargs)
-        self.fusion, self.vlm_temperature = fusion, vlm_temperature
-        self.vlm_pooler = BoxPooler(vlm_stride)
+        self.score_fusion, self.clip_logit_scale = score_fusion, clip_logit_scale
+        self.clip_pooler = BoxPooler(clip_stride)
+        self.text_spec = text_spec
 
     @classmethod
     def from_config(cls, cfg, input_shape):
-        cfg = resolve_deprecated_keys(cfg)
         ret = super().from_config(cfg, input_shape)
         fusion = cfg.MODEL.TEXT_CLASSIFIER.SCORE_FUSION
         ret.update(
-            fusion=fusion.ENABLED,
-            vlm_temperature=fusion.CLIP_LOGIT_SCALE,
-            vlm_stride=_clip_dense(input_shape).stride,
+            score_fusion=fusion.ENABLED,
+            clip_logit_scale=fusion.CLIP_LOGIT_SCALE,
+            clip_stride=_clip_dense(input_shape).stride,
+            text_spec=text_spec(cfg.MODEL.TEXT_CLASSIFIER, "MODEL.TEXT_CLASSIFIER"),
         )
         return ret
 
@@ -78,13 +94,55 @@ class OpenVocabROIHeads(StandardROIHeads):
         self.num_classes = len(names)
 
     def _forward_box(self, features, proposals):
-        if self.training or not self.fusion:
+        if self.training or not self.score_fusion:
             return super()._forward_box(features, proposals)
         boxes = [x.proposal_boxes for x in proposals]
         box_features = self.box_pooler([features[f] for f in self.box_in_features], boxes)
         logits, deltas = self.box_predictor(self.box_head(box_features))
-        region = self.vlm_pooler(features["clip_dense"], boxes)
+        region = self.clip_pooler(features["clip_dense"], boxes)
         embeddings = self.box_predictor.class_embeddings
-        vlm_logits = region @ embeddings.to(region.dtype).T * self.vlm_temperature
-        pred_instances, _ = self.box_predictor.inference((logits, deltas, vlm_logits), proposals)
+        clip_logits = region @ embeddings.to(region.dtype).T * self.clip_logit_scale
+        pred_instances, _ = self.box_predictor.inference((logits, deltas, clip_logits), proposals)
         return pred_instances
+
+
+@torch.no_grad()
+def set_vocabulary(
+    model: nn.Module,
+    classes: Vocabulary | Sequence[str],
+    novel_classes: Sequence[str] | None = None,
+    spec: TextSpec | None = None,
+) -> torch.Tensor:
+    """Encode the vocabulary (and "background") with the model's own CLIP and give them to every
+    text classifier in ``model``. ``novel_classes``: names trained with zero weight and fused with
+    the novel exponent at test time; default: the vocabulary's own novel classes when it has
+    some, else the names not in the current vocabulary's base classes (all names for a model
+    without one). ``spec``: the heads' own (``MODEL.TEXT_CLASSIFIER.TEXT``) by default. Returns
+    the (K, D) class embeddings."""
+    heads = [m for m in model.modules() if isinstance(m, OpenVocabROIHeads)]
+    if not heads:
+        raise ValueError("the model has no open-vocabulary ROI heads (MODEL.ROI_HEADS.NAME)")
+    vocabulary = Vocabulary.from_names(classes)
+    names = list(vocabulary.names)
+    if len(set(names)) != len(names):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise VocabularyError(
+            f"a detector's vocabulary must not repeat names; it repeats {repeated}"
+        )
+    if novel_classes is None and vocabulary.novel:
+        novel_classes = vocabulary.novel
+    if novel_classes is None:
+        predictor = heads[0].box_predictor
+        base = {
+            n
+            for n, novel in zip(predictor.class_names, predictor.novel.tolist()[:-1], strict=True)
+            if not novel
+        }
+        novel_classes = [n for n in names if n not in base]
+    spec = spec or heads[0].text_spec or DEFAULT_TEXT_SPEC
+    clip = get_clip_backbone(model)
+    embeddings = clip.text_embeddings(vocabulary, spec)
+    background = clip.text_embeddings(Vocabulary.from_names([BACKGROUND]), spec)[0]
+    for head in heads:
+        head.set_vocabulary(names, embeddings, background, list(novel_classes))
+    return embeddings

@@ -3,7 +3,8 @@ embeddings (F-ViT's ``FViTBBoxHead``, CLIPSelf repository ``F-ViT/models/fvit_he
 
 * Classification branch: ``Linear(C -> D) + ReLU`` on the shared box-head features, L2-normalised,
   dot product with the (K + 1, D) embeddings (K class names, then the fixed text embedding of
-  "background"), times a temperature (learned, initialised at 50, as published).
+  "background"), times a logit scale (learned, initialised at 50, as published, which calls it a
+  temperature).
 * Regression branch: ``Linear(C -> C) + ReLU -> Linear(C -> 4)``, class-agnostic.
 * Loss: cross-entropy with per-class weights (published: 1 for base classes, 0 for novel ones, whose
   logits are set to ``-inf``, 0.6 for background), summed and divided by the number of sampled RoIs;
@@ -29,34 +30,33 @@ from detectron2.modeling.roi_heads.fast_rcnn import (
 )
 from torch import nn
 
-from ...config import resolve_deprecated_keys
-
 __all__ = ["TextClassifierOutputLayers", "fuse_scores"]
 
 
 def fuse_scores(
     det_probs: torch.Tensor,
-    vlm_probs: torch.Tensor,
+    clip_probs: torch.Tensor,
     novel: torch.Tensor,
-    alpha: float,
-    beta: float,
+    clip_weight_base: float,
+    clip_weight_novel: float,
 ) -> torch.Tensor:
     """F-ViT's test-time fusion of (R, K + 1) probabilities (background last): base columns (and
-    background) ``det^(1 - alpha) * vlm^alpha``, novel columns ``det^(1 - beta) * vlm^beta``; no
-    renormalisation. ``novel``: (K + 1,) bool."""
-    if det_probs.shape != vlm_probs.shape or det_probs.shape[-1] != novel.numel():
+    background) ``det^(1 - w_base) * clip^w_base``, novel columns ``det^(1 - w_novel) *
+    clip^w_novel`` (published: alpha and beta); no renormalisation. ``novel``: (K + 1,) bool."""
+    if det_probs.shape != clip_probs.shape or det_probs.shape[-1] != novel.numel():
         raise ValueError(
-            f"shapes disagree: detector {tuple(det_probs.shape)}, CLIP {tuple(vlm_probs.shape)}, "
+            f"shapes disagree: detector {tuple(det_probs.shape)}, CLIP {tuple(clip_probs.shape)}, "
             f"novel mask {tuple(novel.shape)}"
         )
-    exponent = torch.where(novel.to(det_probs.device), beta, alpha).to(det_probs.dtype)
-    return det_probs.pow(1 - exponent) * vlm_probs.pow(exponent)
+    weight = torch.where(novel.to(det_probs.device), clip_weight_novel, clip_weight_base)
+    weight = weight.to(det_probs.dtype)
+    return det_probs.pow(1 - weight) * clip_probs.pow(weight)
 
 
 class TextClassifierOutputLayers(FastRCNNOutputLayers):
     """:class:`~detectron2.modeling.roi_heads.FastRCNNOutputLayers` whose classifier is text
     embeddings. ``forward`` returns ``(logits, deltas)``; ``inference`` also accepts ``(logits,
-    deltas, vlm_logits)`` and then fuses the probabilities."""
+    deltas, clip_logits)`` and then fuses the probabilities."""
 
     @configurable
     def __init__(
@@ -64,11 +64,11 @@ class TextClassifierOutputLayers(FastRCNNOutputLayers):
         input_shape: ShapeSpec,
         *,
         embed_dim: int,
-        temperature: float = 50.0,
-        learn_temperature: bool = True,
+        logit_scale: float = 50.0,
+        learn_logit_scale: bool = True,
         background_weight: float = 0.6,
-        fusion_alpha: float = 0.1,
-        fusion_beta: float = 0.8,
+        clip_weight_base: float = 0.1,
+        clip_weight_novel: float = 0.8,
         **kwargs,
     ):
         kwargs["cls_agnostic_bbox_reg"] = True
@@ -83,14 +83,14 @@ class TextClassifierOutputLayers(FastRCNNOutputLayers):
             nn.init.zeros_(layer.bias)
         nn.init.normal_(self.bbox_pred.weight, std=0.001)
         nn.init.zeros_(self.bbox_pred.bias)
-        t = torch.tensor(float(temperature))
-        if learn_temperature:
-            self.temperature = nn.Parameter(t)
+        t = torch.tensor(float(logit_scale))
+        if learn_logit_scale:
+            self.logit_scale = nn.Parameter(t)
         else:
-            self.register_buffer("temperature", t, persistent=False)
+            self.register_buffer("logit_scale", t, persistent=False)
         self.embed_dim = embed_dim
         self.background_weight = background_weight
-        self.fusion_alpha, self.fusion_beta = fusion_alpha, fusion_beta
+        self.clip_weight_base, self.clip_weight_novel = clip_weight_base, clip_weight_novel
         # set by set_vocabulary(); not saved with the weights
         self.register_buffer("class_embeddings", torch.zeros(0, embed_dim), persistent=False)
         self.register_buffer("class_weights", torch.zeros(0), persistent=False)
@@ -102,15 +102,14 @@ class TextClassifierOutputLayers(FastRCNNOutputLayers):
         """Everything but ``embed_dim``, the CLIP's embedding size, which
         :class:`~densevlm_d2.modeling.OpenVocabROIHeads` takes from the backbone's ``clip_dense``
         output."""
-        cfg = resolve_deprecated_keys(cfg)
         ret = super().from_config(cfg, input_shape)
         c = cfg.MODEL.TEXT_CLASSIFIER
         ret.update(
-            temperature=c.TEMPERATURE,
-            learn_temperature=c.LEARN_TEMPERATURE,
+            logit_scale=c.LOGIT_SCALE,
+            learn_logit_scale=c.LEARN_LOGIT_SCALE,
             background_weight=c.BACKGROUND_WEIGHT,
-            fusion_alpha=c.SCORE_FUSION.CLIP_WEIGHT_BASE,
-            fusion_beta=c.SCORE_FUSION.CLIP_WEIGHT_NOVEL,
+            clip_weight_base=c.SCORE_FUSION.CLIP_WEIGHT_BASE,
+            clip_weight_novel=c.SCORE_FUSION.CLIP_WEIGHT_NOVEL,
         )
         return ret
 
@@ -156,7 +155,7 @@ class TextClassifierOutputLayers(FastRCNNOutputLayers):
         self._check_vocabulary()
         x = x.flatten(1)
         embedding = F.normalize(F.relu(self.cls_fc(x)), dim=-1)
-        logits = embedding @ self.class_embeddings.to(embedding.dtype).T * self.temperature
+        logits = embedding @ self.class_embeddings.to(embedding.dtype).T * self.logit_scale
         deltas = self.bbox_pred(F.relu(self.reg_fc(x)))
         return logits, deltas
 
@@ -190,8 +189,10 @@ class TextClassifierOutputLayers(FastRCNNOutputLayers):
         logits = predictions[0]
         probs = F.softmax(logits.float(), dim=-1)
         if len(predictions) > 2 and predictions[2] is not None:
-            vlm = F.softmax(predictions[2].float(), dim=-1)
-            probs = fuse_scores(probs, vlm, self.novel, self.fusion_alpha, self.fusion_beta)
+            clip = F.softmax(predictions[2].float(), dim=-1)
+            probs = fuse_scores(
+                probs, clip, self.novel, self.clip_weight_base, self.clip_weight_novel
+            )
         return probs.split([len(p) for p in proposals], dim=0)
 
     def inference(self, predictions, proposals):

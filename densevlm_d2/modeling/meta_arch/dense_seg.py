@@ -1,10 +1,10 @@
 """Training-free open-vocabulary semantic segmentation with a CLIP's dense map.
 
-:class:`CLIPDenseSegmenter` classifies every pixel against the class names of the input's dataset
-with the backbone's ``"dense"`` output (the map region classification pools), following SCLIP's
-protocol (:mod:`densevlm_d2.modeling.dense_segmentation`; every parameter is a
-``MODEL.DENSE_SEG`` key). Its outputs are detectron2's semantic-segmentation outputs, scored by
-detectron2's ``SemSegEvaluator``.
+:class:`CLIPDenseSegmenter` classifies every pixel against the class names of the input's
+vocabulary with the backbone's ``"dense"`` output (the map region classification pools), following
+SCLIP's protocol (:mod:`densevlm_d2.modeling.dense_seg`; every parameter is a ``MODEL.DENSE_SEG``
+key). Its outputs are detectron2's semantic-segmentation outputs, scored by
+:class:`~densevlm_d2.evaluation.SemSegMetricsEvaluator`.
 """
 
 from __future__ import annotations
@@ -17,39 +17,36 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from torch import nn
 
-from ...clip.text import IMAGENET_TEMPLATES, TEMPLATES
+from ...clip.text import TextSpec
+from ...clip.vocabulary import Vocabulary
+from ...data.build import build_sem_seg_test_loader
 from ..backbone.clip_vit import CLIPViTBackbone
-from ..dense_segmentation import (
-    class_probabilities,
-    decide,
-    expand_synonyms,
-    resize_short_side,
-    sliding_window_logits,
-)
-from ..open_vocab import segmentation_vocabulary
+from ..dense_seg import class_probabilities, decide, resize_short_side, sliding_window_logits
+from ..open_vocab import input_vocabulary, output_size, text_spec
+from ..pixels import PixelNormalizer, check_image
+from .base import DataContract
 
-__all__ = ["CLIPDenseSegmenter", "PROMPT_TEMPLATES", "SYNONYM_MODES"]
+__all__ = ["CLIPDenseSegmenter"]
 
-#: ``MODEL.DENSE_SEG.TEMPLATES``: OpenAI's 80 ImageNet templates, or DenseVLM's 63 (ViLD's)
-PROMPT_TEMPLATES = {"imagenet": IMAGENET_TEMPLATES, "vild": TEMPLATES}
-#: ``MODEL.DENSE_SEG.SYNONYMS`` for ``", "``-separated class names: "max": one query per synonym,
-#: a class takes its best synonym's probability (SCLIP); "mean": one query per class, the mean of
-#: the synonyms' embeddings; "joint": the whole string in each prompt
-SYNONYM_MODES = ("max", "mean", "joint")
+_SCLIP_TEXT = TextSpec(prompts="imagenet", style="plain", synonyms="max")
 
 
 @META_ARCH_REGISTRY.register()
-class CLIPDenseSegmenter(nn.Module):
+class CLIPDenseSegmenter(DataContract, nn.Module):
     """Per-pixel classification of the CLIP's dense map against text (no training).
 
-    Inputs: dicts with ``image`` ((3, H, W) uint8 RGB, the original image), ``dataset_name`` (its
-    ``query_classes``, else its ``stuff_classes``, are the vocabulary, ``background_index`` the
-    background class if any) or ``classes`` (a list of names, for any vocabulary at run time), and
-    optionally ``height`` / ``width`` (the output size; default: the image's).
+    Inputs: dicts with ``image`` ((3, H, W) RGB, 0-255, the original image), ``dataset_name`` (its
+    vocabulary's queries are asked about, its background class is the background) or ``classes``
+    (a list of names or a :class:`~densevlm_d2.clip.Vocabulary`, for any vocabulary at run time;
+    ``background_index`` optional), and optionally ``height`` / ``width`` (the output size;
+    default: the image's).
 
     Outputs: ``{"sem_seg": (K, height, width) float32}``, the class probabilities after the
     protocol's thresholds, whose argmax over classes is the prediction (a pixel turned background
     by the probability threshold has a background score of 1).
+
+    ``text`` (``MODEL.DENSE_SEG.TEXT``): the queries; with synonyms "max" one query per synonym,
+    a class taking its best synonym's probability (SCLIP).
     """
 
     @configurable
@@ -68,25 +65,13 @@ class CLIPDenseSegmenter(nn.Module):
         logit_scale: float = 40.0,
         prob_threshold: float = 0.0,
         area_threshold: float = 0.0,
-        templates: str = "imagenet",
-        prompt_style: str = "plain",
-        synonyms: str = "max",
-        text_embeddings_file: str = "",
+        text: TextSpec = _SCLIP_TEXT,
     ):
         super().__init__()
         if "dense" not in backbone.output_shape():
             raise ValueError(
                 f"{type(self).__name__} needs the backbone's 'dense' output "
                 "(MODEL.CLIP.OUT_FEATURES)"
-            )
-        if templates not in PROMPT_TEMPLATES:
-            raise ValueError(
-                f"MODEL.DENSE_SEG.TEMPLATES must be one of {list(PROMPT_TEMPLATES)}, got "
-                f"{templates!r}"
-            )
-        if synonyms not in SYNONYM_MODES:
-            raise ValueError(
-                f"MODEL.DENSE_SEG.SYNONYMS must be one of {SYNONYM_MODES}, got {synonyms!r}"
             )
         if window > 0 and not 0 < stride <= window:
             raise ValueError(
@@ -97,19 +82,16 @@ class CLIPDenseSegmenter(nn.Module):
                 "MODEL.DENSE_SEG.PROB_THRESHOLD must be in [0, 1] and AREA_THRESHOLD in [0, 1), "
                 f"got {prob_threshold} and {area_threshold}"
             )
+        if not text.ensemble:
+            raise ValueError("the dense segmenter scores one embedding per query (an ensemble)")
         self.backbone = backbone
         self.short_side, self.max_long_side = short_side, max_long_side
         self.round_resized = round_resized
         self.window, self.stride, self.window_batch = window, stride, window_batch
         self.logit_scale = logit_scale
         self.prob_threshold, self.area_threshold = prob_threshold, area_threshold
-        self.templates = PROMPT_TEMPLATES[templates]
-        self.prompt_style = prompt_style
-        self.synonyms = synonyms
-        self.text_embeddings_file = text_embeddings_file
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
-        self._queries: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self.text = text
+        self.pixels = PixelNormalizer(pixel_mean, pixel_std)
 
     @classmethod
     def from_config(cls, cfg):
@@ -131,44 +113,26 @@ class CLIPDenseSegmenter(nn.Module):
             "logit_scale": c.LOGIT_SCALE,
             "prob_threshold": c.PROB_THRESHOLD,
             "area_threshold": c.AREA_THRESHOLD,
-            "templates": c.TEMPLATES,
-            "prompt_style": c.PROMPT_STYLE,
-            "synonyms": c.SYNONYMS,
-            "text_embeddings_file": c.TEXT_EMBEDDINGS,
+            "text": text_spec(c, "MODEL.DENSE_SEG", allow_max=True),
         }
+
+    # -- data --------------------------------------------------------------------------------------
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name: str):
+        """Semantic-segmentation datasets, original images one at a time (the model resizes)."""
+        return build_sem_seg_test_loader(cfg, dataset_name, min_size=0)
 
     @property
     def device(self) -> torch.device:
-        return self.pixel_mean.device
+        return self.pixels.device
 
     # -- text --------------------------------------------------------------------------------------
-    def text_queries(self, classes: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def text_queries(self, vocabulary: Vocabulary) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(Q, D) unit-norm query embeddings on the model's device, and the class of each query
-        (None when there is one query per class). Cached per vocabulary."""
-        key = tuple(classes)
-        if key not in self._queries:
-            embed = self.backbone.class_embeddings
-            if self.text_embeddings_file:
-                emb, owner = embed(list(classes), self.text_embeddings_file), None
-            elif self.synonyms == "max":
-                names, owner = expand_synonyms(classes)
-                emb = embed(names, templates=self.templates, style=self.prompt_style)
-                owner = torch.tensor(owner) if len(names) != len(classes) else None
-            else:
-                split = "split" if self.synonyms == "mean" else "joint"
-                emb = embed(
-                    list(classes), templates=self.templates, synonyms=split, style=self.prompt_style
-                )
-                owner = None
-            emb = F.normalize(emb.float(), dim=-1).to(self.device)
-            self._queries[key] = (emb, owner.to(self.device) if owner is not None else None)
-        return self._queries[key]
-
-    @staticmethod
-    def vocabulary(inp: dict) -> tuple[list[str], int | None]:
-        """(class names, background index) of an input
-        (:func:`~densevlm_d2.modeling.open_vocab.segmentation_vocabulary`)."""
-        return segmentation_vocabulary(inp)
+        (None when there is one query per class); the backbone's text route caches them."""
+        emb, owner = self.backbone.text_queries(vocabulary, self.text)
+        emb = F.normalize(emb.float(), dim=-1).to(self.device)
+        return emb, (owner.to(self.device) if owner is not None else None)
 
     # -- pixels ------------------------------------------------------------------------------------
     def dense(self, images: torch.Tensor) -> torch.Tensor:
@@ -178,22 +142,28 @@ class CLIPDenseSegmenter(nn.Module):
     def segment(
         self,
         image: torch.Tensor,
-        classes: Sequence[str],
+        classes: Vocabulary | Sequence[str],
         background: int | None = None,
         output_size: tuple[int, int] | None = None,
     ) -> torch.Tensor:
-        """(3, H, W) uint8 RGB image -> (K, H', W') scores (see the class docstring)."""
+        """(3, H, W) RGB image (0-255) -> (K, H', W') scores (see the class docstring) for the
+        vocabulary ``classes`` (a list of names is checked as one; ``background``: its background
+        class, when not given by the vocabulary)."""
         if image.ndim != 3 or image.shape[0] != 3:
             raise ValueError(f"expected a (3, H, W) RGB image, got shape {tuple(image.shape)}")
+        check_image(image)
+        vocabulary = Vocabulary.from_names(classes)
+        if background is None:
+            background = vocabulary.background_index
         output_size = output_size or tuple(image.shape[-2:])
-        text, owner = self.text_queries(classes)
+        text, owner = self.text_queries(vocabulary)
         x = resize_short_side(
             image.to(self.device),
             self.short_side,
             self.max_long_side,
             round_pixels=self.round_resized,
         )
-        x = (x - self.pixel_mean) / self.pixel_std
+        x = self.pixels(x)
         logits = sliding_window_logits(
             self.dense, x, text, output_size, self.window, self.stride, self.window_batch
         )
@@ -208,8 +178,7 @@ class CLIPDenseSegmenter(nn.Module):
             )
         results = []
         for inp in batched_inputs:
-            classes, background = self.vocabulary(inp)
+            queries = input_vocabulary(inp).queries
             image = inp["image"]
-            size = (inp.get("height", image.shape[-2]), inp.get("width", image.shape[-1]))
-            results.append({"sem_seg": self.segment(image, classes, background, size)})
+            results.append({"sem_seg": self.segment(image, queries, None, output_size(inp))})
         return results

@@ -1,9 +1,9 @@
-"""One training iteration: detectron2's SimpleTrainer with AMP in float16 or bfloat16 and a loss
-that must stay finite on every process.
+"""One training iteration of any model: detectron2's SimpleTrainer with AMP in float16 or bfloat16
+and a loss that must stay finite on every process.
 
 Back-port and extension: detectron2 main's ``AMPTrainer(precision=...)`` covers float16 (with a
 gradient scaler) and bfloat16 autocast on CUDA; 0.6's ``AMPTrainer`` has float16 only, and both
-assert CUDA. :class:`RegionTrainStep` also runs autocast on the CPU and checks the loss on every
+assert CUDA. :class:`AMPTrainStep` also runs autocast on the CPU and checks the loss on every
 process before the optimiser step. When detectron2 0.6 support ends, it can become an
 ``AMPTrainer`` subclass that adds the finite check.
 """
@@ -17,10 +17,10 @@ import torch.distributed as dist
 from detectron2.engine import SimpleTrainer
 from detectron2.utils import comm
 
-__all__ = ["RegionTrainStep"]
+__all__ = ["AMPTrainStep"]
 
 
-class RegionTrainStep(SimpleTrainer):
+class AMPTrainStep(SimpleTrainer):
     def __init__(
         self,
         model,

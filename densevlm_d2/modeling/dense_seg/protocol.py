@@ -18,7 +18,7 @@ The protocol is SCLIP's (Wang et al., ECCV 2024), which ClearCLIP, NACLIP and Pr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,6 @@ import torch.nn.functional as F
 __all__ = [
     "class_probabilities",
     "decide",
-    "expand_synonyms",
     "resize_short_side",
     "resized_size",
     "sliding_window_logits",
@@ -118,19 +117,6 @@ def sliding_window_logits(
                 count[0, :, y1:y2, x1:x2] += 1
         logits /= count
     return F.interpolate(logits, output_size, mode="bilinear", align_corners=False)[0]
-
-
-def expand_synonyms(classes: Sequence[str]) -> tuple[list[str], list[int]]:
-    """``["sky, wall", "cat"]`` -> (``["sky", "wall", "cat"]``, ``[0, 0, 1]``): one query per
-    ``", "``-separated synonym, and the class each query belongs to."""
-    queries, owner = [], []
-    for index, name in enumerate(classes):
-        words = [w.strip() for w in name.split(",") if w.strip()]
-        if not words:
-            raise ValueError(f"class {index} has an empty name: {name!r}")
-        queries += words
-        owner += [index] * len(words)
-    return queries, owner
 
 
 def class_probabilities(
