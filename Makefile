@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Rebuilt only when what it installs changes; a second `make` reinstalls nothing.
 STAMP := $(VENV)/.densevlm_d2-env
 
-.PHONY: env test demo lint clean-env wheelhouse wheelhouse-check gpu-check
+.PHONY: env test test-fast demo lint clean-env wheelhouse wheelhouse-check gpu-check
 
 env: $(STAMP)
 
@@ -18,6 +18,11 @@ $(STAMP): requirements.txt setup.py tools/install_extras.py
 
 test: $(STAMP)
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+
+# The developer's loop: everything but the tests marked slow (training runs, tools in subprocesses,
+# full-size models); `make test` (CI) runs them all.
+test-fast: $(STAMP)
+	$(PY) -m pytest tests -q -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check densevlm_d2 tools tests datasets demo setup.py

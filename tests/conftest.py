@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import densevlm_d2  # noqa: F401  (compat + registrations before detectron2.data is imported)
+import densevlm_d2  # noqa: F401  (registers the backbone, meta-architectures and datasets)
 
 DATA = Path(__file__).parent / "fixtures"
 

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from ..utils.files import atomic_write
-from .prompts import PROMPT_STYLES, prompt_templates, prompts
+from .prompts import PROMPT_SETS, PROMPT_STYLES, prompt_templates, prompts
 from .vocabulary import Vocabulary, split_synonyms
 
 __all__ = [
@@ -86,7 +86,10 @@ class TextSpec:
 
     def __post_init__(self):
         if not isinstance(self.prompts, str):
-            object.__setattr__(self, "prompts", tuple(self.prompts))
+            prompts = tuple(self.prompts)
+            if len(prompts) == 1 and prompts[0] in PROMPT_SETS:  # ["vild"] (a config) is "vild"
+                prompts = prompts[0]
+            object.__setattr__(self, "prompts", prompts)
         prompt_templates(self.prompts)  # a clear error for an unknown set or a bad template
         if self.style not in PROMPT_STYLES:
             raise ValueError(f"prompt style must be one of {PROMPT_STYLES}, got {self.style!r}")

@@ -83,7 +83,7 @@ class SemSegMetricsEvaluator(SemSegEvaluator):
         k = self._num_classes
         for inp, out in zip(inputs, outputs, strict=True):
             pred = self._scored_output(out)["sem_seg"].argmax(dim=0).to(self._cpu_device)
-            pred = np.array(pred, dtype=np.int64)
+            pred = pred.numpy().astype(np.int64)
             gt = read_sem_seg_label(
                 self.input_file_to_gt_file[inp["file_name"]],
                 k,

@@ -7,6 +7,7 @@ import pytest
 import torch
 from timm.models.eva import checkpoint_filter_fn
 
+import demo.register  # noqa: F401  (the demo's EVA02-Demo-16)
 import densevlm_d2
 from densevlm_d2.clip.checkpoint import (
     CheckpointFormat,

@@ -18,7 +18,7 @@ from tests.conftest import randomize_
 
 
 def _trainable(backbone: CLIPViTBackbone) -> list[str]:
-    return [n for n, p in backbone.clip.named_parameters() if p.requires_grad]
+    return [n for n, p in backbone.model.named_parameters() if p.requires_grad]
 
 
 @pytest.mark.parametrize("name", ["EVA02-Tiny-16", "ViT-Tiny-16"])
@@ -33,7 +33,7 @@ def test_attention_mode_trains_query_and_value_weights_of_both_towers(name):
     assert sum("v_proj" in n for n in visual) == layers
     assert sum("q_proj" in n for n in visual) == layers - 1
     assert len(text) == 2 * len(
-        b.clip.transformer.resblocks if name == "ViT-Tiny-16" else b.clip.text.transformer.resblocks
+        b.model.transformer.resblocks if name == "ViT-Tiny-16" else b.model.text.transformer.resblocks
     )
     assert all(("q_proj" in n or "v_proj" in n) and "bias" not in n for n in names)
     assert b.trains_text and not b.is_frozen
@@ -41,7 +41,7 @@ def test_attention_mode_trains_query_and_value_weights_of_both_towers(name):
 
 def test_full_and_frozen_modes(tiny_vit):
     full = CLIPViTBackbone(model_name="ViT-Tiny-16", finetune="full", text_cache_dir=None)
-    frozen_names = {n for n, p in full.clip.named_parameters() if not p.requires_grad}
+    frozen_names = {n for n, p in full.model.named_parameters() if not p.requires_grad}
     # the logit scale and the last block's query/key rows (a fused in_proj, so none) stay frozen
     assert frozen_names == {"logit_scale"}
     frozen = CLIPViTBackbone(model_name="ViT-Tiny-16", finetune="frozen", text_cache_dir=None)
@@ -93,19 +93,19 @@ def test_split_is_idempotent_and_checks_its_input():
 
 def test_attention_training_changes_only_query_and_value_weights():
     b = CLIPViTBackbone(model_name="EVA02-Tiny-16", finetune="attention", text_cache_dir=None)
-    before = {k: v.clone() for k, v in b.clip.state_dict().items()}
-    opt = torch.optim.AdamW([p for p in b.clip.parameters() if p.requires_grad], lr=1e-2)
+    before = {k: v.clone() for k, v in b.model.state_dict().items()}
+    opt = torch.optim.AdamW([p for p in b.model.parameters() if p.requires_grad], lr=1e-2)
     tokens = b.text_embedder.tokenizer(["a cat", "the sky"])
     dense = b.features(torch.randn(1, 3, 64, 64)).dense
-    loss = dense.square().mean() + encode_tokens(b.clip, tokens).square().mean()
+    loss = dense.square().mean() + encode_tokens(b.model, tokens).square().mean()
     loss.backward()
     opt.step()
-    changed = {k for k, v in b.clip.state_dict().items() if not torch.equal(v, before[k])}
+    changed = {k for k, v in b.model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all(
         ("q_proj" in k or "v_proj" in k or "in_proj_weight" in k) for k in changed
     ), changed
     # fused text in_proj: only its query and value rows moved
     key = "text.transformer.resblocks.0.attn.in_proj_weight"
-    c = b.clip.text.transformer.width
-    delta = (b.clip.state_dict()[key] - before[key]).abs().sum(dim=1)
+    c = b.model.text.transformer.width
+    delta = (b.model.state_dict()[key] - before[key]).abs().sum(dim=1)
     assert delta[:c].sum() > 0 and delta[c : 2 * c].sum() == 0 and delta[2 * c :].sum() > 0

@@ -7,8 +7,6 @@ import hashlib
 import os
 import shutil
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,8 +17,8 @@ import densevlm_d2
 from densevlm_d2.clip.hub import MODEL_ZOO, is_cached, parse_hf_reference, resolve_weights
 from densevlm_d2.clip.io import WeightFileNotFoundError
 from densevlm_d2.model_zoo import main as zoo_main
+from tests.helpers import DEMO_REGISTER, ROOT, train_net
 
-ROOT = Path(__file__).resolve().parents[2]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
@@ -91,6 +89,7 @@ def test_hf_references_and_zoo_names_resolve_offline(offline_hub, tiny_eva, tmp_
     assert resolve_weights(weights) == weights  # local paths stay as they are
 
 
+@pytest.mark.slow
 def test_missing_files_say_how_to_fetch_them(offline_hub, tmp_path):
     with pytest.raises(FileNotFoundError) as e:
         resolve_weights("hf://test-org/absent/w.pt")
@@ -112,6 +111,7 @@ def test_missing_files_say_how_to_fetch_them(offline_hub, tmp_path):
         resolve_weights("zoo://nothing-like-this")
 
 
+@pytest.mark.slow
 def test_load_clip_by_zoo_name_only(offline_hub, eva_b16_release_state, tmp_path):
     """The published EVA-CLIP B/16 (random weights in its exact release layout) from the hub
     cache, by name only: architecture and weights come from the zoo entry."""
@@ -138,6 +138,7 @@ def test_zoo_command_lists_and_reports_the_cache(offline_hub, tmp_path, capsys):
         zoo_main(["download", "no-such-entry"])
 
 
+@pytest.mark.slow
 def test_recipes_by_name_through_train_net_offline(offline_hub, tiny_eva, tmp_path):
     """tools/train_net.py with hf:// references for the student and the teacher, offline."""
     weights = densevlm_d2.save_checkpoint(tiny_eva, tmp_path / "tiny.pt", "eva_clip")
@@ -146,13 +147,15 @@ def test_recipes_by_name_through_train_net_offline(offline_hub, tiny_eva, tmp_pa
     images.mkdir(parents=True)
     shutil.copy(ROOT / "densevlm_d2" / "assets" / "chelsea.jpg", images / "000000000001.jpg")
     ref = "hf://test-org/tiny-clip/tiny.pt"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(offline_hub),
-               DETECTRON2_DATASETS=str(tmp_path / "data"))  # fmt: skip
-    cmd = [sys.executable, str(ROOT / "tools" / "train_net.py"), "--config-file",
-           str(ROOT / "configs" / "coco" / "tiny_densevlm_cpu.yaml"), "MODEL.CLIP.CHECKPOINT", ref,
-           "MODEL.DENSEVLM.TEACHER.CHECKPOINT", ref, "SOLVER.MAX_ITER", "2", "DATASETS.TEST", "()",
-           "MODEL.DENSEVLM.VOCABULARY", "densevlm_demo_world_val",
-           "SOLVER.IMS_PER_BATCH", "1", "OUTPUT_DIR", str(tmp_path / "out")]  # fmt: skip
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
+    train_net(
+        ROOT / "configs" / "coco" / "tiny_densevlm_cpu.yaml",
+        "MODEL.CLIP.CHECKPOINT", ref, "MODEL.DENSEVLM.TEACHER.CHECKPOINT", ref,
+        "SOLVER.MAX_ITER", "2", "DATASETS.TEST", "()",
+        "MODEL.DENSEVLM.VOCABULARY", "densevlm_demo_world_val",
+        "SOLVER.IMS_PER_BATCH", "1", "OUTPUT_DIR", str(tmp_path / "out"),
+        register=(DEMO_REGISTER,),  # the vocabulary: the demo world's classes
+        datasets=tmp_path / "data",
+        HF_HUB_OFFLINE="1",
+        HF_HUB_CACHE=str(offline_hub),
+    )  # fmt: skip
     assert (tmp_path / "out" / "clip_final_eva_clip.pt").exists()

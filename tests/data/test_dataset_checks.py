@@ -158,5 +158,6 @@ def test_sem_seg_label_problems_are_listed(tmp_path):
     register_sem_seg(name, str(tmp_path / "img"), str(tmp_path / "lab"), ["x", "y", "z"])
     report = check_dataset(name, progress=False)
     assert report.images == 3 and len(report.problems) == 2
-    assert "b.png" in report.problems[0] and "12x8, the image 10x8" in report.problems[0]
+    assert "b.png" in report.problems[0]
+    assert "the labels are 12x8 (WxH) but the image is 10x8" in report.problems[0]
     assert "c.png" in report.problems[1] and "[7]" in report.problems[1]

@@ -9,6 +9,7 @@ import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from densevlm_d2.data import dataset_vocabulary
 from densevlm_d2.data.datasets import DatasetLayoutError, register_panoptic
 from densevlm_d2.data.datasets.builtin import ADE20K_LAYOUT
 from densevlm_d2.data.mappers import RegionEvalMapper
@@ -17,15 +18,19 @@ from tests.synthetic import CATEGORIES, write_toy
 
 def test_builtin_registrations():
     coco = MetadataCatalog.get("densevlm_coco_panoptic_val")
-    assert len(coco.classes) == 133 and sum(coco.class_is_thing) == 80
-    assert coco.classes[0] == "person" and coco.classes[80] == "banner"  # sorted category ids
+    vocabulary = dataset_vocabulary("densevlm_coco_panoptic_val")
+    assert len(vocabulary) == 133 and sum(vocabulary.is_thing) == 80
+    # sorted category ids
+    assert vocabulary.names[0] == "person" and vocabulary.names[80] == "banner"
     assert coco.panoptic_json.endswith("coco/annotations/panoptic_val2017.json")
     assert coco.panoptic_root.endswith("coco/annotations/panoptic_val2017")
     assert coco.image_root.endswith("coco/val2017")
     assert "densevlm_coco_panoptic_train" in DatasetCatalog.list()
     ade = MetadataCatalog.get("densevlm_ade20k_panoptic_val")
-    assert len(ade.classes) == 150 and sum(ade.class_is_thing) == 100
-    assert ade.classes[:3] == ["wall", "building", "sky"] and ade.class_is_thing[7]  # bed: a thing
+    vocabulary = dataset_vocabulary("densevlm_ade20k_panoptic_val")
+    assert len(vocabulary) == 150 and sum(vocabulary.is_thing) == 100
+    # bed: a thing
+    assert vocabulary.names[:3] == ("wall", "building", "sky") and vocabulary.is_thing[7]
     assert ade.image_root.endswith("ADEChallengeData2016/images/validation")
 
 

@@ -15,14 +15,13 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
+from densevlm_d2.data import VOCABULARY_DIR, dataset_vocabulary, shipped_vocabulary
 from densevlm_d2.data.datasets import DatasetLayoutError
 from densevlm_d2.data.datasets import prepare_sem_seg as prep
 from densevlm_d2.data.datasets.sem_seg import (
     SEM_SEG_BENCHMARKS,
-    SEM_SEG_VOCABULARY_DIR,
     register_sem_seg,
     register_sem_seg_benchmarks,
-    sem_seg_vocabulary,
 )
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "datasets"
@@ -97,7 +96,7 @@ def _write_ade150(root: Path) -> None:
 def _ade847_raw_and_expected() -> tuple[list[int], list[int]]:
     """Full-ADE20K class values and their 847 labels: wall (index 0), sky (2), the classes at
     indices 300 and 846, unlabelled (0) and a value of no 847 class."""
-    ids = sem_seg_vocabulary("ade20k_847")["dataset_ids"]
+    ids = shipped_vocabulary("ade20k_847").extra["dataset_ids"]
     unused = next(v for v in range(1, 5000) if v not in ids)
     return [ids[0], ids[2], ids[300], ids[846], 0, unused], [0, 2, 300, 846, 65535, 65535]
 
@@ -168,7 +167,7 @@ def _write_context(root: Path) -> None:
 
     voc = root / "VOCdevkit/VOC2010"
     (voc / "trainval").mkdir(parents=True)
-    names = sem_seg_vocabulary("pascal_context_459")["classes"]
+    names = shipped_vocabulary("pascal_context_459").names
     (voc / "labels.txt").write_text("".join(f"{i}: {n}\n" for i, n in enumerate(names, 1)))
     (voc / "pascalcontext_val.txt").write_text("\n".join(CONTEXT_VAL))
     for i in [*CONTEXT_VAL, "2008_000007"]:  # the last: a training image
@@ -256,18 +255,26 @@ def test_label_mappings():
 
 def test_vocabularies_and_metadata(root):
     for key, (n, ignore, background, _) in EXPECTED.items():
-        meta = MetadataCatalog.get(f"{PREFIX}{key}_sem_seg")
-        assert len(meta.stuff_classes) == n, key
-        assert (meta.ignore_label, meta.background_index) == (ignore, background), key
-        assert meta.evaluator_type == "sem_seg"
-        assert Path(meta.class_names_file).parent == SEM_SEG_VOCABULARY_DIR
-        assert "source" in json.loads(Path(meta.class_names_file).read_text())
-        assert len(meta.display_classes) == n and "," not in "".join(meta.display_classes)
+        name = f"{PREFIX}{key}_sem_seg"
+        meta = MetadataCatalog.get(name)
+        vocabulary = dataset_vocabulary(name)
+        assert len(meta.stuff_classes) == n and len(vocabulary) == n, key
+        assert (meta.ignore_label, vocabulary.background_index) == (ignore, background), key
+        assert meta.evaluator_type == "sem_seg" and vocabulary.source == name
+        # the names are those of the benchmark's shipped class-list file, which says its source
+        file = VOCABULARY_DIR / f"{key.rsplit('_', 1)[0]}.json"
+        assert vocabulary.names == shipped_vocabulary(file.stem).names, key
+        assert "source" in json.loads(file.read_text())
+        display = vocabulary.display_names
+        assert len(display) == n and "," not in "".join(display)
         if background is not None:
-            assert meta.display_classes[background] == "background"
+            assert display[background] == "background"
     voc21 = MetadataCatalog.get(f"{PREFIX}voc_21_val_sem_seg")
     assert voc21.stuff_classes[0].startswith("sky, wall, tree")  # SCLIP's background words
-    assert voc21.stuff_classes[4] == "ship" and voc21.display_classes[20] == "television monitor"
+    assert voc21.stuff_classes[4] == "ship"
+    assert dataset_vocabulary(f"{PREFIX}voc_21_val_sem_seg").display_names[20] == (
+        "television monitor"
+    )
     assert MetadataCatalog.get(f"{PREFIX}coco_object_val_sem_seg").stuff_classes[80] == "toothbrush"
     coco = MetadataCatalog.get(f"{PREFIX}coco_stuff_171_val_sem_seg").stuff_classes
     assert (coco[0], coco[79], coco[80], coco[170]) == ("person", "toothbrush", "banner", "wood")
@@ -290,41 +297,43 @@ CONTEXT_39 = ["bag", "bed", "bench", "book", "building", "cabinet", "ceiling", "
 
 def test_voc_20b_metadata(root):
     meta = MetadataCatalog.get(f"{PREFIX}voc_20b_val_sem_seg")
+    vocabulary = dataset_vocabulary(f"{PREFIX}voc_20b_val_sem_seg")
     # CAT-Seg's own VOC spellings (VOC-20 keeps SCLIP's: the two benchmarks come from two papers)
     voc20 = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
              "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep",
              "sofa", "train", "tvmonitor"]  # fmt: skip
-    assert meta.stuff_classes == [*voc20, "background"] and meta.background_index == 20
-    assert meta.query_classes == [*voc20, *CONTEXT_39] and len(meta.query_classes) == 59
-    assert meta.surplus_prediction_class == 20
-    assert meta.display_classes[:5] == ["aeroplane", "bicycle", "bird", "boat", "bottle"]
-    assert Path(meta.class_names_file).name == "voc_20b.json"
-    assert "CAT-Seg" in sem_seg_vocabulary("voc_20b")["source"]
+    assert meta.stuff_classes == [*voc20, "background"] and vocabulary.background_index == 20
+    assert vocabulary.query_names == (*voc20, *CONTEXT_39) and len(vocabulary.query_names) == 59
+    assert vocabulary.surplus_index == 20
+    assert vocabulary.queries.names == vocabulary.query_names
+    assert vocabulary.display_names[:5] == ("aeroplane", "bicycle", "bird", "boat", "bottle")
+    shipped = shipped_vocabulary("voc_20b")
+    assert (shipped.names, shipped.query_names) == (vocabulary.names, vocabulary.query_names)
+    assert "CAT-Seg" in shipped.extra["source"]
     # the other benchmarks have no query list: the model is asked about the scored classes
-    voc21 = MetadataCatalog.get(f"{PREFIX}voc_21_val_sem_seg")
-    assert voc21.query_classes is None and voc21.surplus_prediction_class is None
+    voc21 = dataset_vocabulary(f"{PREFIX}voc_21_val_sem_seg")
+    assert voc21.query_names is None and voc21.surplus_index is None
+    assert voc21.queries is voc21
 
 
 def test_register_checks_query_classes():
+    """The query list starts with the scored classes but the last, in order, and holds more names;
+    every query after them counts as the last class (no longer a parameter: derived)."""
     classes = ["cat", "dog", "background"]
-    with pytest.raises(ValueError, match="go together"):
-        register_sem_seg("test_semseg_q", "i", "g", classes, query_classes=["cat", "dog", "sky"])
-    with pytest.raises(ValueError, match="go together"):
-        register_sem_seg("test_semseg_q", "i", "g", classes, surplus_prediction_class=2)
-    with pytest.raises(ValueError, match="must be the last class index, 2"):
+    scored_first = "query_names must start with the first 2 class names in order and hold more"
+    with pytest.raises(ValueError, match=f"test_semseg_q: .*{scored_first}.*got 2 names"):
+        register_sem_seg("test_semseg_q", "i", "g", classes, query_classes=["cat", "dog"])
+    with pytest.raises(ValueError, match=f"test_semseg_q: .*{scored_first}.*got 3 names"):
+        register_sem_seg("test_semseg_q", "i", "g", classes, query_classes=["dog", "cat", "sky"])
+    with pytest.raises(TypeError, match="surplus_prediction_class"):
         register_sem_seg("test_semseg_q", "i", "g", classes, query_classes=["cat", "dog", "sky"],
-                         surplus_prediction_class=1)  # fmt: skip
-    with pytest.raises(ValueError, match="more than the 2 classes"):
-        register_sem_seg("test_semseg_q", "i", "g", classes, query_classes=["cat", "dog"],
-                         surplus_prediction_class=2)  # fmt: skip
-    with pytest.raises(ValueError, match=r"same order.*index 0 is 'dog', the class is 'cat'"):
-        register_sem_seg("test_semseg_q", "i", "g", classes, query_classes=["dog", "cat", "sky"],
                          surplus_prediction_class=2)  # fmt: skip
     assert "test_semseg_q" not in DatasetCatalog.list()
     register_sem_seg("test_semseg_q", "i", "g", classes, background_index=2,
-                     query_classes=("cat", "dog", "sky", "wall"),
-                     surplus_prediction_class=2)  # fmt: skip
-    assert MetadataCatalog.get("test_semseg_q").query_classes == ["cat", "dog", "sky", "wall"]
+                     query_classes=("cat", "dog", "sky", "wall"))  # fmt: skip
+    vocabulary = dataset_vocabulary("test_semseg_q")
+    assert vocabulary.query_names == ("cat", "dog", "sky", "wall")
+    assert vocabulary.surplus_index == 2  # queries 2 and 3 ("sky", "wall") count as class 2
 
 
 def _dicts(key: str) -> list[dict]:

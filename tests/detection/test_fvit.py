@@ -16,13 +16,14 @@ from detectron2.modeling import build_backbone, build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
+import demo.register  # noqa: F401  (the demo's model EVA02-Demo-16 and datasets)
 import densevlm_d2
 from demo.world import NOVEL_THINGS, THINGS, WorldSpec, write_world
 from densevlm_d2 import set_vocabulary
 from densevlm_d2.engine import Trainer
 from densevlm_d2.modeling import fuse_scores
 from densevlm_d2.modeling.backbone import CLIPFPN
-from tests.helpers import train_net
+from tests.helpers import DEMO_REGISTER, train_net
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "demo" / "fvit.yaml"
@@ -76,7 +77,7 @@ def test_fuse_scores_hand_computed():
     det = torch.tensor([[0.5, 0.3, 0.2]])
     vlm = torch.tensor([[0.2, 0.6, 0.2]])
     novel = torch.tensor([False, True, False])  # the last column is background: fused as base
-    fused = fuse_scores(det, vlm, novel, alpha=0.1, beta=0.8)
+    fused = fuse_scores(det, vlm, novel, clip_weight_base=0.1, clip_weight_novel=0.8)
     # 0.5^0.9 * 0.2^0.1, 0.3^0.2 * 0.6^0.8, 0.2^0.9 * 0.2^0.1 (computed with bc -l)
     assert torch.allclose(fused, torch.tensor([[0.4562217683, 0.5223303380, 0.2]]), atol=1e-7)
     with pytest.raises(ValueError, match="shapes disagree"):
@@ -125,7 +126,7 @@ def test_backbone_outputs_power_of_two_strides(world):
     assert out["clip_dense"].shape == (2, 128, 10, 10)
     assert torch.allclose(out["clip_dense"].norm(dim=1), torch.ones(2, 10, 10), atol=1e-5)
     # the CLIP ViT is frozen; the pyramid, FPN and heads train
-    assert not any(p.requires_grad for p in backbone.bottom_up.clip.parameters())
+    assert not any(p.requires_grad for p in backbone.bottom_up.clip_backbone.parameters())
     assert all(p.requires_grad for p in backbone.bottom_up.pyramid.parameters())
 
 
@@ -162,7 +163,7 @@ def test_training_loss_falls(world):
     assert all(math.isfinite(v) for v in losses)
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
     # the frozen CLIP did not move
-    assert model.backbone.bottom_up.clip.clip.visual.trunk.blocks[0].attn.q_proj.weight.grad is None
+    assert model.backbone.bottom_up.clip_backbone.model.visual.trunk.blocks[0].attn.q_proj.weight.grad is None
 
 
 def test_inference_with_novel_names_never_seen_in_training(world):
@@ -187,7 +188,7 @@ def test_inference_with_novel_names_never_seen_in_training(world):
         assert inst.pred_boxes.tensor.shape[1] == 4
     classes = torch.cat([o["instances"].pred_classes for o in out]).tolist()
     assert {0, 1, 3} & set(classes)  # boxes labelled with names the detector never trained on
-    with pytest.raises(ValueError, match="without repeats"):
+    with pytest.raises(ValueError, match="must not repeat names"):
         set_vocabulary(model, ["ring", "ring"])
 
 
@@ -205,7 +206,7 @@ def test_fusion_changes_novel_scores_only_through_the_clip_map(world):
         logits, deltas = rh.box_predictor(
             rh.box_head(rh.box_pooler([feats[f] for f in rh.box_in_features], boxes))
         )
-        region = rh.vlm_pooler(feats["clip_dense"], boxes)
+        region = rh.clip_pooler(feats["clip_dense"], boxes)
         vlm = region @ rh.box_predictor.class_embeddings.T * 75.0
         (plain,) = rh.box_predictor.predict_probs((logits, deltas), proposals)
         (fused,) = rh.box_predictor.predict_probs((logits, deltas, vlm), proposals)
@@ -295,7 +296,9 @@ def test_backbone_in_a_stock_mask_rcnn_config(world):
 
 def test_train_net_tiny_recipe_trains_and_reports_ap50(world, tmp_path):
     out = tmp_path / "out"
-    train_net(TINY, "SOLVER.MAX_ITER", "4", "OUTPUT_DIR", out, datasets=world)
+    train_net(
+        TINY, "SOLVER.MAX_ITER", "4", "OUTPUT_DIR", out, datasets=world, register=(DEMO_REGISTER,)
+    )
     assert (out / "model_final.pth").is_file()
     log = (out / "log.txt").read_text()
     assert "bbox AP50: base" in log
@@ -307,7 +310,8 @@ def test_train_net_tiny_recipe_trains_and_reports_ap50(world, tmp_path):
     # evaluation only, from the trained weights
     weights = out / "model_final.pth"
     proc = train_net(
-        TINY, "--eval-only", "MODEL.WEIGHTS", weights, "OUTPUT_DIR", tmp_path / "ev", datasets=world
+        TINY, "--eval-only", "MODEL.WEIGHTS", weights, "OUTPUT_DIR", tmp_path / "ev", datasets=world,
+        register=(DEMO_REGISTER,),
     )
     assert (
         "AP50-novel" in proc.stdout + proc.stderr
@@ -323,7 +327,7 @@ def test_any_clip_checkpoint_layout_is_the_backbone(world, tmp_path):
     for fmt in ("eva_clip", "open_clip"):
         path = save_checkpoint(clip, tmp_path / f"clip_{fmt}.pt", fmt)
         backbone = build_backbone(tiny_cfg("MODEL.CLIP.CHECKPOINT", str(path)))
-        loaded = backbone.bottom_up.clip.clip.state_dict()
+        loaded = backbone.bottom_up.clip_backbone.model.state_dict()
         for key, value in clip.state_dict().items():
             assert torch.equal(loaded[key], value), (fmt, key)
     bad = tmp_path / "wrong.pt"
@@ -384,7 +388,7 @@ def test_ovcoco_recipe_runs_in_the_documented_layout(world, tmp_path):
         "SOLVER.AMP.ENABLED", "False",
         "INPUT.LSJ.IMAGE_SIZE", "256", "MODEL.FVIT.PAD_TO", "256", "SOLVER.IMS_PER_BATCH", "1",
         "SOLVER.MAX_ITER", "1", "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "out"),
-        datasets=data_root, timeout=900,
+        datasets=data_root, timeout=900, register=(DEMO_REGISTER,),
     )  # fmt: skip
     log = (tmp_path / "out" / "log.txt").read_text()
     assert "bbox AP50: base" in log and "densevlm_ovcoco_val" in log

@@ -72,7 +72,7 @@ def test_crafted_files_on_every_path_run_nothing(world, tmp_path):  # noqa: F811
 def _eval_only(tmp_path, *opts):
     args = default_argument_parser().parse_args(
         ["--config-file", str(ROOT / "configs" / "eval" / "coco_panoptic_eva02_b16.yaml"),
-         "--eval-only", "MODEL.CLIP.MODEL_NAME", "EVA02-Tiny-16", "MODEL.CLIP.IMAGE_SIZE", "64",
+         "--eval-only", "MODEL.CLIP.MODEL_NAME", "EVA02-Tiny-16", "INPUT.REGIONS.IMAGE_SIZE", "64",
          "DATASETS.TEST", "('test_train_images',)", "OUTPUT_DIR", str(tmp_path / "eval"), *opts]
     )  # fmt: skip
     return _tool("train_net.py")["main"](args)
@@ -94,7 +94,7 @@ def test_train_net_weights_errors_and_no_silent_random_model(world, tmp_path):  
 def test_api_random_weights_only_on_request():
     with pytest.raises(ValueError, match="needs weights: pass checkpoint=<file>, or random_init"):
         densevlm_d2.load_clip("EVA02-Tiny-16")
-    assert densevlm_d2.load_clip("EVA02-Tiny-16", random_init=True, image_size=64).clip
+    assert densevlm_d2.load_clip("EVA02-Tiny-16", random_init=True, image_size=64).backbone
     with pytest.raises(ValueError, match="image_size must be"):
         densevlm_d2.load_clip("EVA02-Tiny-16", random_init=True, image_size=0)
     with pytest.raises(ValueError, match="image_size must be"):
@@ -173,7 +173,7 @@ def test_weights_broken_by_a_step_with_a_finite_loss_are_not_saved(world, tmp_pa
         ret = real_step(*args, **kwargs)
         if trainer.iter == 1:
             with torch.no_grad():
-                trainer.model.backbone.clip.visual.trunk.blocks[0].mlp.fc2.weight[0, 0] = torch.nan
+                trainer.model.backbone.model.visual.trunk.blocks[0].mlp.fc2.weight[0, 0] = torch.nan
         return ret
 
     optimizer.step = step
@@ -181,7 +181,7 @@ def test_weights_broken_by_a_step_with_a_finite_loss_are_not_saved(world, tmp_pa
         trainer.train()
     message = str(e.value)
     assert "not writing checkpoint model_0000001" in message and "NaN or inf" in message
-    assert "backbone.clip.visual.trunk.blocks.0.mlp.fc2.weight" in message
+    assert "backbone.model.visual.trunk.blocks.0.mlp.fc2.weight" in message
     assert f"The last checkpoint, {out / 'model_0000000.pth'}, is finite" in message
     assert sorted(p.name for p in out.glob("model_*.pth")) == ["model_0000000.pth"]
     assert (out / "last_checkpoint").read_text() == "model_0000000.pth"

@@ -31,7 +31,7 @@ def test_raw_clip_checkpoints(tiny_eva, tmp_path):
         )
         CLIPCheckpointer(model).load(str(path))
         for k, v in tiny_eva.state_dict().items():
-            assert torch.equal(model.state_dict()["backbone.clip." + k], v), (fmt, k)
+            assert torch.equal(model.state_dict()["backbone.model." + k], v), (fmt, k)
     broken = export_state_dict(tiny_eva, "eva_clip")
     del broken["visual.blocks.0.mlp.w3.weight"]
     torch.save(broken, tmp_path / "broken.pt")
@@ -48,8 +48,8 @@ def test_detectron2_checkpoints_round_trip_and_are_strict(tmp_path):
         assert torch.equal(other.state_dict()[k], v), k
     state = torch.load(tmp_path / "model_final.pth", weights_only=True)
     state["model"]["backbone.extra.weight"] = torch.zeros(1)
-    del state["model"]["backbone.clip.logit_scale"]
+    del state["model"]["backbone.model.logit_scale"]
     torch.save(state, tmp_path / "bad.pth")
     with pytest.raises(CheckpointMismatchError) as e:
         CLIPCheckpointer(other).load(str(tmp_path / "bad.pth"))
-    assert "backbone.clip.logit_scale" in str(e.value) and "backbone.extra.weight" in str(e.value)
+    assert "backbone.model.logit_scale" in str(e.value) and "backbone.extra.weight" in str(e.value)

@@ -19,15 +19,16 @@ from PIL import Image
 import densevlm_d2
 from densevlm_d2.clip.checkpoint import blend_state_dicts
 from densevlm_d2.data.datasets.coco_boxes import register_coco_boxes, register_image_folder
-from densevlm_d2.data.datasets.vocabulary import register_vocabulary
+from densevlm_d2.data import register_vocabulary
 from densevlm_d2.data.mappers import RegionTrainMapper
 from densevlm_d2.engine import Trainer, launch
 
 ROOT = Path(__file__).resolve().parents[2]
-VOCAB = [
-    {"name": n, "isthing": t}
-    for n, t in [("cat", 1), ("dog", 1), ("car", 1), ("sky", 0), ("grass", 0), ("wall", 0)]
-]
+VOCAB = {
+    "source": "test world",
+    "classes": ["cat", "dog", "car", "sky", "grass", "wall"],
+    "is_thing": [True, True, True, False, False, False],
+}
 
 
 def _register(root: Path) -> None:
@@ -115,7 +116,7 @@ def test_loss_falls_on_a_fixed_batch(world, arch):
     mapper = RegionTrainMapper(cfg, with_crops=model.needs_crops)
     batch = [mapper(d) for d in DatasetCatalog.get(cfg.DATASETS.TRAIN[0])[:2]]
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    assert trainable and all(n.startswith("backbone.clip.visual.trunk.blocks.") for n in trainable)
+    assert trainable and all(n.startswith("backbone.model.visual.trunk.blocks.") for n in trainable)
     model.train()
     losses = []
     with EventStorage():
@@ -135,7 +136,7 @@ class _Crash(HookBase):
 
 
 def _student(trainer):
-    return {k: v.clone() for k, v in trainer.model.backbone.clip.state_dict().items()}
+    return {k: v.clone() for k, v in trainer.model.backbone.model.state_dict().items()}
 
 
 class _NoRandom:
@@ -201,7 +202,7 @@ def _two_process_main(cfg_dict, out, root):
     _register(Path(root))
     trainer = Trainer(CfgNode(cfg_dict))
     trainer.train()
-    clip = trainer.model.module.backbone.clip
+    clip = trainer.model.module.backbone.model
     torch.save(
         {k: v.detach() for k, v in clip.state_dict().items()},
         os.path.join(out, f"rank{comm.get_rank()}.pt"),
