@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import densevlm_d2
+from densevlm_d2.clip import VocabularyError
 from densevlm_d2.clip.preprocess import preprocess_crop
 
 
@@ -72,7 +73,7 @@ def test_text_and_classification(encoder, tmp_path):
     t = encoder.encode_text(["a photo of a cat", "sky"])
     assert t.shape == (2, 64) and torch.allclose(t.norm(dim=-1), torch.ones(2), atol=1e-5)
     names = ["cat", "sky", "grass"]
-    classifier = encoder.text_classifier(names)
+    classifier = encoder.text_embeddings(names)
     assert classifier.shape == (3, 64)
     assert len(list((tmp_path / "txt").glob("*.npy"))) == 1
     x = encoder.preprocess(_photo())
@@ -123,16 +124,18 @@ def test_bad_boxes_and_masks_name_their_indices(encoder):
 
 
 def test_vocabularies_must_be_lists_of_names(encoder, caplog):
-    with pytest.raises(ValueError, match="a vocabulary is a list of class names, got str 'cat'"):
-        encoder.text_classifier("cat")
-    with pytest.raises(ValueError, match="got NoneType"):
-        encoder.text_classifier(None)
-    with pytest.raises(ValueError, match=r"non-empty strings; at indices \[1, 2\]: \[None, '  '\]"):
-        encoder.text_classifier(["cat", None, "  "])
-    with pytest.raises(ValueError, match="empty class vocabulary"):
-        encoder.text_classifier([])
+    with pytest.raises(VocabularyError, match="is a list of class names, got the string 'cat'"):
+        encoder.text_embeddings("cat")
+    with pytest.raises(VocabularyError, match="got NoneType"):
+        encoder.text_embeddings(None)
+    with pytest.raises(VocabularyError, match=r"must be strings; .* NoneType at index 1$"):
+        encoder.text_embeddings(["cat", None, "  "])
+    with pytest.raises(VocabularyError, match=r"must not be blank; .* \['  ', ''\] at index 1, 2$"):
+        encoder.text_embeddings(["cat", "  ", ""])
+    with pytest.raises(VocabularyError, match="empty vocabulary"):
+        encoder.text_embeddings([])
     with caplog.at_level("WARNING"):
-        emb = encoder.text_classifier(["cat", "sky", "cat"])
+        emb = encoder.text_embeddings(["cat", "sky", "cat"])
     assert "the vocabulary repeats ['cat']" in caplog.text and torch.equal(emb[0], emb[2])
 
 

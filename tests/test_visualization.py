@@ -37,7 +37,7 @@ NAMES = ["cat", "sky", "grass"]
 
 
 def test_dense_prediction(encoder, image):
-    classifier = encoder.text_classifier(NAMES)
+    classifier = encoder.text_embeddings(NAMES)
     labels = dense_prediction(encoder, image, classifier)
     assert labels.shape == (50, 80) and labels.dtype == torch.int64
     assert 0 <= labels.min() and labels.max() < 3
@@ -49,12 +49,13 @@ def test_dense_prediction(encoder, image):
 
 @needs_cv2
 def test_drawing(encoder, image):
-    labels = dense_prediction(encoder, image, encoder.text_classifier(NAMES))
+    labels = dense_prediction(encoder, image, encoder.text_embeddings(NAMES))
     drawn = draw_dense_prediction(image, labels, NAMES)
     assert drawn.shape == (50, 80, 3) and drawn.dtype == np.uint8
     assert not np.array_equal(drawn, np.asarray(image))
 
 
+@pytest.mark.slow
 def test_drawing_without_opencv_names_the_fix():
     code = (
         "import sys; sys.modules['cv2'] = None\n"

@@ -31,6 +31,7 @@ from densevlm_d2.data.mappers import RegionTrainMapper
 from densevlm_d2.engine import Trainer
 from densevlm_d2.engine.amp_step import AMPTrainStep
 from densevlm_d2.utils import atomic_write
+from densevlm_d2.utils.registration import run_register_files
 
 ROOT = Path(__file__).resolve().parents[1]
 # dense bfloat16 tensor-core peak (TFLOP/s) by device name; --peak-tflops overrides
@@ -169,9 +170,9 @@ def region_eval(args):
 
 def fvit(args):
     cfg = densevlm_d2.add_densevlm_config(get_cfg())
-    config = (
-        "configs/demo/fvit.yaml" if args.quick else "configs/ovcoco/fvit_eva02_b16.yaml"
-    )
+    if args.quick:  # the demo's small recipe, with its EVA02-Demo-16
+        run_register_files([str(ROOT / "demo" / "register.py")])
+    config = "configs/demo/fvit.yaml" if args.quick else "configs/ovcoco/fvit_eva02_b16.yaml"
     cfg.merge_from_file(str(ROOT / config))
     cfg.merge_from_list([
         "MODEL.DEVICE", args.device, "MODEL.CLIP.CHECKPOINT", "", "MODEL.CLIP.RANDOM_INIT", "True",

@@ -18,6 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 import densevlm_d2
+from densevlm_d2.utils.registration import add_register_argument, run_register_files
 from densevlm_d2.visualization import dense_prediction, draw_dense_prediction
 
 DEFAULT_IMAGE = Path(densevlm_d2.__file__).parent / "assets" / "chelsea.jpg"
@@ -51,7 +52,9 @@ def main(argv=None):
     )
     parser.add_argument("--output", default="output/demo/dense_prediction.png")
     parser.add_argument("--device", default="cpu")
+    add_register_argument(parser)
     args = parser.parse_args(argv)
+    run_register_files(args.register)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("densevlm_d2").setLevel(logging.INFO)
 

@@ -36,7 +36,12 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 
-from install_extras import D2_FALLBACK, download_detectron2_fallback, prepare_detectron2_source
+from install_extras import (
+    D2_FALLBACK,
+    download_detectron2_fallback,
+    outdated_detectron2_files,
+    prepare_detectron2_source,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = "manifest.json"
@@ -304,14 +309,25 @@ def install(wheelhouse: Path, prefix: Path | None = None, log=print) -> dict:
 def _install_detectron2(archive: Path, where, env, log) -> bool:
     """Build detectron2 here against the node's torch: with our stub extension, or without any
     extension where that cannot compile. Returns whether the extension was built."""
-    if (
-        subprocess.run(
-            [sys.executable, "-c", "import detectron2"], env=env, capture_output=True
-        ).returncode
-        == 0
-    ):
-        log("detectron2 already installed")
-        return True
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, detectron2; print(os.path.dirname(detectron2.__file__))",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode == 0:
+        outdated = outdated_detectron2_files(Path(probe.stdout.strip()))
+        if not outdated:
+            log("detectron2 already installed")
+            return True
+        log(
+            f"the installed detectron2 uses names that today's numpy/Pillow/setuptools removed "
+            f"({outdated[0]}, ...): building the modernised source over it"
+        )
     for extension in (True, False):
         with tempfile.TemporaryDirectory(prefix="d2src-") as tmp:
             src = prepare_detectron2_source(archive, Path(tmp), extension=extension)

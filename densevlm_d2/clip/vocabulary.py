@@ -109,6 +109,10 @@ def warn_repeats(names: Sequence[str], what: str) -> None:
         )
 
 
+def _describe(source: str) -> str:
+    return "vocabulary" if source == "user list" else f"vocabulary of {source}"
+
+
 @dataclass(frozen=True)
 class Vocabulary:
     """Class names in label order and what is known about them (see the module docstring).
@@ -130,7 +134,7 @@ class Vocabulary:
     extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
-        where = f"vocabulary of {self.source}"
+        where = _describe(self.source)
         object.__setattr__(self, "names", check_class_names(self.names, where, warn=False))
         k = len(self.names)
         if self.is_thing is not None:
@@ -174,7 +178,7 @@ class Vocabulary:
         if isinstance(names, Vocabulary):
             return names
         vocabulary = cls(names=names, source=source, **kwargs)
-        warn_repeats(vocabulary.names, f"vocabulary of {source}")
+        warn_repeats(vocabulary.names, _describe(source))
         return vocabulary
 
     @classmethod
@@ -258,7 +262,7 @@ class Vocabulary:
         return Vocabulary(
             names=self.query_names,
             background_index=b if b is not None and b < len(self.names) - 1 else None,
-            source=f"{self.source} (queries)",
+            source=self.source,
         )
 
     @property

@@ -111,14 +111,14 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_optimizer(cls, cfg, model):
         s = cfg.SOLVER
-        clip = get_clip_backbone(model).model
+        student = get_clip_backbone(model).model  # the open_clip model
         optimizer = build_adamw(
             model,
             s.BASE_LR,
             s.WEIGHT_DECAY,
             s.ADAMW_BETAS,
             s.ADAMW_EPS,
-            lr_multipliers={id(p): s.CLIP_LR_MULTIPLIER for p in clip.parameters()},
+            lr_multipliers={id(p): s.CLIP_LR_MULTIPLIER for p in student.parameters()},
         )
         # SOLVER.CLIP_GRADIENTS (off by default): clips before each step (after AMP unscaling);
         # CLIP_TYPE "full_model" clips the norm of all gradients together (CAT-Seg)

@@ -3,6 +3,7 @@ selection of large vocabularies, the loss, the text path, inference and the opti
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -11,11 +12,14 @@ import torch.nn.functional as F
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
+import demo.register  # noqa: F401  (the demo's model EVA02-Demo-16)
 import densevlm_d2
+from densevlm_d2 import Vocabulary
+from densevlm_d2.clip.text import TextSpec
 from densevlm_d2.engine.trainer import Trainer
 from densevlm_d2.modeling.cat_seg import CostAggregator
 from densevlm_d2.modeling.cat_seg.spatial import window_region_mask
-from densevlm_d2.modeling.meta_arch.cat_seg import cat_seg_prompts, sliding_windows
+from densevlm_d2.modeling.meta_arch.cat_seg import sliding_windows
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ["ball", "box, crate", "sky", "grass"]
@@ -102,19 +106,11 @@ def test_shifted_window_mask():
     assert set(last.unique().tolist()) == {-100.0, 0.0} and int((last == 0).sum()) == 4 * 4 * 4
 
 
-def test_windows_prompts():
+def test_windows():
     assert sliding_windows(640, 384, 0.333) == [0, 256]
     assert sliding_windows(192, 128, 0.5) == [0, 64]
     with pytest.raises(ValueError, match="no 384-px windows"):
         sliding_windows(300, 384, 0.333)
-    assert cat_seg_prompts(["box, crate", "sky"], ["A photo of a {} in the scene", "{}"]) == [
-        "A photo of a box in the scene",
-        "box",
-        "A photo of a sky in the scene",
-        "sky",
-    ]
-    with pytest.raises(ValueError, match="empty vocabulary"):
-        cat_seg_prompts([], ["{}"])
 
 
 def tiny_cfg(**overrides):
@@ -137,7 +133,7 @@ def tiny_cfg(**overrides):
 def model():
     torch.manual_seed(0)
     m = build_model(tiny_cfg())
-    m.train_classes = list(CLASSES)
+    m.train_classes = Vocabulary.from_names(CLASSES)
     return m
 
 
@@ -162,6 +158,7 @@ def test_loss_is_binary_cross_entropy_on_one_hot_targets(model):
         model.loss(logits, targets)
 
 
+@pytest.mark.slow
 def test_training_step_and_text_gradients(model):
     model.train()
     g = torch.Generator().manual_seed(0)
@@ -175,7 +172,7 @@ def test_training_step_and_text_gradients(model):
     losses = model(batch)
     assert set(losses) == {"loss_sem_seg"} and torch.isfinite(losses["loss_sem_seg"])
     losses["loss_sem_seg"].backward()
-    clip = model.backbone.clip
+    clip = model.backbone.model
     text_q = clip.text.transformer.resblocks[0].attn.q_proj_weight
     vis_v = clip.visual.trunk.blocks[0].attn.v_proj.weight
     assert text_q.grad is not None and text_q.grad.abs().sum() > 0
@@ -184,6 +181,7 @@ def test_training_step_and_text_gradients(model):
     model.zero_grad(set_to_none=True)
 
 
+@pytest.mark.slow
 def test_inference_scores_and_text_cache(model):
     model.eval()
     image = torch.randint(0, 256, (3, 100, 150), dtype=torch.uint8)
@@ -192,11 +190,39 @@ def test_inference_scores_and_text_cache(model):
     cached = model.text_embeddings(CLASSES)
     assert model.text_embeddings(CLASSES) is cached and not cached.requires_grad
     model.train()
-    assert tuple(CLASSES) not in model._text_cache  # the text tower trains: forgotten
+    trained = model.text_embeddings(CLASSES)  # the text tower trains: not the cache
+    assert trained is not cached and trained.requires_grad
+    text_q = model.backbone.model.text.transformer.resblocks[0].attn.q_proj_weight
+    with torch.no_grad():
+        text_q.add_(0.0)  # an optimiser step changes the text tower in place
     model.eval()
+    again = model.text_embeddings(CLASSES)  # the stale embeddings are forgotten
+    assert again is not cached and torch.allclose(again, cached, atol=1e-6)
     no_sliding = build_model(tiny_cfg(**{"MODEL.CAT_SEG.SLIDING_WINDOW": False})).eval()
     out = no_sliding([{"image": image, "classes": CLASSES}])[0]["sem_seg"]
     assert out.shape == (4, 100, 150)
+
+
+def test_prompts_are_the_first_synonym_in_each_template(model):
+    """CAT-Seg's text: every template with the first synonym of each name, as given ("plain"), one
+    embedding per template (the published ``A photo of a {} in the scene``)."""
+    published = TextSpec(prompts="cat_seg", style="plain", synonyms="first", ensemble=False)
+    assert model.text == published
+    assert model.text.templates == ("A photo of a {} in the scene",)
+    model.eval()
+    templates = ("A photo of a {} in the scene", "{}")
+    model.text = dataclasses.replace(published, prompts=templates)
+    try:
+        emb = model.text_embeddings(["box, crate", "sky"])
+    finally:
+        model.text = published
+    expected = model.backbone.encode_text(
+        ["A photo of a box in the scene", "box", "A photo of a sky in the scene", "sky"]
+    )
+    assert emb.shape == (2, 2, expected.shape[-1])
+    torch.testing.assert_close(emb, expected.view(2, 2, -1), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="empty vocabulary"):
+        model.text_embeddings([])
 
 
 def test_bad_settings_name_the_key():
@@ -212,7 +238,7 @@ def test_optimizer_recipe(model):
     cfg = tiny_cfg(**{"SOLVER.CLIP_LR_MULTIPLIER": 0.01, "SOLVER.BASE_LR": 2e-4})
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.01
     opt = Trainer.build_optimizer(cfg, model)
-    clip_ids = {id(p) for p in model.backbone.clip.parameters()}
+    clip_ids = {id(p) for p in model.backbone.model.parameters()}
     for group in opt.param_groups:
         in_clip = {id(p) in clip_ids for p in group["params"]}
         assert len(in_clip) == 1

@@ -12,9 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
+import demo.register  # noqa: F401  (the demo world and CLIP, in spawned processes too)
 from demo.world import WorldSpec, write_world
 from densevlm_d2.data.datasets.panoptic_semantic import panoptic_to_semantic
-from tests.helpers import train_net
+from tests.helpers import DEMO_REGISTER, train_net
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "demo" / "cat_seg.yaml"
@@ -49,11 +50,13 @@ def chance_miou(label_dir: Path, num_classes: int) -> float:
     return 100 * max(uniform[present].mean(), constant / present.sum())
 
 
+@pytest.mark.slow
 def test_tiny_config_trains_with_falling_loss_and_beats_chance(world, tmp_path):
     out = tmp_path / "out"
     train_net(
         TINY, "MODEL.CLIP.RANDOM_INIT", "True", "SOLVER.MAX_ITER", ITERATIONS,
         "SOLVER.CHECKPOINT_PERIOD", ITERATIONS, "OUTPUT_DIR", out, datasets=world, timeout=1500,
+        register=(DEMO_REGISTER,),
     )  # fmt: skip
     assert (out / "model_final.pth").is_file()
     losses = [
@@ -85,6 +88,7 @@ def _two_process_main(cfg_dict, out):
     torch.save({"before": before, "after": after}, Path(out) / f"rank{comm.get_rank()}.pt")
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_keep_identical_weights(world, tmp_path, monkeypatch):
     from detectron2.config import get_cfg
 
@@ -107,7 +111,7 @@ def test_two_cpu_processes_keep_identical_weights(world, tmp_path, monkeypatch):
     # what trains moved: the head, the query and value (not key) rows of a text attention layer,
     # a vision value projection; the rest of the CLIP did not
     assert not torch.equal(after["aggregator.head.weight"], before["aggregator.head.weight"])
-    fused = "backbone.clip.text.transformer.resblocks.0.attn.in_proj_weight"
+    fused = "backbone.model.text.transformer.resblocks.0.attn.in_proj_weight"
     rows = (after[fused] - before[fused]).abs().sum(dim=1)
     width = rows.shape[0] // 3
     assert (
@@ -115,11 +119,11 @@ def test_two_cpu_processes_keep_identical_weights(world, tmp_path, monkeypatch):
         and rows[width : 2 * width].sum() == 0
         and rows[2 * width :].sum() > 0
     )
-    v = "backbone.clip.visual.trunk.blocks.0.attn.v_proj.weight"
+    v = "backbone.model.visual.trunk.blocks.0.attn.v_proj.weight"
     assert not torch.equal(after[v], before[v])
     for frozen in (
-        "backbone.clip.visual.trunk.pos_embed",
-        "backbone.clip.text.token_embedding.weight",
-        "backbone.clip.visual.trunk.blocks.0.attn.k_proj.weight",
+        "backbone.model.visual.trunk.pos_embed",
+        "backbone.model.text.token_embedding.weight",
+        "backbone.model.visual.trunk.blocks.0.attn.k_proj.weight",
     ):
         assert torch.equal(after[frozen], before[frozen]), frozen

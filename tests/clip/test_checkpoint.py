@@ -48,6 +48,7 @@ def _assert_same_state(a: dict, b: dict):
 # --------------------------------------------------------------------------------------------------
 # EVA-CLIP release layout, full size
 # --------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_release_layout_loads_every_tensor(eva_b16_release_state, tmp_path):
     path = tmp_path / "EVA02_CLIP_B_psz16_s8B.pt"
     torch.save(eva_b16_release_state, path)
@@ -93,6 +94,7 @@ def test_release_mapping_agrees_with_timm(eva_b16_release_state, eva_b16):
         assert torch.equal(ours_visual[k], v), k
 
 
+@pytest.mark.slow
 def test_fine_tuned_release_wrapped_and_prefixed(eva_b16_release_state, tmp_path):
     """DenseVLM/CLIPSelf save {'epoch', 'name', 'state_dict', 'optimizer', 'scaler'}, keys with
     'module.'."""
@@ -113,6 +115,7 @@ def test_fine_tuned_release_wrapped_and_prefixed(eva_b16_release_state, tmp_path
     )
 
 
+@pytest.mark.slow
 def test_fp16_release_loads(tmp_path):
     state = random_release_state("EVA02-CLIP-B-16", seed=3, dtype=torch.float16)
     model = densevlm_d2.build_clip_model("EVA02-CLIP-B-16")
@@ -122,6 +125,7 @@ def test_fp16_release_loads(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_export_release_layout_keys_and_shapes(eva_b16_release_state, eva_b16):
     load_checkpoint(eva_b16, eva_b16_release_state)
     exported = export_state_dict(eva_b16, "eva_clip")
@@ -136,6 +140,7 @@ def test_export_release_layout_keys_and_shapes(eva_b16_release_state, eva_b16):
             assert torch.equal(exported[k], v), k
 
 
+@pytest.mark.slow
 def test_export_release_layout_large_model():
     model = densevlm_d2.build_clip_model("EVA02-CLIP-L-14-336")
     exported = export_state_dict(model, "eva_clip")
@@ -157,6 +162,7 @@ def test_export_release_layout_large_model():
 # --------------------------------------------------------------------------------------------------
 # Round trips
 # --------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["eva_clip", "open_clip"])
 def test_round_trip_is_bit_exact_full_size(eva_b16_release_state, fmt, tmp_path):
     a = densevlm_d2.build_clip_model("EVA02-CLIP-B-16")
@@ -327,6 +333,7 @@ def test_atomic_save_leaves_nothing_on_failure(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
 
 
+@pytest.mark.slow
 def test_openai_weights_need_the_quickgelu_variant():
     """OpenAI's ViT-B/16 weights were trained with QuickGELU: ViT-B-16-quickgelu has the same keys
     as ViT-B-16 (a file loads into either) and QuickGELU activations."""

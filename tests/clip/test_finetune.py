@@ -33,7 +33,9 @@ def test_attention_mode_trains_query_and_value_weights_of_both_towers(name):
     assert sum("v_proj" in n for n in visual) == layers
     assert sum("q_proj" in n for n in visual) == layers - 1
     assert len(text) == 2 * len(
-        b.model.transformer.resblocks if name == "ViT-Tiny-16" else b.model.text.transformer.resblocks
+        b.model.transformer.resblocks
+        if name == "ViT-Tiny-16"
+        else b.model.text.transformer.resblocks
     )
     assert all(("q_proj" in n or "v_proj" in n) and "bias" not in n for n in names)
     assert b.trains_text and not b.is_frozen

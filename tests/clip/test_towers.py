@@ -186,6 +186,7 @@ def test_input_not_multiple_of_patch_is_floored_as_published(tiny_eva):
     assert out.dense.shape[-2:] == (6, 4)
 
 
+@pytest.mark.slow
 def test_full_size_eva_b16_dense_at_512(eva_b16):
     tower = vision_tower(eva_b16.visual)
     assert (tower.patch_size, tower.width, tower.output_dim, tower.num_blocks) == (16, 768, 512, 12)

@@ -48,6 +48,7 @@ def _run_steps(model, optimizer, data, precision: str, steps: int = 12) -> list[
     return totals
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", list(PRECISIONS))
 @pytest.mark.parametrize("arch", ["DenseVLM", "CLIPSelf"])
 def test_region_alignment_steps_under_amp(world, arch, precision):  # noqa: F811
@@ -62,6 +63,7 @@ def test_region_alignment_steps_under_amp(world, arch, precision):  # noqa: F811
     assert all(np.isfinite(totals)) and totals[-1] < totals[0], totals
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", list(PRECISIONS))
 def test_fvit_steps_under_amp(fvit_world, precision):  # noqa: F811
     cfg = fvit_cfg("MODEL.DEVICE", DEVICE, "SOLVER.AMP.ENABLED", "True",

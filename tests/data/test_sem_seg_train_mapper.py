@@ -10,6 +10,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from PIL import Image
 
+from densevlm_d2.data import register_vocabulary
 from densevlm_d2.data.mappers import SemSegTrainMapper
 from densevlm_d2.data.transforms import (
     ColorAugSSD,
@@ -59,9 +60,14 @@ def record(tmp_path, image="img.png", label="label.png") -> dict:
     }
 
 
+#: the six classes of the labels (the mapper reads the training datasets' vocabulary)
+CLASSES = ["red", "green", "yellow", "blue", "orange", "purple"]
+
+
 def train_cfg(crop: bool = True, **extra):
     cfg = get_cfg()
-    cfg.DATASETS.TRAIN = ("sem_seg_train_mapper_test_unregistered",)
+    register_vocabulary("sem_seg_train_mapper_test_vocabulary", CLASSES)  # no dataset
+    cfg.DATASETS.TRAIN = ("sem_seg_train_mapper_test_vocabulary",)
     cfg.INPUT.MIN_SIZE_TRAIN = (80,)
     cfg.INPUT.MAX_SIZE_TRAIN = 1333
     cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"
@@ -99,6 +105,7 @@ def test_from_config_and_output_types(files):
 
 def test_from_config_optional_keys(files):
     name = "sem_seg_train_mapper_test_ignore_200"
+    register_vocabulary(name, CLASSES)
     MetadataCatalog.get(name).set(ignore_label=200)
     cfg = train_cfg(COLOR_AUG_SSD=True, SIZE_DIVISIBILITY=32, FORMAT="BGR")
     cfg.DATASETS.TRAIN = (name,)
@@ -108,9 +115,13 @@ def test_from_config_optional_keys(files):
     assert isinstance(color, ColorAugSSD) and color.img_format == "BGR"
     assert crop.single_category_max_area == 0.75 and crop.ignored_category == 200
     assert args["ignore_label"] == 200 and args["size_divisibility"] == 32
-    assert args["image_format"] == "BGR"
+    assert args["image_format"] == "BGR" and args["num_classes"] == 6
+    tmp_path, label = files
+    Image.fromarray(np.where(label == 255, 200, label).astype(np.uint8)).save(
+        tmp_path / "label_200.png"
+    )
     np.random.seed(0)
-    out = SemSegTrainMapper(**args)(record(files[0]))
+    out = SemSegTrainMapper(**args)(record(tmp_path, label="label_200.png"))
     assert out["image"].shape == (3, 64, 64) and out["sem_seg"].shape == (64, 64)
     with pytest.raises(ValueError, match="for training"):
         SemSegTrainMapper.from_config(cfg, is_train=False)
@@ -196,7 +207,9 @@ def test_errors(files):
     with pytest.raises(ValueError, match="has no sem_seg_file_name: not a semantic-segmentation"):
         mapper({"file_name": str(tmp_path / "img.png"), "image_id": 3})
     Image.fromarray(label[:, :140].astype(np.uint8)).save(tmp_path / "narrow.png")
-    with pytest.raises(ValueError, match=r"narrow\.png.*140x100.*img\.png is 150x100"):
+    with pytest.raises(
+        ValueError, match=r"narrow\.png \(image .*img\.png\): the labels are 140x100 .* is 150x100"
+    ):
         mapper(record(tmp_path, label="narrow.png"))
     Image.fromarray(colour_of(label)).save(tmp_path / "rgb_label.png")
     with pytest.raises(ValueError, match="one class index per pixel"):

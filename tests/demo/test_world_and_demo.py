@@ -13,9 +13,11 @@ import pytest
 from panopticapi.utils import rgb2id
 from PIL import Image
 
+import demo.register  # noqa: F401  (the world's datasets under $DETECTRON2_DATASETS/demo_world)
 from demo.figures import format_table
 from demo.pipeline import missing_requirements
 from demo.world import CATEGORIES, STUFF, THINGS, WorldSpec, write_world
+from densevlm_d2.data import dataset_vocabulary
 from densevlm_d2.data.datasets import register_panoptic
 from densevlm_d2.data.mappers import RegionEvalMapper
 
@@ -95,7 +97,7 @@ def test_semantic_view_matches_the_panoptic_annotations(world):
         world / "panoptic_val.json", world / "panoptic_val", world / "sem_seg_val"
     )
     # the registered view's classes are the region evaluation's, in the same order
-    assert classes == MetadataCatalog.get("densevlm_demo_world_val").classes
+    assert tuple(classes) == dataset_vocabulary("densevlm_demo_world_val").names
     assert classes == MetadataCatalog.get("densevlm_demo_world_val_sem_seg").stuff_classes
     _assert_labels_match_panoptic(world, "val", classes)
 
@@ -123,9 +125,9 @@ def test_train_semantic_view_is_registered_and_matches_the_panoptic_annotations(
     train_view = MetadataCatalog.get("densevlm_demo_world_train_sem_seg")
     val_view = MetadataCatalog.get("densevlm_demo_world_val_sem_seg")
     classes = train_view.stuff_classes
-    assert (
-        classes == val_view.stuff_classes == MetadataCatalog.get("densevlm_demo_world_val").classes
-    )
+    assert classes == val_view.stuff_classes
+    assert tuple(classes) == dataset_vocabulary("densevlm_demo_world_val").names
+    assert dataset_vocabulary("densevlm_demo_world_train_sem_seg").names == tuple(classes)
     assert Path(train_view.image_root).name == "train"
     assert Path(train_view.sem_seg_root).name == "sem_seg_train"
     assert Path(train_view.sem_seg_root).parent == Path(val_view.sem_seg_root).parent
@@ -166,6 +168,7 @@ def test_registered_and_mapped(world):
     assert len(out["regions"]["classes"]) > 0 and out["regions"]["masks"].shape[1:] == (8, 8)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     bool(missing_requirements()), reason="open_clip_train's extras are not installed"
 )

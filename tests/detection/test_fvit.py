@@ -142,6 +142,7 @@ def test_token_stride_resizes_the_canvas_for_other_patch_sizes(world):
         backbone(torch.randn(1, 3, 320, 256))
 
 
+@pytest.mark.slow
 def test_training_loss_falls(world):
     import random
 
@@ -163,7 +164,8 @@ def test_training_loss_falls(world):
     assert all(math.isfinite(v) for v in losses)
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
     # the frozen CLIP did not move
-    assert model.backbone.bottom_up.clip_backbone.model.visual.trunk.blocks[0].attn.q_proj.weight.grad is None
+    clip = model.backbone.bottom_up.clip_backbone.model
+    assert clip.visual.trunk.blocks[0].attn.q_proj.weight.grad is None
 
 
 def test_inference_with_novel_names_never_seen_in_training(world):
@@ -238,6 +240,7 @@ STOCK_MASK_RCNN = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_backbone_in_a_stock_mask_rcnn_config(world):
     # start from detectron2's defaults, not from this project's F-ViT configs
     cfg = densevlm_d2.add_densevlm_config(get_cfg())
@@ -294,6 +297,7 @@ def test_backbone_in_a_stock_mask_rcnn_config(world):
     assert out.has("pred_masks") and out.pred_classes.max() < 2
 
 
+@pytest.mark.slow
 def test_train_net_tiny_recipe_trains_and_reports_ap50(world, tmp_path):
     out = tmp_path / "out"
     train_net(
@@ -310,9 +314,9 @@ def test_train_net_tiny_recipe_trains_and_reports_ap50(world, tmp_path):
     # evaluation only, from the trained weights
     weights = out / "model_final.pth"
     proc = train_net(
-        TINY, "--eval-only", "MODEL.WEIGHTS", weights, "OUTPUT_DIR", tmp_path / "ev", datasets=world,
-        register=(DEMO_REGISTER,),
-    )
+        TINY, "--eval-only", "MODEL.WEIGHTS", weights, "OUTPUT_DIR", tmp_path / "ev",
+        datasets=world, register=(DEMO_REGISTER,),
+    )  # fmt: skip
     assert (
         "AP50-novel" in proc.stdout + proc.stderr
         or "novel" in (tmp_path / "ev" / "log.txt").read_text()
@@ -373,6 +377,7 @@ def write_ov_coco_layout(root: Path, world_dir: Path) -> None:
     assert len(OV_COCO_CLASSES) == 65
 
 
+@pytest.mark.slow
 def test_ovcoco_recipe_runs_in_the_documented_layout(world, tmp_path):
     """configs/ovcoco/fvit_eva02_b16.yaml through tools/train_net.py on two images per split in the
     documented OV-COCO layout (65 real categories, base boxes only for training), one iteration then

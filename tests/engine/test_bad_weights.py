@@ -29,6 +29,7 @@ def _tool(name: str) -> dict:
     return runpy.run_path(str(ROOT / "tools" / name))
 
 
+@pytest.mark.slow
 def test_crafted_files_on_every_path_run_nothing(world, tmp_path):  # noqa: F811
     marker = tmp_path / "RAN"
     evil_pt = write_crafted(tmp_path / "evil.pt", marker, "zip")
@@ -118,6 +119,7 @@ def _finite(path: Path) -> bool:
     return all(torch.isfinite(t).all() for t in _tensors(state) if t.is_floating_point())
 
 
+@pytest.mark.slow
 def test_a_diverging_run_never_writes_a_non_finite_checkpoint(world, tmp_path):  # noqa: F811
     out = tmp_path / "diverge"
     cfg = _cfg(
@@ -141,6 +143,7 @@ def test_a_diverging_run_never_writes_a_non_finite_checkpoint(world, tmp_path): 
     assert not list(out.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_leftovers_of_a_killed_save_and_file_modes(world, tmp_path):  # noqa: F811
     out = tmp_path / "killed"
     out.mkdir()

@@ -18,8 +18,8 @@ from PIL import Image
 
 import densevlm_d2
 from densevlm_d2.clip.checkpoint import blend_state_dicts
-from densevlm_d2.data.datasets.coco_boxes import register_coco_boxes, register_image_folder
 from densevlm_d2.data import register_vocabulary
+from densevlm_d2.data.datasets.coco_boxes import register_coco_boxes, register_image_folder
 from densevlm_d2.data.mappers import RegionTrainMapper
 from densevlm_d2.engine import Trainer, launch
 
@@ -108,7 +108,14 @@ def _cfg(world, arch="DenseVLM", out=None, **overrides):
     return cfg
 
 
-@pytest.mark.parametrize("arch", ["DenseVLM", "CLIPSelf", "RegionCLIP"])
+@pytest.mark.parametrize(
+    "arch",
+    [
+        pytest.param("DenseVLM", marks=pytest.mark.slow),
+        pytest.param("CLIPSelf", marks=pytest.mark.slow),
+        "RegionCLIP",
+    ],
+)
 def test_loss_falls_on_a_fixed_batch(world, arch):
     cfg = _cfg(world, arch, **{"MODEL.DENSEVLM.THRESHOLD": 0.0})
     model = Trainer.build_model(cfg)
@@ -151,6 +158,7 @@ class _NoRandom:
         return None
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_exactly(world, tmp_path, monkeypatch):
     """A crash after iteration 1 (checkpoint at iteration 1), then --resume: the same schedule and
     the same final weights as an uninterrupted run (one image and no random region order, so every
@@ -209,6 +217,7 @@ def _two_process_main(cfg_dict, out, root):
     )
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_keep_identical_weights(world, tmp_path):
     cfg = _cfg(
         world,
@@ -251,6 +260,7 @@ def test_non_finite_loss_stops_training(world, tmp_path, monkeypatch):
     assert all(torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
 
 
+@pytest.mark.slow
 def test_blend_and_export(world, tmp_path):
     cfg = _cfg(
         world, out=tmp_path, **{"SOLVER.WEIGHT_BLEND_ALPHA": 0.9, "SOLVER.EXPORT_CLIP": True}

@@ -13,7 +13,8 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
-from densevlm_d2.data.datasets.sem_seg import display_names, sem_seg_vocabulary
+from densevlm_d2.clip.vocabulary import Vocabulary
+from densevlm_d2.data import shipped_vocabulary
 from densevlm_d2.evaluation import SemSegMetricsEvaluator
 
 
@@ -29,9 +30,11 @@ def dataset(tmp_path):
                         "height": gt.shape[0], "width": gt.shape[1]})  # fmt: skip
     name = f"hand_sem_seg_{tmp_path.name}"
     DatasetCatalog.register(name, lambda: records)
+    vocabulary = Vocabulary.from_names(["background, sky", "cat", "dog", "bird"], source=name)
+    assert vocabulary.display_names == ("background", "cat", "dog", "bird")
     MetadataCatalog.get(name).set(
-        stuff_classes=["background, sky", "cat", "dog", "bird"],
-        display_classes=["background", "cat", "dog", "bird"],
+        vocabulary=vocabulary,
+        stuff_classes=list(vocabulary.names),
         ignore_label=255,
         evaluator_type="sem_seg",
     )
@@ -100,7 +103,9 @@ def test_an_output_with_another_number_of_channels_is_an_error(dataset, tmp_path
 @pytest.fixture
 def voc_20b_like(tmp_path):
     """VOC-20b's metadata (21 scored classes, 59 queries, predictions >= 20 -> 20) on two images."""
-    vocabulary = sem_seg_vocabulary("voc_20b")
+    vocabulary = shipped_vocabulary("voc_20b")
+    assert len(vocabulary.query_names) == 59 and vocabulary.background_index == 20
+    assert vocabulary.surplus_index == 20
     # image 0 (2 x 4): gt [[20, 20, 0, 0], [20, 255, 14, 14]]   (20 background, 14 person)
     # image 1 (1 x 2): gt [[0, 20]]
     gts = [np.array([[20, 20, 0, 0], [20, 255, 14, 14]]), np.array([[0, 20]])]
@@ -113,13 +118,10 @@ def voc_20b_like(tmp_path):
     name = f"voc_20b_like_{tmp_path.name}"
     DatasetCatalog.register(name, lambda: records)
     MetadataCatalog.get(name).set(
-        stuff_classes=vocabulary["classes"],
-        display_classes=display_names(vocabulary["classes"], 20),
+        vocabulary=vocabulary.replace(source=name),
+        stuff_classes=list(vocabulary.names),
         ignore_label=255,
         evaluator_type="sem_seg",
-        background_index=20,
-        query_classes=vocabulary["query_classes"],
-        surplus_prediction_class=20,
     )
     return name
 

@@ -27,9 +27,9 @@ def _cfg(model_name="EVA02-Tiny-16", out_features=("dense",), **clip):
 
 def test_config_keys_are_added_once():
     cfg = densevlm_d2.add_densevlm_config(get_cfg())
-    assert cfg.MODEL.CLIP.MODEL_NAME == "EVA02-CLIP-B-16" and cfg.MODEL.CLIP.IMAGE_SIZE == 512
-    cfg.MODEL.CLIP.IMAGE_SIZE = 640
-    assert densevlm_d2.add_densevlm_config(cfg).MODEL.CLIP.IMAGE_SIZE == 640
+    assert cfg.MODEL.CLIP.MODEL_NAME == "EVA02-CLIP-B-16" and cfg.INPUT.REGIONS.IMAGE_SIZE == 512
+    cfg.INPUT.REGIONS.IMAGE_SIZE = 640
+    assert densevlm_d2.add_densevlm_config(cfg).INPUT.REGIONS.IMAGE_SIZE == 640
 
 
 def test_build_output_shape_and_features(tiny_eva, tmp_path):
@@ -44,7 +44,7 @@ def test_build_output_shape_and_features(tiny_eva, tmp_path):
     }
     assert backbone.size_divisibility == 16
     for k, v in tiny_eva.state_dict().items():  # the checkpoint was loaded
-        assert torch.equal(backbone.clip.state_dict()[k], v), k
+        assert torch.equal(backbone.model.state_dict()[k], v), k
     x = torch.randn(2, 3, 64, 96)
     feats = backbone(x)
     assert list(feats) == ["block0", "block1", "dense"]
@@ -59,25 +59,25 @@ def test_frozen_and_trainable_blocks():
     frozen = build_backbone(_cfg("ViT-Tiny-16"))
     assert not any(p.requires_grad for p in frozen.parameters())
     frozen.train()
-    assert not frozen.clip.training  # frozen CLIP stays in eval mode
+    assert not frozen.model.training  # frozen CLIP stays in eval mode
     assert frozen(torch.randn(1, 3, 32, 32))["dense"].grad_fn is None
 
-    b = build_backbone(_cfg("ViT-Tiny-16", trainable_blocks=1))
+    b = build_backbone(_cfg("ViT-Tiny-16", finetune="blocks", trainable_blocks=1))
     trainable = {n for n, p in b.named_parameters() if p.requires_grad}
     assert trainable and all(
-        n.startswith("clip.visual.transformer.resblocks.1.") for n in trainable
+        n.startswith("model.visual.transformer.resblocks.1.") for n in trainable
     )
     b.train()
     assert (
-        b.clip.visual.training and not b.clip.transformer.training
+        b.model.visual.training and not b.model.transformer.training
     )  # the text tower stays in eval mode
     out = b(torch.randn(1, 3, 32, 32))["dense"]
     out.sum().backward()
-    assert b.clip.visual.transformer.resblocks[1].mlp.c_fc.weight.grad is not None
-    assert b.clip.visual.conv1.weight.grad is None
+    assert b.model.visual.transformer.resblocks[1].mlp.c_fc.weight.grad is not None
+    assert b.model.visual.conv1.weight.grad is None
 
-    with pytest.raises(ValueError, match="trainable_blocks must be in"):
-        build_backbone(_cfg("ViT-Tiny-16", trainable_blocks=3))
+    with pytest.raises(ValueError, match=r"must be in \[1, 2\], got 3"):
+        build_backbone(_cfg("ViT-Tiny-16", finetune="blocks", trainable_blocks=3))
     with pytest.raises(ValueError, match="unknown CLIP backbone output 'res4'"):
         build_backbone(_cfg("ViT-Tiny-16", out_features=("res4",)))
 
@@ -86,9 +86,13 @@ def test_grad_checkpointing_gives_the_same_gradients(tiny_eva, tmp_path):
     path = densevlm_d2.save_checkpoint(tiny_eva, tmp_path / "t.pt", "open_clip")
     grads = []
     for ckpt in (False, True):
-        b = build_backbone(_cfg(trainable_blocks=2, grad_checkpointing=ckpt, checkpoint=str(path)))
+        b = build_backbone(
+            _cfg(
+                finetune="blocks", trainable_blocks=2, grad_checkpointing=ckpt, checkpoint=str(path)
+            )
+        )
         b(torch.ones(1, 3, 48, 48))["dense"].square().sum().backward()
-        grads.append(b.clip.visual.trunk.blocks[0].attn.q_proj.weight.grad.clone())
+        grads.append(b.model.visual.trunk.blocks[0].attn.q_proj.weight.grad.clone())
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
 
 

@@ -11,8 +11,10 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from torch import nn
 
+import demo.register  # noqa: F401  (the demo's EVA02-Demo-16, configs/demo/fvit.yaml's CLIP)
 import densevlm_d2
-from densevlm_d2.clip.text import TextEmbedder
+from densevlm_d2.clip import Vocabulary
+from densevlm_d2.clip.text import TextEmbedder, TextSpec
 from densevlm_d2.engine import CLIPCheckpointer, Trainer
 from densevlm_d2.modeling import CLIPViTBackbone, RegionAlignmentModel, get_clip_backbone
 from tests.conftest import randomize_
@@ -22,6 +24,7 @@ def _owner(tiny_eva, trainable_blocks=0, **kw):
     return CLIPViTBackbone(
         model_name="EVA02-Tiny-16",
         model=tiny_eva,
+        finetune="blocks" if trainable_blocks else "frozen",
         trainable_blocks=trainable_blocks,
         text_cache_dir=None,
         **kw,
@@ -51,11 +54,15 @@ def test_get_clip_backbone_finds_the_student_only():
 def test_fvit_detector_clip_is_found_and_frozen():
     cfg = densevlm_d2.add_densevlm_config(get_cfg())
     cfg.merge_from_file("configs/demo/fvit.yaml")
-    cfg.MODEL.CLIP.TRAINABLE_BLOCKS = 3  # F-ViT's CLIP is frozen whatever the config says
     model = build_model(cfg)
     clip = get_clip_backbone(model)
-    assert clip is model.backbone.bottom_up.clip and clip.num_trainable_blocks == 0
+    assert clip is model.backbone.bottom_up.clip_backbone and clip.num_trainable_blocks == 0
+    assert clip.is_frozen and not any(p.requires_grad for p in clip.parameters())
     assert not clip.is_teacher and not clip.initial_state
+    # F-ViT's CLIP is frozen: a config that asks it to train is refused
+    cfg.MODEL.CLIP.FINETUNE, cfg.MODEL.CLIP.TRAINABLE_BLOCKS = "blocks", 3
+    with pytest.raises(ValueError, match="F-ViT's CLIP is frozen: MODEL.CLIP.FINETUNE must be"):
+        build_model(cfg)
 
 
 @torch.no_grad()
@@ -68,29 +75,36 @@ def test_encode_crops_batches_the_cls_embedding(tiny_eva):
     assert owner.encode_crops(torch.zeros(0, 3, 32, 32)).shape == (0, owner.embed_dim)
 
 
-def test_class_embeddings_from_names_or_a_published_file(tiny_eva, tmp_path):
+def test_text_embeddings_from_names_or_a_published_file(tiny_eva, tmp_path):
     owner = _owner(tiny_eva)
     names = ["cat", "sky"]
-    ref = TextEmbedder(tiny_eva, "EVA02-Tiny-16", cache_dir=None)(names)
-    assert torch.allclose(owner.class_embeddings(names), ref)
-    raw_norms = owner.class_embeddings(names, renormalize=False).norm(dim=-1)
+    ref = TextEmbedder(tiny_eva, "EVA02-Tiny-16", cache_dir=None)(Vocabulary.from_names(names))
+    assert torch.allclose(owner.text_embeddings(names), ref)
+    raw_norms = owner.text_embeddings(names, TextSpec(renormalize=False)).norm(dim=-1)
     assert (raw_norms < 0.9999).all()  # a mean of unit vectors, not re-normalised
+    # a precomputed file is given per vocabulary (MODEL.CLIP.TEXT_EMBEDDINGS pairs)
     path = tmp_path / "published.npy"
     rows = np.random.default_rng(0).normal(size=(2, owner.embed_dim)).astype(np.float32)
     np.save(path, rows)
-    assert torch.equal(owner.class_embeddings(names, path), torch.from_numpy(rows))
-    with pytest.raises(ValueError, match="has 2 class embeddings but the vocabulary has 3"):
-        owner.class_embeddings(["cat", "sky", "grass"], path)
+    published = _owner(tiny_eva, text_embeddings_files={"my_classes": path})
+    assert published.text_embeddings_files == {"my_classes": str(path)}
+    mine = Vocabulary.from_names(names, source="my_classes")
+    assert torch.equal(published.text_embeddings(mine), torch.from_numpy(rows))
+    # other vocabularies (here: a bare list) are computed by the text tower as before
+    assert torch.allclose(published.text_embeddings(names), ref)
+    with pytest.raises(ValueError, match="has 2 class embeddings but the vocabulary of my_classes "
+                       "has 3"):  # fmt: skip
+        published.text_embeddings(mine.replace(names=("cat", "sky", "grass")))
 
 
 def test_initial_state_and_blend(tiny_eva):
     owner = _owner(tiny_eva, trainable_blocks=1)
-    trainable = {n for n, p in owner.clip.named_parameters() if p.requires_grad}
+    trainable = {n for n, p in owner.model.named_parameters() if p.requires_grad}
     assert set(owner.initial_state) == trainable
     assert all(n.startswith("visual.trunk.blocks.1.") for n in trainable)
     # the last block's query/key projections are never used by the value path: frozen
     assert not any(".attn.q_proj." in n or ".attn.k_proj." in n for n in trainable)
-    params = dict(owner.clip.named_parameters())
+    params = dict(owner.model.named_parameters())
     initial = {k: v.clone() for k, v in owner.initial_state.items()}
     with torch.no_grad():
         for k in trainable:
@@ -112,10 +126,10 @@ def test_frozen_copy_is_an_independent_teacher(tiny_eva):
     assert teacher.is_teacher and teacher.num_trainable_blocks == 0 and not teacher.initial_state
     assert not any(p.requires_grad for p in teacher.parameters()) and not teacher.training
     with torch.no_grad():
-        owner.clip.visual.trunk.blocks[0].mlp.fc2.weight.add_(1.0)
+        owner.model.visual.trunk.blocks[0].mlp.fc2.weight.add_(1.0)
     assert not torch.equal(
-        owner.clip.visual.trunk.blocks[0].mlp.fc2.weight,
-        teacher.clip.visual.trunk.blocks[0].mlp.fc2.weight,
+        owner.model.visual.trunk.blocks[0].mlp.fc2.weight,
+        teacher.model.visual.trunk.blocks[0].mlp.fc2.weight,
     )
     with pytest.raises(ValueError, match="a teacher CLIP is frozen"):
         _owner(tiny_eva, trainable_blocks=1, teacher=True)
@@ -153,8 +167,8 @@ def test_raw_clip_weights_become_the_blends_initial_state(tiny_eva, tmp_path):
 
 
 def test_region_alignment_contract():
-    with pytest.raises(ValueError, match="TRAINABLE_BLOCKS > 0"):
-        Trainer.build_model(_region_cfg(TRAINABLE_BLOCKS=0))
+    with pytest.raises(ValueError, match="CLIPSelf trains the student: set MODEL.CLIP.FINETUNE"):
+        Trainer.build_model(_region_cfg(FINETUNE="frozen", TRAINABLE_BLOCKS=0))
     registry = {
         name: densevlm_d2.modeling.meta_arch.__dict__[name]
         for name in ("DenseVLM", "CLIPSelf", "RegionCLIP")
@@ -167,5 +181,5 @@ def test_region_alignment_contract():
     assert all(issubclass(a, RegionAlignmentModel) for a in registry.values())
     cfg = _region_cfg()
     cfg.MODEL.META_ARCHITECTURE = "CLIPRegionClassifier"
-    with pytest.raises(ValueError, match="nothing to train"):
+    with pytest.raises(ValueError, match="CLIPRegionClassifier does not train"):
         Trainer.build_train_loader(cfg)

@@ -14,17 +14,19 @@ import pytest
 import torch
 from PIL import Image
 
+from densevlm_d2.clip import Vocabulary, VocabularyError
+from densevlm_d2.clip.text import TextSpec
 from densevlm_d2.modeling.backbone.clip_vit import CLIPViTBackbone
-from densevlm_d2.modeling.dense_segmentation import (
+from densevlm_d2.modeling.dense_seg import (
     class_probabilities,
     decide,
-    expand_synonyms,
     resize_short_side,
     resized_size,
     sliding_window_logits,
     window_boxes,
 )
 from densevlm_d2.modeling.meta_arch import CLIPDenseSegmenter
+from densevlm_d2.modeling.open_vocab import input_vocabulary
 
 ROOT = Path(__file__).resolve().parents[2]
 MEAN, STD = [122.7709383, 116.7460125, 104.09373615], [68.5005327, 66.6321579, 70.3231630]
@@ -106,9 +108,10 @@ def test_overlapping_windows_are_averaged():
 
 
 def test_synonyms_take_their_best_probability():
-    assert expand_synonyms(["sky, cloud", "cat"]) == (["sky", "cloud", "cat"], [0, 0, 1])
-    with pytest.raises(ValueError, match="class 1 has an empty name"):
-        expand_synonyms(["sky", " , "])
+    vocab = Vocabulary.from_names(["sky, cloud", "cat"])
+    assert vocab.synonym_queries() == (("sky", "cloud", "cat"), (0, 0, 1))
+    with pytest.raises(VocabularyError, match=r"must not be blank; .* at index 1"):
+        Vocabulary.from_names(["sky", " , "])
     logits = torch.tensor([0.2, 0.5, 0.4]).view(3, 1, 1)
     probs = class_probabilities(logits, 10.0, torch.tensor([0, 0, 1]))
     softmax = (logits * 10).softmax(0)
@@ -156,48 +159,70 @@ def test_segmenter_errors_name_the_problem(segmenter):
     image = torch.zeros(3, 32, 32, dtype=torch.uint8)
     with pytest.raises(ValueError, match="'classes' or the 'dataset_name'"):
         segmenter([{"image": image}])
-    with pytest.raises(ValueError, match="no 'stuff_classes'"):
-        segmenter([{"image": image, "dataset_name": "densevlm_coco_stuff_ade20k_316"}])
-    with pytest.raises(ValueError, match="empty class vocabulary"):
+    with pytest.raises(ValueError, match="'no_such_dataset' has no class names"):
+        segmenter([{"image": image, "dataset_name": "no_such_dataset"}])
+    with pytest.raises(ValueError, match="input 'classes': empty vocabulary"):
         segmenter([{"image": image, "classes": []}])
     with pytest.raises(ValueError, match=r"\(3, H, W\) RGB"):
         segmenter.segment(torch.zeros(32, 32, dtype=torch.uint8), ["cat"])
     with pytest.raises(NotImplementedError, match="training-free"):
         segmenter.train()([{"image": image, "classes": ["cat"]}])
     segmenter.eval()
-    with pytest.raises(ValueError, match="SYNONYMS"):
+    with pytest.raises(ValueError, match="one embedding per query"):
         CLIPDenseSegmenter(backbone=segmenter.backbone, pixel_mean=MEAN, pixel_std=STD,
-                           synonyms="first")  # fmt: skip
+                           text=TextSpec(synonyms="first", ensemble=False))  # fmt: skip
+
+
+def test_segmenter_text_settings_come_from_its_config_node():
+    from detectron2.config import get_cfg
+
+    import densevlm_d2
+
+    cfg = densevlm_d2.add_densevlm_config(get_cfg())
+    text = CLIPDenseSegmenter.protocol_from_config(cfg)["text"]
+    assert (text.templates, text.style, text.synonyms) == (  # SCLIP's
+        TextSpec(prompts="imagenet").templates, "plain", "max",
+    )  # fmt: skip
+    cfg.MODEL.DENSE_SEG.TEXT.SYNONYMS = "both"
+    with pytest.raises(ValueError, match="MODEL.DENSE_SEG.TEXT: synonyms must be one of"):
+        CLIPDenseSegmenter.protocol_from_config(cfg)
 
 
 def test_vocabulary_queries_a_datasets_query_classes():
     from detectron2.data import MetadataCatalog
 
-    from densevlm_d2.data.datasets.sem_seg import register_sem_seg, sem_seg_vocabulary
+    from densevlm_d2.data import shipped_vocabulary
+    from densevlm_d2.data.datasets.sem_seg import register_sem_seg
 
-    voc20b = sem_seg_vocabulary("voc_20b")
+    def queries(inp):
+        q = input_vocabulary(inp).queries
+        return list(q.names), q.background_index
+
+    voc20b = shipped_vocabulary("voc_20b")
     # VOC-20b: 59 queries; its background (scored class 20) is 39 Context queries, not one
-    classes, background = CLIPDenseSegmenter.vocabulary(
-        {"dataset_name": "densevlm_voc_20b_val_sem_seg"}
-    )
-    assert classes == voc20b["query_classes"] and len(classes) == 59 and background is None
+    classes, background = queries({"dataset_name": "densevlm_voc_20b_val_sem_seg"})
+    assert classes == list(voc20b.query_names) and len(classes) == 59 and background is None
     # without query_classes: the scored classes and their background
     voc21 = MetadataCatalog.get("densevlm_voc_21_val_sem_seg")
-    assert CLIPDenseSegmenter.vocabulary({"dataset_name": "densevlm_voc_21_val_sem_seg"}) == (
-        voc21.stuff_classes,
-        0,
-    )
+    assert queries({"dataset_name": "densevlm_voc_21_val_sem_seg"}) == (voc21.stuff_classes, 0)
     # an input's own classes come first
     inp = {"dataset_name": "densevlm_voc_20b_val_sem_seg", "classes": ["cat", "sky"]}
-    assert CLIPDenseSegmenter.vocabulary(inp) == (["cat", "sky"], None)
-    # a background below the surplus index is the same class in both lists: kept
-    register_sem_seg("test_dense_seg_query_bg", "i", "g", ["background", "cat", "other"],
-                     background_index=0, query_classes=["background", "cat", "sky", "wall"],
-                     surplus_prediction_class=2)  # fmt: skip
-    assert CLIPDenseSegmenter.vocabulary({"dataset_name": "test_dense_seg_query_bg"}) == (
+    assert queries(inp) == (["cat", "sky"], None)
+    # a background below the surplus index is the same class in both lists: kept (queries after
+    # the first two count as the last class, "other")
+    register_sem_seg(
+        "test_dense_seg_query_bg",
+        "i",
+        "g",
+        ["background", "cat", "other"],
+        background_index=0,
+        query_classes=["background", "cat", "sky", "wall"],
+    )
+    assert queries({"dataset_name": "test_dense_seg_query_bg"}) == (
         ["background", "cat", "sky", "wall"],
         0,
     )
+    assert input_vocabulary({"dataset_name": "test_dense_seg_query_bg"}).surplus_index == 2
 
 
 # -- end to end ------------------------------------------------------------------------------------
@@ -230,6 +255,7 @@ TINY = ["MODEL.CLIP.MODEL_NAME", "EVA02-Tiny-16", "MODEL.CLIP.RANDOM_INIT", "Tru
         "MODEL.DENSE_SEG.WINDOW", "48", "MODEL.DENSE_SEG.STRIDE", "32"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_train_net_eval_only_writes_sem_seg_metrics(tiny_dataset, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, str(ROOT / "tools" / "train_net.py"), "--register", str(tiny_dataset),
@@ -244,6 +270,7 @@ def test_train_net_eval_only_writes_sem_seg_metrics(tiny_dataset, tmp_path):
     assert not (out / "inference/tiny_sem_seg_val/sem_seg_predictions.json").exists()
 
 
+@pytest.mark.slow
 def test_eval_sem_seg_prints_one_table(tiny_dataset, tmp_path):
     """Two checkpoints (EVA-CLIP and open_clip layouts of two random CLIPs) x two benchmarks."""
     weights = []
@@ -267,6 +294,7 @@ def test_eval_sem_seg_prints_one_table(tiny_dataset, tmp_path):
     assert (out / "clip0.pt/voc21/inference/tiny_sem_seg_val/sem_seg_metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_eval_sem_seg_marks_missing_data_and_strict_stops(tmp_path):
     base = [sys.executable, str(ROOT / "tools" / "eval_sem_seg.py"), "--clip", "eva02_b16",
             "--benchmarks", "voc20", "--output-dir", str(tmp_path / "t")]  # fmt: skip
@@ -301,6 +329,7 @@ def test_every_benchmark_config_names_a_registered_dataset_and_valid_protocol(pa
 
     import densevlm_d2
     from densevlm_d2.clip.models import available_models
+    from densevlm_d2.data import dataset_vocabulary
 
     cfg = densevlm_d2.add_densevlm_config(get_cfg())
     cfg.merge_from_file(str(path))
@@ -314,6 +343,6 @@ def test_every_benchmark_config_names_a_registered_dataset_and_valid_protocol(pa
     assert meta.evaluator_type == "sem_seg" and len(meta.stuff_classes) > 1
     c = cfg.MODEL.DENSE_SEG
     if c.PROB_THRESHOLD > 0 or c.AREA_THRESHOLD > 0:
-        assert meta.background_index is not None
+        assert dataset_vocabulary(dataset).background_index is not None
     assert 0 < c.STRIDE <= c.WINDOW and c.SHORT_SIDE > 0
     assert cfg.OUTPUT_DIR.endswith(f"{path.parent.name}/{path.stem}")

@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+import demo.register  # noqa: F401  (the demo model EVA02-Demo-16 of configs/demo/cat_seg.yaml)
 from tests.helpers import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_benchmark_cat_seg_reports_speed_and_memory(tmp_path):
     bench = load_tool("benchmark_cat_seg")
     out = tmp_path / "bench.json"

@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "benchmark_gpu.py"
 
 
+@pytest.mark.slow
 def test_quick_cpu_run_writes_all_figures(tmp_path):
     out = tmp_path / "bench.json"
     run = subprocess.run(

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_benchmark_sem_seg_reports_speed_and_memory(tmp_path):
     bench = load_tool("benchmark_sem_seg")
     out = tmp_path / "bench.json"

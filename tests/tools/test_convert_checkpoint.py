@@ -16,6 +16,7 @@ from densevlm_d2.clip.checkpoint import CheckpointMismatchError, detect_format, 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "convert_checkpoint.py"
 
 
+@pytest.mark.slow
 def test_convert_release_to_open_clip_and_back(tiny_eva, tmp_path):
     src = densevlm_d2.save_checkpoint(tiny_eva, tmp_path / "release.pt", "eva_clip")
     wrapped = tmp_path / "wrapped.pt"  # as DenseVLM saves it

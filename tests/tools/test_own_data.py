@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 import densevlm_d2
@@ -28,12 +29,12 @@ CATEGORIES = [  # no colours: optional in your own json
     {"id": 11, "name": "grass", "isthing": 0},
 ]
 # what the tiny models change in the page's commands
-TINY = ["MODEL.DEVICE", "cpu", "MODEL.CLIP.MODEL_NAME", "EVA02-Tiny-16", "MODEL.CLIP.IMAGE_SIZE",
+TINY = ["MODEL.DEVICE", "cpu", "MODEL.CLIP.MODEL_NAME", "EVA02-Tiny-16", "INPUT.REGIONS.IMAGE_SIZE",
         "64", "DATALOADER.NUM_WORKERS", "0", "TEST.REGIONS.IMS_PER_BATCH", "2"]  # fmt: skip
 
 
-def _page_block(start: str) -> str:
-    blocks = re.findall(r"```(?:python|bash)\n(.*?)```", PAGE.read_text(), flags=re.S)
+def _page_block(start: str, language: str = "python|bash") -> str:
+    blocks = re.findall(rf"```(?:{language})\n(.*?)```", PAGE.read_text(), flags=re.S)
     return next(b for b in blocks if b.lstrip().startswith(start))
 
 
@@ -45,7 +46,8 @@ def _page_command(start: str) -> list[str]:
     return shlex.split(line)[2:]  # drop "python tools/..."
 
 
-def test_own_data_page(tmp_path, tiny_eva):
+@pytest.mark.slow
+def test_own_data_page(tmp_path, tiny_eva, monkeypatch):
     data = tmp_path / "my_data"
     colored = [dict(c, color=[40 * c["id"], 90, 160]) for c in CATEGORIES]
     paths = [str(data / "val"), str(data / "panoptic_val"), str(data / "panoptic_val.json")]
@@ -58,14 +60,16 @@ def test_own_data_page(tmp_path, tiny_eva):
     for i in range(4):
         arr = rng.integers(0, 255, (60 + 8 * i, 80, 3), dtype=np.uint8)
         Image.fromarray(arr).save(data / "train" / f"img_{i}.{'png' if i % 2 else 'jpg'}")
-    (data / "vocabulary.json").write_text(
-        json.dumps([{"name": c["name"], "isthing": c["isthing"]} for c in CATEGORIES])
-    )
+    # the page's class-list file: the json's classes and their thing/stuff flags
+    vocabulary = json.loads(_page_block("{", "json"))
+    assert vocabulary["classes"] == [c["name"] for c in CATEGORIES]
+    assert vocabulary["is_thing"] == [bool(c["isthing"]) for c in CATEGORIES]
+    (data / "vocabulary.json").write_text(json.dumps(vocabulary))
     register = tmp_path / "my_datasets.py"
     register.write_text(_page_block("# my_datasets.py"))
     weights = densevlm_d2.save_checkpoint(tiny_eva, tmp_path / "tiny.pt", "eva_clip")
     env = dict(os.environ, MY_DATA=str(data))
-    os.chdir(tmp_path)  # the page's relative paths (my_datasets.py, output/...)
+    monkeypatch.chdir(tmp_path)  # the page's relative paths (my_datasets.py, output/...)
 
     # 2. check the datasets
     tool = str(ROOT / "tools" / "check_dataset.py")
@@ -120,3 +124,8 @@ def test_own_data_page(tmp_path, tiny_eva):
     assert ns["classes"].shape == (4, 64)
     shutil.rmtree(tmp_path / "output")
     runpy.run_path(str(register))  # the registration file runs twice without complaint
+    # what every model and evaluator reads (section 2): the class-list file's names and flags
+    vocabulary = densevlm_d2.dataset_vocabulary("my_vocabulary")
+    assert vocabulary.names == ("tent", "kite", "sand", "sky", "grass")
+    assert vocabulary.is_thing == (True, True, False, False, False)
+    assert densevlm_d2.dataset_vocabulary("my_panoptic_val").names == vocabulary.names

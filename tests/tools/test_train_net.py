@@ -19,8 +19,10 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from PIL import Image
 
 import densevlm_d2
-from densevlm_d2.clip.text import load_text_embeddings
+from densevlm_d2.clip.text import DEFAULT_TEXT_SPEC, load_text_embeddings
+from densevlm_d2.clip.vocabulary import Vocabulary
 from densevlm_d2.data.datasets import register_panoptic
+from densevlm_d2.modeling.backbone.clip_vit import embeddings_files
 from tests.synthetic import CATEGORIES, write_toy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +39,9 @@ class ToyColourOracle(Backbone):
         colors = [c["color"] for c in sorted(CATEGORIES, key=lambda c: c["id"])]
         self.register_buffer("colors", torch.tensor(colors, dtype=torch.float32))
         self.patch_size = 16
+        self.text_embeddings_files = embeddings_files(
+            cfg.MODEL.CLIP.TEXT_EMBEDDINGS, "MODEL.CLIP.TEXT_EMBEDDINGS"
+        )
 
     def forward(self, x):  # x: raw 0-255 pixels (PIXEL_MEAN 0, PIXEL_STD 1)
         patches = F.avg_pool2d(x, 16)
@@ -48,8 +53,11 @@ class ToyColourOracle(Backbone):
     def output_shape(self):
         return {"dense": ShapeSpec(channels=len(self.colors), stride=16)}
 
-    def class_embeddings(self, names, embeddings_file=""):  # the CLIPViTBackbone contract
-        return load_text_embeddings(embeddings_file, len(names), len(self.colors))
+    def text_embeddings(self, vocabulary, spec=DEFAULT_TEXT_SPEC, *, grad=False):
+        """The CLIPViTBackbone contract: the vocabulary's precomputed file (no text tower)."""
+        vocabulary = Vocabulary.from_names(vocabulary)
+        path = self.text_embeddings_files[vocabulary.source]
+        return load_text_embeddings(path, vocabulary, dim=len(self.colors))
 
 
 def _run_main(argv):
@@ -83,12 +91,12 @@ def test_hand_computed_end_to_end(tmp_path):
             "[0.0, 0.0, 0.0]",
             "MODEL.PIXEL_STD",
             "[1.0, 1.0, 1.0]",
-            "MODEL.CLIP.IMAGE_SIZE",
+            "INPUT.REGIONS.IMAGE_SIZE",
             "96",
             "DATASETS.TEST",
             "('test_e2e_toy',)",
-            "TEST.REGIONS.TEXT_EMBEDDINGS",
-            str(emb),
+            "MODEL.CLIP.TEXT_EMBEDDINGS",
+            f"[['test_e2e_toy', '{emb}']]",
             "TEST.REGIONS.IMS_PER_BATCH",
             "2",
             "DATALOADER.NUM_WORKERS",
@@ -154,7 +162,7 @@ def _train_net(root, weights, out, *extra):
         str(weights),
         "MODEL.CLIP.MODEL_NAME",
         "EVA02-Tiny-16",
-        "MODEL.CLIP.IMAGE_SIZE",
+        "INPUT.REGIONS.IMAGE_SIZE",
         "128",
         "TEST.REGIONS.TYPES",
         '["rois","maskpool","crops"]',
@@ -171,6 +179,7 @@ def _train_net(root, weights, out, *extra):
     return json.loads(path.read_text()), run.stdout + run.stderr
 
 
+@pytest.mark.slow
 def test_tiny_model_one_and_two_processes_agree(synthetic_coco, tmp_path):
     root, weights = synthetic_coco
     one, log = _train_net(root, weights, tmp_path / "one")
@@ -184,6 +193,7 @@ def test_tiny_model_one_and_two_processes_agree(synthetic_coco, tmp_path):
     assert one["per_class"] == two["per_class"]
 
 
+@pytest.mark.slow
 def test_tiny_recipe_trains_evaluates_and_exports(synthetic_coco, tmp_path):
     """configs/coco/tiny_densevlm_cpu.yaml through train_net.py: trains, evaluates the blended
     weights on the registered COCO panoptic val split, exports the student in both layouts."""

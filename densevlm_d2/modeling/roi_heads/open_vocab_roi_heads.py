@@ -140,9 +140,9 @@ def set_vocabulary(
         }
         novel_classes = [n for n in names if n not in base]
     spec = spec or heads[0].text_spec or DEFAULT_TEXT_SPEC
-    clip = get_clip_backbone(model)
-    embeddings = clip.text_embeddings(vocabulary, spec)
-    background = clip.text_embeddings(Vocabulary.from_names([BACKGROUND]), spec)[0]
+    backbone = get_clip_backbone(model)
+    embeddings = backbone.text_embeddings(vocabulary, spec)
+    background = backbone.text_embeddings(Vocabulary.from_names([BACKGROUND]), spec)[0]
     for head in heads:
         head.set_vocabulary(names, embeddings, background, list(novel_classes))
     return embeddings

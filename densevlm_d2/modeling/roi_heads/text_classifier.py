@@ -189,9 +189,9 @@ class TextClassifierOutputLayers(FastRCNNOutputLayers):
         logits = predictions[0]
         probs = F.softmax(logits.float(), dim=-1)
         if len(predictions) > 2 and predictions[2] is not None:
-            clip = F.softmax(predictions[2].float(), dim=-1)
+            clip_probs = F.softmax(predictions[2].float(), dim=-1)
             probs = fuse_scores(
-                probs, clip, self.novel, self.clip_weight_base, self.clip_weight_novel
+                probs, clip_probs, self.novel, self.clip_weight_base, self.clip_weight_novel
             )
         return probs.split([len(p) for p in proposals], dim=0)
 
