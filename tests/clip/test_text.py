@@ -218,7 +218,9 @@ def test_a_file_made_for_another_model_or_vocabulary_is_refused(tmp_path):
     path = tmp_path / "emb.npy"
     np.save(path, np.ones((2, 8), np.float32))
     path.with_suffix(".json").write_text(json.dumps({"model": "EVA02-L-14", "names": ["a", "b"]}))
-    with pytest.raises(ValueError, match="holds text embeddings of EVA02-L-14.*used with EVA02-B-16"):
+    with pytest.raises(
+        ValueError, match="holds text embeddings of EVA02-L-14.*used with EVA02-B-16"
+    ):
         load_text_embeddings(path, V("a", "b"), model_name="EVA02-B-16")
     with pytest.raises(ValueError, match="made for other classes.*first difference at index 1"):
         load_text_embeddings(path, V("a", "c"), model_name="EVA02-L-14")

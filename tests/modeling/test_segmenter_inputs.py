@@ -81,6 +81,14 @@ def test_images_without_pixels_or_with_nan_are_refused(segmenters, kind):
     assert torch.isfinite(model.segment(IMAGE.float(), ["cat", "sky"])).all()
 
 
+def test_a_background_index_outside_the_vocabulary_is_refused(segmenters):
+    model = segmenters["dense"]
+    with pytest.raises(VocabularyError, match="background_index 3 is not a class index"):
+        model.segment(IMAGE, ["sky", "cat", "dog"], background=3)
+    with pytest.raises(VocabularyError, match="background_index -1 is not a class index"):
+        model([{"image": IMAGE, "classes": ["sky", "cat"], "background_index": -1}])
+
+
 def test_every_prompt_set_with_every_style_segments(segmenters):
     """(MODEL.DENSE_SEG.TEMPLATES "vild" with the plain prompt style used to fail with a bare
     KeyError: 'article'.)"""

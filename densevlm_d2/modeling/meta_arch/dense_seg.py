@@ -153,8 +153,9 @@ class CLIPDenseSegmenter(DataContract, nn.Module):
             raise ValueError(f"expected a (3, H, W) RGB image, got shape {tuple(image.shape)}")
         check_image(image)
         vocabulary = Vocabulary.from_names(classes)
-        if background is None:
-            background = vocabulary.background_index
+        if background is not None:  # checked as the vocabulary's own would be
+            vocabulary = vocabulary.replace(background_index=background)
+        background = vocabulary.background_index
         output_size = output_size or tuple(image.shape[-2:])
         text, owner = self.text_queries(vocabulary)
         x = resize_short_side(
