@@ -14,19 +14,17 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO_REGISTER = ROOT / "demo" / "register.py"
 
 
-def train_net(
-    config: str | Path,
-    *opts: str,
+def run_tool(
+    name: str,
+    *args: str,
     datasets: str | Path | None = None,
     timeout: int = 600,
-    register: tuple = (),
     check: bool = True,
     **env,
 ) -> subprocess.CompletedProcess:
-    """``tools/train_net.py --config-file config [--register r ...] *opts`` with
-    ``DETECTRON2_DATASETS=datasets`` and the checkout on ``PYTHONPATH`` (extended, never
-    replaced); other ``env`` entries are set too. With ``check``, fails the test with the end of
-    stderr when it does not exit 0."""
+    """``tools/<name>.py *args`` as a user runs it, with ``DETECTRON2_DATASETS=datasets`` and the
+    checkout on ``PYTHONPATH`` (extended, never replaced); other ``env`` entries are set too. With
+    ``check``, fails the test with the end of the output when it does not exit 0."""
     extra = {"DETECTRON2_DATASETS": str(datasets)} if datasets is not None else {}
     environ = dict(
         os.environ,
@@ -34,15 +32,20 @@ def train_net(
         **extra,
         **env,
     )
-    cmd = [sys.executable, str(ROOT / "tools" / "train_net.py"), "--config-file", str(config)]
-    for path in register:
-        cmd += ["--register", str(path)]
-    proc = subprocess.run(
-        cmd + [str(o) for o in opts], env=environ, capture_output=True, text=True, timeout=timeout
-    )
+    cmd = [sys.executable, str(ROOT / "tools" / f"{name}.py"), *(str(a) for a in args)]
+    proc = subprocess.run(cmd, env=environ, capture_output=True, text=True, timeout=timeout)
     if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc
+
+
+def train_net(
+    config: str | Path, *opts: str, register: tuple = (), **kwargs
+) -> subprocess.CompletedProcess:
+    """``tools/train_net.py --config-file config [--register r ...] *opts`` through
+    :func:`run_tool` (same keyword arguments)."""
+    flags = [arg for path in register for arg in ("--register", str(path))]
+    return run_tool("train_net", "--config-file", str(config), *flags, *opts, **kwargs)
 
 
 def load_tool(name: str) -> ModuleType:

@@ -27,6 +27,7 @@ from densevlm_d2.modeling.dense_seg import (
 )
 from densevlm_d2.modeling.meta_arch import CLIPDenseSegmenter
 from densevlm_d2.modeling.open_vocab import input_vocabulary
+from tests.helpers import train_net
 
 ROOT = Path(__file__).resolve().parents[2]
 MEAN, STD = [122.7709383, 116.7460125, 104.09373615], [68.5005327, 66.6321579, 70.3231630]
@@ -258,11 +259,9 @@ TINY = ["MODEL.CLIP.MODEL_NAME", "EVA02-Tiny-16", "MODEL.CLIP.RANDOM_INIT", "Tru
 @pytest.mark.slow
 def test_train_net_eval_only_writes_sem_seg_metrics(tiny_dataset, tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, str(ROOT / "tools" / "train_net.py"), "--register", str(tiny_dataset),
-           "--config-file", str(ROOT / "configs/sem_seg/eva02_b16/voc21.yaml"), "--eval-only",
-           *TINY, "DATASETS.TEST", '("tiny_sem_seg_val",)', "OUTPUT_DIR", str(out)]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_net(ROOT / "configs/sem_seg/eva02_b16/voc21.yaml", "--eval-only", *TINY,
+              "DATASETS.TEST", '("tiny_sem_seg_val",)', "OUTPUT_DIR", str(out),
+              register=(tiny_dataset,), timeout=300)  # fmt: skip
     metrics = json.loads((out / "inference/tiny_sem_seg_val/sem_seg_metrics.json").read_text())
     assert metrics["num_images"] == 3 and metrics["dataset"] == "tiny_sem_seg_val"
     assert 0 <= metrics["mIoU"] <= 100 and 0 <= metrics["pACC"] <= 100

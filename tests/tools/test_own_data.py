@@ -4,12 +4,9 @@ are the page's, with tiny models instead of EVA02-CLIP-B/16 and L/14."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import runpy
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +14,7 @@ import pytest
 from PIL import Image
 
 import densevlm_d2
+from tests.helpers import run_tool
 from tests.synthetic import write_panoptic_split
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,16 +66,12 @@ def test_own_data_page(tmp_path, tiny_eva, monkeypatch):
     register = tmp_path / "my_datasets.py"
     register.write_text(_page_block("# my_datasets.py"))
     weights = densevlm_d2.save_checkpoint(tiny_eva, tmp_path / "tiny.pt", "eva_clip")
-    env = dict(os.environ, MY_DATA=str(data))
+    env = {"MY_DATA": str(data)}
     monkeypatch.chdir(tmp_path)  # the page's relative paths (my_datasets.py, output/...)
 
     # 2. check the datasets
-    tool = str(ROOT / "tools" / "check_dataset.py")
-    check = subprocess.run(
-        [sys.executable, tool, *_page_command("python tools/check_dataset.py")],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert check.returncode == 0, check.stderr[-2000:]
+    check = run_tool("check_dataset", *_page_command("python tools/check_dataset.py"),
+                     timeout=300, **env)  # fmt: skip
     assert "my_panoptic_val: 4 images" in check.stdout and "0 problem(s)" in check.stdout
     assert "my_train_images: 4 images" in check.stdout
 
@@ -92,9 +86,7 @@ def test_own_data_page(tmp_path, tiny_eva, monkeypatch):
         "SOLVER.AMP.ENABLED", "False",
         "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3", "SOLVER.WARMUP_ITERS", "1",
     ]  # fmt: skip
-    run = subprocess.run([sys.executable, str(ROOT / "tools" / "train_net.py"), *train],
-                         env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_tool("train_net", *train, timeout=900, **env)
     out = tmp_path / "output" / "my_densevlm"
     assert (out / "clip_final_eva_clip.pt").exists() and (out / "clip_final_open_clip.pt").exists()
     during = json.loads((out / "inference/my_panoptic_val/region_macc.json").read_text())
@@ -107,9 +99,7 @@ def test_own_data_page(tmp_path, tiny_eva, monkeypatch):
     evaluate[evaluate.index("--config-file") + 1] = str(
         ROOT / "configs/eval/coco_panoptic_eva02_b16.yaml"
     )
-    run = subprocess.run([sys.executable, str(ROOT / "tools" / "train_net.py"), *evaluate, *TINY],
-                         env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_tool("train_net", *evaluate, *TINY, timeout=900, **env)
     result = json.loads(
         (
             tmp_path / "output/my_densevlm_eval/inference/my_panoptic_val/region_macc.json"

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import runpy
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +20,7 @@ from densevlm_d2.clip.text import DEFAULT_TEXT_SPEC, load_text_embeddings
 from densevlm_d2.clip.vocabulary import Vocabulary
 from densevlm_d2.data.datasets import register_panoptic
 from densevlm_d2.modeling.backbone.clip_vit import embeddings_files
+from tests.helpers import train_net
 from tests.synthetic import CATEGORIES, write_toy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,31 +148,21 @@ def synthetic_coco(tmp_path_factory):
 def _train_net(root, weights, out, *extra):
     # one thread per process in both runs: the same floating-point kernels, so that near-tied scores
     # of the random model are ranked the same way by one process and by two
-    env = dict(os.environ, DETECTRON2_DATASETS=str(root), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    cmd = [
-        sys.executable,
-        str(TOOL),
-        "--config-file",
-        str(CONFIG),
+    run = train_net(
+        CONFIG,
         "--eval-only",
         *extra,
-        "MODEL.WEIGHTS",
-        str(weights),
-        "MODEL.CLIP.MODEL_NAME",
-        "EVA02-Tiny-16",
-        "INPUT.REGIONS.IMAGE_SIZE",
-        "128",
-        "TEST.REGIONS.TYPES",
-        '["rois","maskpool","crops"]',
-        "TEST.REGIONS.IMS_PER_BATCH",
-        "1",
-        "DATALOADER.NUM_WORKERS",
-        "0",
-        "OUTPUT_DIR",
-        str(out),
-    ]
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        "MODEL.WEIGHTS", str(weights),
+        "MODEL.CLIP.MODEL_NAME", "EVA02-Tiny-16",
+        "INPUT.REGIONS.IMAGE_SIZE", "128",
+        "TEST.REGIONS.TYPES", '["rois","maskpool","crops"]',
+        "TEST.REGIONS.IMS_PER_BATCH", "1",
+        "DATALOADER.NUM_WORKERS", "0",
+        "OUTPUT_DIR", str(out),
+        datasets=root,
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+    )  # fmt: skip
     path = out / "inference" / "densevlm_coco_panoptic_val" / "region_macc.json"
     return json.loads(path.read_text()), run.stdout + run.stderr
 
@@ -205,21 +193,14 @@ def test_tiny_recipe_trains_evaluates_and_exports(synthetic_coco, tmp_path):
         arr = rng.integers(0, 255, (50 + 10 * i, 70, 3), dtype=np.uint8)
         Image.fromarray(arr).save(images / f"{i:012d}.jpg")
     out = tmp_path / "tiny"
-    env = dict(os.environ, DETECTRON2_DATASETS=str(root))
-    cmd = [
-        sys.executable,
-        str(TOOL),
-        "--config-file",
-        str(ROOT / "configs" / "coco" / "tiny_densevlm_cpu.yaml"),
-        "MODEL.CLIP.CHECKPOINT",
-        str(weights),
-        "MODEL.DENSEVLM.TEACHER.CHECKPOINT",
-        str(weights),
-        "OUTPUT_DIR",
-        str(out),
-    ]
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    run = train_net(
+        ROOT / "configs" / "coco" / "tiny_densevlm_cpu.yaml",
+        "MODEL.CLIP.CHECKPOINT", str(weights),
+        "MODEL.DENSEVLM.TEACHER.CHECKPOINT", str(weights),
+        "OUTPUT_DIR", str(out),
+        datasets=root,
+        timeout=900,
+    )  # fmt: skip
     log = run.stdout + run.stderr
     assert "training DenseVLM for 4 iterations" in log and "Region mean accuracy" in log
     metrics = json.loads(
