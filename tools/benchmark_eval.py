@@ -30,6 +30,7 @@ import densevlm_d2
 from densevlm_d2.data import dataset_vocabulary
 from densevlm_d2.data.datasets import register_panoptic
 from densevlm_d2.engine import CLIPCheckpointer, Trainer
+from densevlm_d2.utils.registration import add_register_argument, run_register_files
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "eval" / "coco_panoptic_eva02_b16.yaml"
@@ -56,8 +57,10 @@ def main(argv=None):
     )
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_register_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
+    run_register_files(args.register)
 
     cfg = densevlm_d2.add_densevlm_config(get_cfg())
     cfg.merge_from_file(args.config_file)

@@ -33,6 +33,7 @@ from PIL import Image
 
 import densevlm_d2
 from densevlm_d2.modeling.meta_arch import CLIPDenseSegmenter
+from densevlm_d2.utils.registration import add_register_argument, run_register_files
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,8 +72,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--seed", type=int, default=0, help="for the random weights")
     parser.add_argument("--out", default="", help="write the results as JSON")
+    add_register_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
+    run_register_files(args.register)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = densevlm_d2.add_densevlm_config(get_cfg())

@@ -451,12 +451,11 @@ class TextEmbedder:
         key = (_text_state_signature(self.model), vocabulary.names, spec)
         if key in self._memory:
             self._memory.move_to_end(key)
-            return self._memory[key]
-        emb = self._disk_cached(vocabulary, spec)
-        self._memory[key] = emb
-        while len(self._memory) > self.MEMORY_ENTRIES:
-            self._memory.popitem(last=False)
-        return emb
+        else:
+            self._memory[key] = self._disk_cached(vocabulary, spec)
+            while len(self._memory) > self.MEMORY_ENTRIES:
+                self._memory.popitem(last=False)
+        return self._memory[key].clone()  # what a caller does to its copy never reaches the cache
 
     def _disk_cached(self, vocabulary: Vocabulary, spec: TextSpec) -> torch.Tensor:
         path = self.cache_path(vocabulary, spec)

@@ -150,6 +150,7 @@ class CLIPViTBackbone(Backbone):
             str(k): str(v) for k, v in (text_embeddings_files or {}).items()
         }
         self._text_embedder: TextEmbedder | None = None
+        self._precomputed_files: dict[tuple, torch.Tensor] = {}
         self.initial_state: dict[str, torch.Tensor] = {}
         self.set_trainable(finetune, trainable_blocks)
 
@@ -372,7 +373,11 @@ class CLIPViTBackbone(Backbone):
                 f"a precomputed embeddings file ({path}) holds one embedding per class; "
                 f"{vocabulary.source}'s are asked for one per prompt template"
             )
-        return load_text_embeddings(path, vocabulary, self.embed_dim, self.model_name)
+        key = (path, vocabulary.names)  # read and checked once per file and vocabulary
+        if key not in self._precomputed_files:
+            emb = load_text_embeddings(path, vocabulary, self.embed_dim, self.model_name)
+            self._precomputed_files[key] = emb
+        return self._precomputed_files[key].clone()
 
     def text_embeddings(
         self,
