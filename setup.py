@@ -14,7 +14,6 @@ setup(
             "clip/model_configs/*.json",
             "assets/*",
             "data/vocabularies/*.json",
-            "data/vocabularies/sem_seg/*.json",
         ]
     },
     python_requires=">=3.10",
