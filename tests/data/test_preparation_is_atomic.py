@@ -66,3 +66,26 @@ def test_a_split_missing_labels_does_not_load(tmp_path):
         DatasetCatalog.get(name)
     voc21 = next(n for n in names if n.startswith("test_atomic_voc_21_"))
     assert len(DatasetCatalog.get(voc21)) == 4  # the complete split of the same images
+
+
+def test_an_interrupted_panoptic_writer_leaves_no_dataset(tmp_path):
+    from densevlm_d2.data.datasets.panoptic_writer import PanopticWriter
+
+    cats = [{"id": 1, "name": "cat", "isthing": 1}, {"id": 2, "name": "sky", "isthing": 0}]
+    ids = np.ones((4, 6), np.int64)
+    ids[:2] = 2
+    image = np.zeros((4, 6, 3), np.uint8)
+    json_file, pan, img = tmp_path / "pan.json", tmp_path / "pan", tmp_path / "img"
+    with (
+        pytest.raises(RuntimeError, match="a bad scene"),
+        PanopticWriter(json_file, pan, cats, img) as w,
+    ):
+        w.add(1, "a", ids, [(1, 1, 0), (2, 2, 0)], image)
+        raise RuntimeError("a bad scene")
+    assert not json_file.exists() and not pan.exists() and not img.exists()
+    assert temporary_files(tmp_path) == []
+    with PanopticWriter(json_file, pan, cats, img) as w:
+        ann = w.add(1, "a", ids, [(1, 1, 0), (2, 2, 0)], image)
+    assert [s["area"] for s in ann["segments_info"]] == [12, 12]
+    assert ann["segments_info"][1]["bbox"] == [0, 0, 6, 2]
+    assert sorted(p.name for p in pan.iterdir()) == ["a.png"] and json_file.exists()
