@@ -187,17 +187,25 @@ def test_inference_scores_and_text_cache(model):
     image = torch.randint(0, 256, (3, 100, 150), dtype=torch.uint8)
     out = model([{"image": image, "classes": CLASSES, "height": 50, "width": 75}])[0]["sem_seg"]
     assert out.shape == (4, 50, 75) and 0 <= out.min() and out.max() <= 1
-    cached = model.text_embeddings(CLASSES)
-    assert model.text_embeddings(CLASSES) is cached and not cached.requires_grad
-    model.train()
-    trained = model.text_embeddings(CLASSES)  # the text tower trains: not the cache
-    assert trained is not cached and trained.requires_grad
-    text_q = model.backbone.model.text.transformer.resblocks[0].attn.q_proj_weight
-    with torch.no_grad():
-        text_q.add_(0.0)  # an optimiser step changes the text tower in place
-    model.eval()
-    again = model.text_embeddings(CLASSES)  # the stale embeddings are forgotten
-    assert again is not cached and torch.allclose(again, cached, atol=1e-6)
+    embedder = model.backbone.text_embedder
+    computed = []
+    compute = embedder.compute
+    embedder.compute = lambda *a, **k: computed.append(k.get("grad", False)) or compute(*a, **k)
+    try:
+        cached = model.text_embeddings(CLASSES)
+        assert torch.equal(model.text_embeddings(CLASSES), cached) and not cached.requires_grad
+        assert computed == []  # both from the cache (filled by the forward above)
+        model.train()
+        trained = model.text_embeddings(CLASSES)  # the text tower trains: not the cache
+        assert trained.requires_grad and computed == [True]
+        text_q = model.backbone.model.text.transformer.resblocks[0].attn.q_proj_weight
+        with torch.no_grad():
+            text_q.add_(0.0)  # an optimiser step changes the text tower in place
+        model.eval()
+        again = model.text_embeddings(CLASSES)  # the stale embeddings are forgotten
+        assert computed == [True, False] and torch.allclose(again, cached, atol=1e-6)
+    finally:
+        del embedder.compute
     no_sliding = build_model(tiny_cfg(**{"MODEL.CAT_SEG.SLIDING_WINDOW": False})).eval()
     out = no_sliding([{"image": image, "classes": CLASSES}])[0]["sem_seg"]
     assert out.shape == (4, 100, 150)
