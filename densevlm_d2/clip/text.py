@@ -209,10 +209,8 @@ def _check_sidecar(path: Path, vocabulary: Vocabulary | None, model_name: str | 
         )
     names = meta.get("names")
     if vocabulary is not None and names is not None and list(names) != list(vocabulary.names):
-        diff = next(
-            (i for i, (a, b) in enumerate(zip(names, vocabulary.names, strict=False)) if a != b),
-            min(len(names), len(vocabulary.names)),
-        )
+        common = min(len(names), len(vocabulary.names))
+        diff = next((i for i in range(common) if names[i] != vocabulary.names[i]), common)
         raise ValueError(
             f"{path} was made for other classes than the vocabulary of {vocabulary.source} "
             f"(says {meta_path.name}): first difference at index {diff}"

@@ -28,6 +28,7 @@ The one class-list file format (``densevlm_d2/data/vocabularies/*.json``)::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -225,17 +226,7 @@ class Vocabulary:
 
     def replace(self, **changes) -> Vocabulary:
         """A copy with some fields changed (validated again)."""
-        fields = {
-            "names": self.names,
-            "is_thing": self.is_thing,
-            "background_index": self.background_index,
-            "query_names": self.query_names,
-            "novel": self.novel,
-            "source": self.source,
-            "extra": self.extra,
-        }
-        fields.update(changes)
-        return Vocabulary(**fields)
+        return dataclasses.replace(self, **changes)
 
     # -- what it says ------------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -54,11 +54,10 @@ def _from_detectron2_metadata(name: str) -> Vocabulary | None:
     ``thing_classes``."""
     meta = MetadataCatalog.get(name)
     if meta.get("evaluator_type", None) == "sem_seg" and meta.get("stuff_classes", None):
-        return Vocabulary.from_names(list(meta.stuff_classes), source=name)
+        return Vocabulary(names=tuple(meta.stuff_classes), source=name)
     if meta.get("thing_classes", None):
-        return Vocabulary.from_names(
-            list(meta.thing_classes), source=name, novel=tuple(meta.get("novel_classes", ()))
-        )
+        novel = tuple(meta.get("novel_classes", ()))
+        return Vocabulary(names=tuple(meta.thing_classes), novel=novel, source=name)
     return None
 
 
@@ -68,10 +67,9 @@ def dataset_vocabulary(name: str) -> Vocabulary:
     if not isinstance(name, str):
         raise VocabularyError(f"a dataset or vocabulary name is a string, got {name!r}")
     meta = MetadataCatalog.get(name)
-    vocabulary = meta.get("vocabulary", None)
+    vocabulary = meta.get("vocabulary", None) or _from_detectron2_metadata(name)
     if vocabulary is None and name in DatasetCatalog.list():
-        if _from_detectron2_metadata(name) is None:
-            DatasetCatalog.get(name)  # COCO-format files name their classes when they are read
+        DatasetCatalog.get(name)  # COCO-format files name their classes when they are read
         vocabulary = meta.get("vocabulary", None) or _from_detectron2_metadata(name)
     if vocabulary is not None and name not in _warned:
         _warned.add(name)

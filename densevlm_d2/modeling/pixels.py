@@ -12,9 +12,8 @@ __all__ = ["PixelNormalizer"]
 
 class PixelNormalizer(nn.Module):
     """``(x - mean) / std`` per channel (``MODEL.PIXEL_MEAN`` / ``MODEL.PIXEL_STD``, 0-255 scale) as
-    float32, on the module's device; the buffers are not saved with the weights. Refuses images
-    that are empty or not finite (a float image with NaN pixels would give NaN scores
-    everywhere)."""
+    float32, on the module's device; the buffers are not saved with the weights. Images are checked
+    once, where they enter a model (:func:`check_image`), not on every normalisation."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
@@ -30,7 +29,6 @@ class PixelNormalizer(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(..., C, H, W) 0-255 images (any dtype, any device) -> normalised float32 on the
         module's device."""
-        check_image(images)
         return (images.to(self.device).float() - self.mean) / self.std
 
 
