@@ -184,6 +184,31 @@ class CLIPRegionEncoder(nn.Module):
         model's device (:meth:`densevlm_d2.modeling.CLIPViTBackbone.text_embeddings`)."""
         return self.backbone.text_embeddings(classes, spec).to(self.device)
 
+    # -- classification ----------------------------------------------------------------------------
+    @property
+    def logit_scale(self) -> float:
+        """The CLIP's learnt temperature (``exp`` of open_clip's ``logit_scale``; 100 for the
+        published models): cosines times this are the logits CLIP was trained with."""
+        scale = getattr(self.model, "logit_scale", None)
+        if scale is None:
+            raise AttributeError(f"{self.model_name} has no logit_scale")
+        return float(scale.detach().float().exp())
+
+    def classify(
+        self, features: torch.Tensor, class_embeddings: torch.Tensor, scale: float | None = None
+    ) -> torch.Tensor:
+        """(N, D) region/image features and (K, D) class embeddings (both L2-normalised) -> (N, K)
+        class probabilities: the softmax of ``scale`` x cosine (default :attr:`logit_scale`). Raw
+        cosines lie close together; their softmax without the scale is near uniform."""
+        if features.shape[-1] != class_embeddings.shape[-1]:
+            raise ValueError(
+                f"features of dimension {features.shape[-1]} and class embeddings of "
+                f"{class_embeddings.shape[-1]}"
+            )
+        scale = self.logit_scale if scale is None else scale
+        logits = features.float() @ class_embeddings.float().to(features.device).T
+        return (scale * logits).softmax(-1)
+
     # -- weights -----------------------------------------------------------------------------------
     def save(
         self,

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Install the two dependencies that are not on PyPI under their own names: detectron2 and
-panopticapi.
+"""Install what ``make env`` cannot get from PyPI: detectron2 and panopticapi (not on PyPI under
+their own names), and the Chromium browser and driver that the app's browser test drives.
 
 Run with the interpreter of the target environment (``make env`` does). Idempotent: a package that
 already imports is left alone.
@@ -27,6 +27,11 @@ panopticapi
     2. otherwise ``panopticapi-lite==0.2.0`` (the same ``panopticapi`` module) without its
        dependency metadata, which pins ``numpy<2`` and would downgrade numpy under opencv; the
        module itself needs only numpy and Pillow.
+chromium
+    the browser test of the app (tests/app) drives headless Chromium through Selenium: when no
+    Chromium and chromedriver are found, Debian's ``chromium`` and ``chromium-driver`` packages are
+    installed with apt-get (as root, or through ``sudo -n``); where that is impossible, a warning
+    says what to install.
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -269,6 +276,36 @@ def install_panopticapi(github: bool) -> None:
     _pip("install", "--no-deps", PANOPTICAPI_FALLBACK)
 
 
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+BROWSER_PACKAGES = ("chromium", "chromium-driver")
+
+
+def find_browser() -> tuple[str | None, str | None]:
+    """The Chromium (or Chrome) executable and its chromedriver on PATH (None where missing)."""
+    browser = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
+    return browser, shutil.which("chromedriver")
+
+
+def install_browser() -> None:
+    if all(find_browser()):
+        _log("chromium and chromedriver already installed")
+        return
+    apt = shutil.which("apt-get")
+    sudo = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
+    if apt is None or sudo is None:
+        _log(
+            "WARNING: the app's browser test needs Chromium and chromedriver (Debian/Ubuntu: "
+            "apt-get install chromium chromium-driver); install them, or the test will fail"
+        )
+        return
+    install = [*sudo, apt, "install", "-y", "-q", "--no-install-recommends", *BROWSER_PACKAGES]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    _log("installing " + " ".join(BROWSER_PACKAGES) + " with apt-get (the app's browser test)")
+    if subprocess.run(install, env=env).returncode != 0:
+        subprocess.run([*sudo, apt, "update", "-q"], env=env, check=True)
+        subprocess.run(install, env=env, check=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -289,6 +326,7 @@ def main() -> None:
         _log(f"GitHub {'reachable' if github else 'not reachable'}")
     install_detectron2(github)
     install_panopticapi(github)
+    install_browser()
 
 
 if __name__ == "__main__":
