@@ -53,6 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--max-pixels", type=float, default=16e6)
     parser.add_argument("--max-upload-mb", type=int, default=20)
+    parser.add_argument("--max-classes", type=int, default=400, help="per vocabulary")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's)")
     add_register_argument(parser)
     return parser.parse_args(argv)
@@ -91,7 +92,9 @@ def build(args: argparse.Namespace):
         world = sorted(val.glob("*.jpg"))[:4] if val.is_dir() else []
         examples = [str(p) for p in world] + examples
         default_image = examples[0]
-    handlers = Handlers(catalogue, known, max_pixels=int(args.max_pixels))
+    handlers = Handlers(
+        catalogue, known, max_pixels=int(args.max_pixels), max_classes=args.max_classes
+    )
     logging.getLogger(__name__).info("models: %s", ", ".join(catalogue.labels) or "none")
     return build_page(handlers, examples, default_image, default_vocabulary)
 

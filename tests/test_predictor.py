@@ -142,3 +142,20 @@ def test_encoder_classify_uses_the_logit_scale(tiny_vit):
     assert enc.logit_scale == pytest.approx(float(tiny_vit.logit_scale.exp()))
     with pytest.raises(ValueError, match="dimension"):
         enc.classify(f, t[:, :5])
+
+
+def test_cat_seg_answers_the_same_questions(tmp_path, image):
+    from app.catalogue import register_files
+
+    register_files([DEMO_REGISTER])
+    ckpt = densevlm_d2.save_checkpoint(
+        densevlm_d2.build_clip_model("EVA02-Demo-16"), tmp_path / "clip.pt", "eva_clip"
+    )
+    config = ROOT / "configs" / "demo" / "cat_seg.yaml"
+    predictor = OpenVocabPredictor.from_config(config, checkpoint=ckpt, name="cat-seg")
+    assert predictor.encoder.image_size == 128  # its CLIP resolution
+    result = predictor.segment(image, NAMES)
+    assert result.scores.shape == (3, 70, 100) and 0 <= result.scores.min() <= 1
+    assert predictor.query_box(image, (10, 5, 60, 50), NAMES).probabilities.shape == (3,)
+    predictor.set_prompts("imagenet")  # region queries only: the cost volume keeps its templates
+    assert predictor.model.text.prompts != "imagenet" and predictor.text.prompts == "imagenet"
