@@ -14,6 +14,7 @@ Three sources, in this order:
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import threading
@@ -159,9 +160,14 @@ def register_files(files) -> None:
     """Run each registration file once per process (``--register`` files, ``demo/register.py``)."""
     from densevlm_d2.utils.registration import run_register_files
 
-    new = [Path(f).resolve() for f in files if Path(f).resolve() not in _REGISTERED]
-    run_register_files([str(f) for f in new])
-    _REGISTERED.update(new)
+    for path in (Path(f).resolve() for f in files):
+        if path in _REGISTERED:
+            continue
+        if path == DEMO_REGISTER.resolve():  # a module of this repository: imported once, as tests do
+            importlib.import_module("demo.register")
+        else:
+            run_register_files([str(path)])
+        _REGISTERED.add(path)
 
 
 def _sidecar_arch(path: Path) -> str | None:

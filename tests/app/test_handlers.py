@@ -10,6 +10,7 @@ from PIL import Image
 from app.catalogue import DEMO_MODELS, Catalogue
 from app.handlers import KEEP, Handlers, parse_box
 from densevlm_d2.data.vocabulary import dataset_vocabulary
+from tests.clip.test_hub import offline_hub, put_in_hub_cache  # noqa: F401 (a fixture)
 
 VOCAB = "ball, box, sky, grass, water"
 
@@ -113,3 +114,17 @@ def test_parse_box():
     assert parse_box(" 1, 2.5 3,4 ") == (1.0, 2.5, 3.0, 4.0)
     with pytest.raises(ValueError, match="four numbers"):
         parse_box("1, 2, x, 4")
+
+
+def test_cached_zoo_entries_are_offered_without_network(offline_hub, tmp_path):
+    from densevlm_d2.clip.hub import MODEL_ZOO
+
+    assert not [c for c in Catalogue.discover(None).labels if c.startswith("zoo:")]
+    entry = MODEL_ZOO["densevlm-eva02-b16"]
+    source = tmp_path / "weights.pt"
+    source.write_bytes(b"stand-in: the menu reads no weights")
+    link = put_in_hub_cache(offline_hub, entry.files[0].repo_id, entry.files[0].filename, source)
+    catalogue = Catalogue.discover(None)
+    assert catalogue.labels == ["zoo: densevlm-eva02-b16"]
+    choice = catalogue.choices["zoo: densevlm-eva02-b16"]
+    assert choice.checkpoint == str(link) and choice.opts == ("MODEL.CLIP.MODEL_NAME", entry.model)
