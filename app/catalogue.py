@@ -163,7 +163,9 @@ def register_files(files) -> None:
     for path in (Path(f).resolve() for f in files):
         if path in _REGISTERED:
             continue
-        if path == DEMO_REGISTER.resolve():  # a module of this repository: imported once, as tests do
+        if (
+            path == DEMO_REGISTER.resolve()
+        ):  # a module of this repository: imported once, as tests do
             importlib.import_module("demo.register")
         else:
             run_register_files([str(path)])

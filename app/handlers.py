@@ -51,9 +51,12 @@ def _guarded(n_outputs: int):
 
     def wrap(fn):
         @functools.wraps(fn)
-        def inner(*args, **kwargs):
+        def inner(self, *args, **kwargs):
+            self.answers += 1
+            tag = f" <small>(answer {self.answers})</small>"
             try:
-                return fn(*args, **kwargs)
+                *outputs, status = fn(self, *args, **kwargs)
+                return (*outputs, status + tag)
             except (UserError, VocabularyError) as e:
                 message = str(e)
             except KeyError as e:
@@ -62,7 +65,7 @@ def _guarded(n_outputs: int):
                 logger.exception("%s failed", fn.__name__)
                 message = f"{type(e).__name__}: {e}"
             text = html.escape(message)
-            return (*([KEEP] * (n_outputs - 1)), f"**Error:** {text}")
+            return (*([KEEP] * (n_outputs - 1)), f"**Error:** {text}{tag}")
 
         return inner
 
@@ -84,6 +87,9 @@ class Handlers:
         self.max_pixels = max_pixels
         self.max_classes = max_classes
         self._lock = threading.Lock()
+        #: answers given so far: each status line ends with its number, so that two equal answers
+        #: in a row still read as two
+        self.answers = 0
         self._last: dict[tuple, Segmentation] = {}
 
     # -- inputs ------------------------------------------------------------------------------------

@@ -85,6 +85,7 @@ def build_page(
                             format="png",
                             interactive=False,
                             elem_id="segmentation",
+                            show_label=False,
                         )
                         legend = gr.HTML(elem_id="legend")
                     with gr.Tab("Score map", id="score"):
@@ -93,7 +94,11 @@ def build_page(
                         )
                         score_btn = gr.Button("Show score map", elem_id="score-btn")
                         score = gr.Image(
-                            label="Score map", format="png", interactive=False, elem_id="score-map"
+                            label="Score map",
+                            format="png",
+                            interactive=False,
+                            elem_id="score-map",
+                            show_label=False,
                         )
                     with gr.Tab("Region query", id="query"):
                         gr.Markdown(
@@ -110,20 +115,29 @@ def build_page(
                             box = gr.Textbox(label="Box: x0, y0, x1, y1 (pixels)", elem_id="box")
                             box_btn = gr.Button("Query box", elem_id="box-btn")
                         query = gr.Image(
-                            label="Region", format="png", interactive=False, elem_id="query-region"
+                            label="Region",
+                            format="png",
+                            interactive=False,
+                            elem_id="query-region",
+                            show_label=False,
                         )
                         top5 = gr.Label(num_top_classes=5, label="Top-5 classes", elem_id="top5")
                     with gr.Tab("Side by side", id="compare"):
                         compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-btn")
                         with gr.Row():
                             picture_a = gr.Image(
-                                label="Model", format="png", interactive=False, elem_id="compare-a"
+                                label="Model",
+                                format="png",
+                                interactive=False,
+                                elem_id="compare-a",
+                                show_label=False,
                             )
                             picture_b = gr.Image(
                                 label="Compare with",
                                 format="png",
                                 interactive=False,
                                 elem_id="compare-b",
+                                show_label=False,
                             )
                         table = gr.HTML(elem_id="compare-table")
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import os
 import time
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ from .clip.text import DEFAULT_TEXT_SPEC, TextSpec
 from .clip.vocabulary import Vocabulary, VocabularyError
 from .modeling.backbone.clip_vit import CLIPViTBackbone
 from .modeling.dense_seg import class_probabilities
+from .modeling.region_pooling import pool_masks
 
 __all__ = [
     "OpenVocabPredictor",
@@ -69,7 +71,7 @@ def as_vocabulary(classes) -> Vocabulary:
     return Vocabulary.from_names(classes)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors: compared by identity
 class Segmentation:
     """One model's dense prediction of one image.
 
@@ -121,7 +123,7 @@ class Segmentation:
         return self.scores[self.class_index(cls)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RegionQuery:
     """The class probabilities of one region (softmax over the vocabulary).
 
@@ -168,6 +170,7 @@ class OpenVocabPredictor:
         if not self.text.ensemble:  # CAT-Seg keeps one embedding per template: queries ensemble
             self.text = dataclasses.replace(self.text, ensemble=True)
         self._own_text = (self.text, getattr(model, "text", None))
+        self._dense_cache: tuple | None = None
         self.logit_scale = float(
             getattr(model, "logit_scale", None) or backbone.model.logit_scale.exp()
         )
@@ -264,6 +267,18 @@ class OpenVocabPredictor:
         return Segmentation(vocabulary, scores, self.name, seconds)
 
     # -- region queries ----------------------------------------------------------------------------
+    def _dense(self, pil) -> tuple[torch.Tensor, float]:
+        """The dense map of the region canvas, and the image-to-canvas scale; the last image's is
+        kept, so that further queries on one image only pool (keyed by the pixels and weights)."""
+        weights = tuple((p.data_ptr(), p._version) for p in self.backbone.model.visual.parameters())
+        key = (hashlib.blake2b(pil.tobytes(), digest_size=16).digest(), pil.size, weights)
+        if self._dense_cache is not None and self._dense_cache[0] == key:
+            return self._dense_cache[1]
+        x, scale = self.encoder.preprocess(pil, return_scale=True)
+        value = (self.encoder.encode_dense(x), scale)
+        self._dense_cache = (key, value)
+        return value
+
     def _region_text(self, vocabulary: Vocabulary) -> tuple[torch.Tensor, torch.Tensor | None]:
         emb, owner = self.backbone.text_queries(vocabulary, self.text)
         emb = torch.nn.functional.normalize(emb.float(), dim=-1).to(self.device)
@@ -284,8 +299,8 @@ class OpenVocabPredictor:
         (b,) = check_boxes([[list(box)]], [(pil.height, pil.width)], "image")
         x0, y0, x1, y1 = (float(v) for v in b[0].clamp(min=0))
         x1, y1 = min(x1, pil.width), min(y1, pil.height)
-        x, scale = self.encoder.preprocess(pil, return_scale=True)
-        feature = self.encoder.encode_boxes(x, [b * scale])[0]
+        dense, scale = self._dense(pil)
+        feature = self.encoder.box_pooler(dense, [b * scale])[0]
         probs = self._classify(feature, vocabulary)
         mask = np.zeros((pil.height, pil.width), dtype=bool)
         mask[int(y0) : int(np.ceil(y1)), int(x0) : int(np.ceil(x1))] = True
@@ -307,13 +322,13 @@ class OpenVocabPredictor:
             )
         if not mask.any():
             raise ValueError("the mask is empty: it selects no pixel")
-        x, scale = self.encoder.preprocess(pil, return_scale=True)
+        dense, scale = self._dense(pil)
         tokens = self.encoder.preprocess_masks(mask[None])
         if not tokens.any():  # smaller than a token: the tokens under its pixels
             ys, xs = np.nonzero(mask)
             p = self.encoder.patch_size
             tokens[0, (ys * scale / p).astype(int), (xs * scale / p).astype(int)] = True
-        feature = self.encoder.encode_masks(x, [tokens])[0]
+        feature = pool_masks(dense, [tokens.to(dense.device)])[0]
         probs = self._classify(feature, vocabulary)
         ys, xs = np.nonzero(mask)
         box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))

@@ -159,3 +159,23 @@ def test_cat_seg_answers_the_same_questions(tmp_path, image):
     assert predictor.query_box(image, (10, 5, 60, 50), NAMES).probabilities.shape == (3,)
     predictor.set_prompts("imagenet")  # region queries only: the cost volume keeps its templates
     assert predictor.model.text.prompts != "imagenet" and predictor.text.prompts == "imagenet"
+
+
+def test_queries_on_one_image_share_its_dense_map(predictor, image, monkeypatch):
+    calls = []
+    encode = predictor.encoder.encode_dense
+    monkeypatch.setattr(predictor.encoder, "encode_dense", lambda x: calls.append(1) or encode(x))
+    predictor._dense_cache = None
+    first = predictor.query_box(image, (10, 5, 60, 50), NAMES).probabilities
+    predictor.query_box(image, (0, 0, 30, 30), NAMES)
+    predictor.query_mask(image, np.ones((70, 100), bool), NAMES)
+    assert len(calls) == 1  # one dense pass for three queries
+    predictor.query_box(image.transpose(Image.FLIP_LEFT_RIGHT), (10, 5, 60, 50), NAMES)
+    assert len(calls) == 2  # another image
+    weight = next(predictor.backbone.model.visual.parameters())
+    saved = weight.detach().clone()
+    with torch.no_grad():
+        weight.mul_(1.5)  # weights changed in place
+        again = predictor.query_box(image, (10, 5, 60, 50), NAMES).probabilities
+        weight.copy_(saved)
+    assert len(calls) == 3 and not torch.equal(again, first)
