@@ -203,6 +203,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="docs/app")
     parser.add_argument("--box", default=None, help="the region query's box (default: none)")
     parser.add_argument("--click", nargs=2, type=float, default=None, metavar=("FX", "FY"))
+    parser.add_argument("--score-class", default=None, help="the score map's class")
     args = parser.parse_args(argv)
     page = AppBrowser(args.url)
     try:
@@ -210,6 +211,8 @@ def main(argv=None) -> int:
         print(page.run("segment-btn", "segmentation"))
         page.screenshot(out / "segment.png")
         page.tab("Score map")
+        if args.score_class:
+            page.type_into("score-class", args.score_class)
         print(page.run("score-btn", "score-map"))
         page.screenshot(out / "score_map.png")
         page.tab("Region query")
