@@ -23,6 +23,7 @@ from ..modeling import data_contract, get_clip_backbone
 from ..modeling.meta_arch import set_detector_vocabulary
 from .amp_step import AMPTrainStep
 from .checkpointer import CLIPCheckpointer
+from .curves import PlotCurves
 from .hooks import ExportCLIP, LazyJSONWriter
 from .optim import WarmupCosine, add_gradient_clipping, build_adamw
 
@@ -100,6 +101,8 @@ class Trainer(DefaultTrainer):
         hooks = super().build_hooks()
         if self.cfg.SOLVER.EXPORT_CLIP:
             hooks.append(ExportCLIP(self.cfg.OUTPUT_DIR, self.cfg.SOLVER.WEIGHT_BLEND_ALPHA))
+        if self.cfg.SOLVER.PLOT_CURVES:  # after the writers: metrics.json holds the last iteration
+            hooks.append(PlotCurves(self.cfg.OUTPUT_DIR, self.cfg.SOLVER.CHECKPOINT_PERIOD))
         return hooks
 
     @classmethod
