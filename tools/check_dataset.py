@@ -10,6 +10,10 @@ Exit status 1 when a dataset has a problem. Datasets live under $DETECTRON2_DATA
 datasets/README.md).
 """
 
+import densevlm_d2  # noqa: F401  (first: silences fvcore's import warnings before detectron2)
+
+# isort: split
+
 import argparse
 import sys
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Training-free semantic segmentation of CLIP checkpoints on every benchmark, as one table.
+r"""Training-free semantic segmentation of CLIP checkpoints on every benchmark, as one table.
 
     python tools/eval_sem_seg.py --clip eva02_b16 --weights zoo://densevlm-eva02-b16
     python tools/eval_sem_seg.py --clip eva02_b16 --weights eva02-clip-b16 \
@@ -18,6 +18,10 @@ table as n/a and skipped (``--strict``: stop instead).
 
 from __future__ import annotations
 
+import densevlm_d2  # first: its import silences fvcore's import warnings before detectron2's
+
+# isort: split
+
 import argparse
 import json
 import logging
@@ -31,7 +35,6 @@ from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-import densevlm_d2
 from densevlm_d2.data.datasets.panoptic import DatasetLayoutError
 from densevlm_d2.engine import CLIPCheckpointer, Trainer, launch
 from densevlm_d2.modeling.meta_arch import CLIPDenseSegmenter

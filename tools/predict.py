@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Dense open-vocabulary prediction: every token of a CLIP ViT classified against a vocabulary,
+r"""Dense open-vocabulary prediction: every token of a CLIP ViT classified against a vocabulary,
 drawn with detectron2's Visualizer.
 
     python tools/predict.py --model EVA02-CLIP-B-16 \
