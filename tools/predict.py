@@ -11,13 +11,17 @@ pipeline working, not a meaningful prediction.
 """
 
 import argparse
+import difflib
 import logging
 import time
+import warnings
 from pathlib import Path
 
 from PIL import Image
 
 import densevlm_d2
+from densevlm_d2.clip.hub import check_weights_reference, zoo_entry
+from densevlm_d2.clip.preprocess import load_rgb
 from densevlm_d2.utils.registration import add_register_argument, run_register_files
 from densevlm_d2.visualization import dense_prediction, draw_dense_prediction
 
@@ -61,11 +65,27 @@ def main(argv=None):
     names = [n.strip() for n in args.vocabulary.split(",") if n.strip()]
     if not names:
         parser.error("--vocabulary names no classes")
+    # the cheap checks first: the image and the model's name, before building and embedding
+    try:
+        image = load_rgb(args.image, "--image")
+    except OSError as e:
+        parser.error(str(e))
+    if zoo_entry(args.model) is None and args.model not in densevlm_d2.available_models():
+        close = difflib.get_close_matches(args.model, densevlm_d2.available_models(), n=2)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        parser.error(f"--model {args.model!r}: unknown model{hint} (see --help for the list)")
+    if args.checkpoint:
+        try:
+            check_weights_reference(args.checkpoint)
+        except (FileNotFoundError, ValueError) as e:
+            parser.error(f"--checkpoint {args.checkpoint}: {e}")
     if args.random_init:
         print(
             f"NOTE: no --checkpoint: {args.model} is RANDOMLY INITIALISED; the prediction below "
             "is meaningless and only shows the pipeline running end to end."
         )
+        # the backbone's own warning says the same
+        warnings.filterwarnings("ignore", r"CLIPViTBackbone\(.*\) has no checkpoint", UserWarning)
     t0 = time.time()
     encoder = densevlm_d2.load_clip(
         args.model,
@@ -81,7 +101,6 @@ def main(argv=None):
         f"[2/3] text embeddings of {len(names)} classes x 63 templates in {time.time() - t0:.1f}s"
     )
     t0 = time.time()
-    image = Image.open(args.image).convert("RGB")
     labels = dense_prediction(encoder, image, classifier)
     print(
         f"[3/3] dense prediction of {args.image} ({image.width}x{image.height}) "

@@ -22,7 +22,7 @@ from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from densevlm_d2.engine import CLIPCheckpointer, Trainer, launch
+from densevlm_d2.engine import CLIPCheckpointer, Trainer, check_run, launch
 from densevlm_d2.utils.registration import add_register_argument, run_register_files
 
 
@@ -41,6 +41,7 @@ def setup(args):
 
 def argument_parser():
     parser = default_argument_parser()
+    parser.description = __doc__  # printed as written (detectron2's parser keeps the layout)
     add_register_argument(parser)
     return parser
 
@@ -48,6 +49,9 @@ def argument_parser():
 def main(args):
     run_register_files(getattr(args, "register", []))
     cfg = setup(args)
+    # weights and evaluation data before any model is built (the Trainer loads its training data
+    # before its model)
+    check_run(cfg, training=not args.eval_only, resume=args.resume)
     if args.eval_only:
         model = Trainer.build_model(cfg)
         CLIPCheckpointer(

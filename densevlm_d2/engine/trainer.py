@@ -38,9 +38,12 @@ class Trainer(DefaultTrainer):
         TrainerBase.__init__(self)
         logger = logging.getLogger("densevlm_d2")
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
-        model = self.build_model(cfg)
-        optimizer = self.build_optimizer(cfg, model)
+        # the data first: a missing dataset is found before minutes of model building and text
+        # embedding (the tools check the weights and the evaluation data before that)
         data_loader = self.build_train_loader(cfg)
+        model = self.build_model(cfg)
+        set_detector_vocabulary(cfg, model)  # a detector trains on its training data's classes
+        optimizer = self.build_optimizer(cfg, model)
         on_gpu = next(model.parameters()).device.type == "cuda"
         model = create_ddp_model(
             model, device_ids=[comm.get_local_rank()] if on_gpu else None, broadcast_buffers=False
@@ -104,8 +107,14 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_model(cls, cfg):
+        """detectron2's ``build_model``; a detector's text classifier gets
+        ``MODEL.TEXT_CLASSIFIER.CLASS_NAMES`` when they are set. No dataset is read: a detector
+        built for inference gets its vocabulary from :func:`densevlm_d2.set_vocabulary`; the
+        trainer gives it the training data's classes when training, and each test dataset's
+        when evaluating (:meth:`test`)."""
         model = super().build_model(cfg)
-        set_detector_vocabulary(cfg, model)  # a detector's text classifier needs one to start
+        if cfg.MODEL.TEXT_CLASSIFIER.CLASS_NAMES:
+            set_detector_vocabulary(cfg, model)
         return model
 
     @classmethod
