@@ -51,7 +51,7 @@ def main(args):
     cfg = setup(args)
     # weights and evaluation data before any model is built (the Trainer loads its training data
     # before its model)
-    check_run(cfg, training=not args.eval_only, resume=args.resume)
+    check_run(cfg, resume=args.resume)
     if args.eval_only:
         model = Trainer.build_model(cfg)
         CLIPCheckpointer(

@@ -45,15 +45,22 @@ def _resuming(cfg, resume: bool) -> bool:
     return resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
 
 
-def check_weights(cfg, *, resume: bool = False, weights: Sequence[str] | None = None) -> None:
+def check_weights(
+    cfg,
+    *,
+    resume: bool = False,
+    weights: Sequence[str] | None = None,
+    weights_option: str = "MODEL.WEIGHTS",
+) -> None:
     """The weight references of ``cfg`` (and ``weights``, a tool's own list standing in for
-    ``MODEL.WEIGHTS``) name files that exist, and every CLIP of the model gets weights."""
+    ``MODEL.WEIGHTS``, given as ``weights_option``) name files that exist, and every CLIP of the
+    model gets weights."""
     arch = cfg.MODEL.META_ARCHITECTURE
     resuming = _resuming(cfg, resume)
     model_weights = list(weights) if weights is not None else [cfg.MODEL.WEIGHTS]
     refs = [("CLIP (MODEL.CLIP.CHECKPOINT)", cfg.MODEL.CLIP.CHECKPOINT)]
     if not resuming:
-        refs += [("model weights (MODEL.WEIGHTS)", w) for w in model_weights]
+        refs += [(f"model weights ({weights_option})", w) for w in model_weights]
     if arch == "DenseVLM":
         teacher = cfg.MODEL.DENSEVLM.TEACHER.CHECKPOINT
         refs.append(("teacher CLIP (MODEL.DENSEVLM.TEACHER.CHECKPOINT)", teacher))
@@ -68,8 +75,8 @@ def check_weights(cfg, *, resume: bool = False, weights: Sequence[str] | None = 
     uses_clip = arch in _CLIP_ARCHITECTURES or cfg.MODEL.BACKBONE.NAME in _CLIP_BACKBONES
     missing = []
     if uses_clip and not (cfg.MODEL.CLIP.CHECKPOINT or resuming or all(model_weights)):
-        missing.append("the model's CLIP (MODEL.CLIP.CHECKPOINT, or a CLIP or model file as "
-                       "MODEL.WEIGHTS)")  # fmt: skip
+        missing.append(f"the model's CLIP (MODEL.CLIP.CHECKPOINT, or a CLIP or model file as "
+                       f"{weights_option})")  # fmt: skip
     if arch == "DenseVLM" and not cfg.MODEL.DENSEVLM.TEACHER.CHECKPOINT:
         missing.append("its teacher (MODEL.DENSEVLM.TEACHER.CHECKPOINT)")
     if arch == "CLIPSelf" and not cfg.MODEL.CLIP.CHECKPOINT:
@@ -83,13 +90,10 @@ def check_weights(cfg, *, resume: bool = False, weights: Sequence[str] | None = 
         )
 
 
-def check_run(
-    cfg, *, training: bool, resume: bool = False, weights: Sequence[str] | None = None
-) -> None:
+def check_run(cfg, *, resume: bool = False, weights: Sequence[str] | None = None) -> None:
     """Everything cheap about a run of ``cfg``, before its model is built: the weights
-    (:func:`check_weights`) and the evaluation datasets it will read (``DATASETS.TEST`` when
-    evaluating, or when training with ``TEST.EVAL_PERIOD`` > 0). The training datasets are
-    loaded by :class:`~densevlm_d2.engine.Trainer` before it builds the model."""
+    (:func:`check_weights`) and the evaluation datasets it will read (``DATASETS.TEST``: a
+    training run is evaluated at its end too, by detectron2's ``EvalHook``). The training datasets
+    are loaded by :class:`~densevlm_d2.engine.Trainer` before it builds the model."""
     check_weights(cfg, resume=resume, weights=weights)
-    if not training or cfg.TEST.EVAL_PERIOD > 0:
-        check_datasets(cfg.DATASETS.TEST)
+    check_datasets(cfg.DATASETS.TEST)

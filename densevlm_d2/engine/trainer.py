@@ -18,6 +18,7 @@ from detectron2.solver.lr_scheduler import LRMultiplier
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, TensorboardXWriter
 
+from ..data.datasets.panoptic import DatasetLayoutError
 from ..evaluation import OVCOCOEvaluator, RegionAccuracyEvaluator, SemSegMetricsEvaluator
 from ..modeling import data_contract, get_clip_backbone
 from ..modeling.meta_arch import set_detector_vocabulary
@@ -42,7 +43,6 @@ class Trainer(DefaultTrainer):
         # embedding (the tools check the weights and the evaluation data before that)
         data_loader = self.build_train_loader(cfg)
         model = self.build_model(cfg)
-        set_detector_vocabulary(cfg, model)  # a detector trains on its training data's classes
         optimizer = self.build_optimizer(cfg, model)
         on_gpu = next(model.parameters()).device.type == "cuda"
         model = create_ddp_model(
@@ -108,13 +108,20 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_model(cls, cfg):
         """detectron2's ``build_model``; a detector's text classifier gets
-        ``MODEL.TEXT_CLASSIFIER.CLASS_NAMES`` when they are set. No dataset is read: a detector
-        built for inference gets its vocabulary from :func:`densevlm_d2.set_vocabulary`; the
-        trainer gives it the training data's classes when training, and each test dataset's
-        when evaluating (:meth:`test`)."""
+        ``MODEL.TEXT_CLASSIFIER.CLASS_NAMES``, else the vocabulary of its first training (else
+        test) dataset. A dataset whose classes are only known from its files, which are not on
+        disk, leaves the detector without a vocabulary (a model built for inference on another
+        machine): :func:`densevlm_d2.set_vocabulary` gives it one, and evaluation gives it each
+        test dataset's (training loads its data before the model, so it always has one)."""
         model = super().build_model(cfg)
-        if cfg.MODEL.TEXT_CLASSIFIER.CLASS_NAMES:
+        try:
             set_detector_vocabulary(cfg, model)
+        except DatasetLayoutError as e:
+            logging.getLogger("densevlm_d2").info(
+                "the detector has no vocabulary yet (%s); set one with "
+                "densevlm_d2.set_vocabulary(model, names) or MODEL.TEXT_CLASSIFIER.CLASS_NAMES",
+                str(e).splitlines()[0],
+            )
         return model
 
     @classmethod

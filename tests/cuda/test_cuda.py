@@ -19,7 +19,6 @@ from densevlm_d2.data.mappers import RegionTrainMapper
 from densevlm_d2.engine import Trainer
 from densevlm_d2.engine.amp_step import AMPTrainStep
 from tests.detection.test_fvit import batch as fvit_batch
-from tests.detection.test_fvit import detector_to_train
 from tests.detection.test_fvit import tiny_cfg as fvit_cfg
 from tests.detection.test_fvit import world as fvit_world  # noqa: F401  (fixture)
 from tests.engine.test_training import _cfg, world  # noqa: F401  (fixture)
@@ -69,7 +68,7 @@ def test_region_alignment_steps_under_amp(world, arch, precision):  # noqa: F811
 def test_fvit_steps_under_amp(fvit_world, precision):  # noqa: F811
     cfg = fvit_cfg("MODEL.DEVICE", DEVICE, "SOLVER.AMP.ENABLED", "True",
                    "SOLVER.AMP.PRECISION", precision)  # fmt: skip
-    model = detector_to_train(cfg).train()
+    model = Trainer.build_model(cfg).train()
     optimizer = Trainer.build_optimizer(cfg, model)
     totals = _run_steps(model, optimizer, fvit_batch(fvit_world, n=2), precision, steps=10)
     assert all(np.isfinite(totals)) and totals[-1] < totals[0], totals
@@ -131,7 +130,7 @@ def test_ddp_over_nccl_and_syncbn(fvit_world):  # noqa: F811
             comm.create_local_process_group(1)
         cfg = fvit_cfg("MODEL.DEVICE", "cuda", "MODEL.FVIT.PYRAMID_NORM", "SyncBN",
                        "MODEL.FPN.NORM", "SyncBN", "MODEL.ROI_BOX_HEAD.NORM", "SyncBN")  # fmt: skip
-        model = detector_to_train(cfg).cuda().train()
+        model = Trainer.build_model(cfg).cuda().train()
         assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
         ddp = create_ddp_model(model, device_ids=[0], broadcast_buffers=False)
         optimizer = Trainer.build_optimizer(cfg, model)

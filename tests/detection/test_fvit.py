@@ -23,7 +23,6 @@ from densevlm_d2 import set_vocabulary
 from densevlm_d2.engine import Trainer
 from densevlm_d2.modeling import fuse_scores
 from densevlm_d2.modeling.backbone import CLIPFPN
-from densevlm_d2.modeling.meta_arch import set_detector_vocabulary
 from tests.helpers import DEMO_REGISTER, train_net
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,14 +64,6 @@ def tiny_cfg(*opts):
     return cfg
 
 
-def detector_to_train(cfg):
-    """The detector as the Trainer builds it for training: with its training data's classes
-    (``Trainer.build_model`` reads no dataset)."""
-    model = Trainer.build_model(cfg)
-    set_detector_vocabulary(cfg, model)
-    return model
-
-
 def batch(world, split="train", n=2):
     from densevlm_d2.data.mappers import build_detection_mapper
 
@@ -94,8 +85,7 @@ def test_fuse_scores_hand_computed():
 
 
 def test_text_classifier_loss_masks_novel_and_weights_background(world):
-    assert Trainer.build_model(tiny_cfg()).roi_heads.box_predictor.class_names == []
-    model = detector_to_train(tiny_cfg())
+    model = Trainer.build_model(tiny_cfg())
     predictor = model.roi_heads.box_predictor
     assert predictor.class_names == list(THINGS)
     assert predictor.novel.tolist() == [t in NOVEL_THINGS for t in THINGS] + [False]
@@ -160,7 +150,7 @@ def test_training_loss_falls(world):
     np.random.seed(0)  # detectron2's augmentations draw from numpy's global generator
     torch.manual_seed(0)
     cfg = tiny_cfg("SOLVER.BASE_LR", "2e-3")
-    model = detector_to_train(cfg)
+    model = Trainer.build_model(cfg)
     optimizer = Trainer.build_optimizer(cfg, model)
     model.train()
     data = batch(world, "train", n=2)
@@ -207,7 +197,7 @@ def test_inference_with_novel_names_never_seen_in_training(world):
 def test_fusion_changes_novel_scores_only_through_the_clip_map(world):
     base_cfg = tiny_cfg("MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")
     torch.manual_seed(0)
-    fused_model = detector_to_train(base_cfg).eval()
+    fused_model = Trainer.build_model(base_cfg).eval()
     data = batch(world, "val", n=1)
     images = fused_model.preprocess_image(data)
     with torch.no_grad():
@@ -275,7 +265,7 @@ def test_backbone_in_a_stock_mask_rcnn_config(world):
         register_ov_coco_instances(
             "test_fvit_masks", str(world_dir / "instances_train.json"), str(world_dir / "train"), ()
         )
-    model = detector_to_train(cfg)
+    model = Trainer.build_model(cfg)
     assert type(model.roi_heads).__name__ == "OpenVocabROIHeads" and model.roi_heads.mask_on
     # masks from the panoptic PNGs of the world, as polygons-free bitmasks
     from panopticapi.utils import rgb2id
