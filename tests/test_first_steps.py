@@ -122,6 +122,9 @@ def test_cheap_checks_come_before_any_model(tmp_path, no_model, monkeypatch):
     with pytest.raises(WeightFileNotFoundError, match="did you mean 'densevlm-teacher-eva02-l14"):
         _train_net(tmp_path, tiny, "MODEL.DENSEVLM.TEACHER.CHECKPOINT",
                    "densevlm-teacher-eva02-l14", "MODEL.CLIP.RANDOM_INIT", "True")  # fmt: skip
+    # URLs of detectron2's path handlers are left to them
+    with pytest.raises(ValueError, match="would have no weights.*TEACHER"):
+        _train_net(tmp_path, tiny, "MODEL.WEIGHTS", "detectron2://ImageNetPretrained/x.pkl")
     # the evaluation data (used at the end of training too), then the training data
     with pytest.raises(DatasetLayoutError, match="panoptic json not found"):
         _train_net(tmp_path, tiny, "MODEL.CLIP.RANDOM_INIT", "True")

@@ -309,10 +309,14 @@ def resolve_weights(ref: str | os.PathLike, *, downloading: bool = False) -> Pat
 def check_weights_reference(ref: str | os.PathLike) -> None:
     """Raise ``FileNotFoundError`` for a reference that cannot name weights, without touching the
     network or reading the file: a missing local file (with the zoo names it is close to) or an
-    unknown ``zoo://`` name (``ValueError``). Hub references and zoo names pass (resolved later)."""
+    unknown ``zoo://`` name (``ValueError``). Hub references, zoo names and other URLs
+    (``detectron2://``, ``https://``: detectron2's path handlers) pass: they are resolved when
+    loaded."""
     text = os.fspath(ref)
     if text.startswith(HF_PREFIX):
         parse_hf_reference(text)
+        return
+    if "://" in text and not text.startswith(ZOO_PREFIX):
         return
     if os.path.exists(text) or zoo_entry(text) is not None:
         return
