@@ -266,7 +266,9 @@ def hub(tmp_path_factory):
     for name in ("eva02-clip-b16", "densevlm-eva02-b16"):
         file = MODEL_ZOO[name].files[0]
         put_in_hub_cache(cache, file.repo_id, file.filename, weights)
-    return cache
+    weights.unlink()
+    yield cache
+    shutil.rmtree(cache)  # 600 MB: not left behind in pytest's kept folders
 
 
 def _folder(tmp_path: Path) -> Path:
