@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Sequence
 
@@ -12,6 +13,7 @@ from torch import nn
 
 from .clip.checkpoint import CheckpointFormat
 from .clip.hub import zoo_entry
+from .clip.models import available_models
 from .clip.preprocess import (
     crop_box,
     preprocess_crop,
@@ -310,6 +312,14 @@ def load_clip(
         if checkpoint is not None:
             raise ValueError(f"{model_name!r} is a model-zoo entry: pass no checkpoint with it")
         model_name, checkpoint = entry.model, entry.reference
+    if model_name not in available_models():
+        close = difflib.get_close_matches(model_name, available_models(), n=2)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise ValueError(
+            f"load_clip: unsupported CLIP model {model_name!r}, an unknown model{hint} "
+            "(densevlm_d2.available_models() lists the architectures, docs/model_zoo.md the "
+            "published weights by name)"
+        )
     if checkpoint is None and not random_init:
         raise ValueError(
             f"load_clip({model_name!r}) needs weights: pass checkpoint=<file>, or "
@@ -322,5 +332,6 @@ def load_clip(
         checkpoint=checkpoint or "",
         text_cache_dir=text_cache_dir,
         checkpoint_role="CLIP checkpoint",
+        random_init=random_init,
     )
     return CLIPRegionEncoder(backbone.to(device).eval(), image_size=image_size)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Open-vocabulary detector speed: training and inference images/s and peak memory of F-ViT
+r"""Open-vocabulary detector speed: training and inference images/s and peak memory of F-ViT
 (frozen CLIP ViT + simple pyramid + FPN + RPN + text-classifier box head + CLIP score fusion).
 
     # the published OV-COCO B/16 setting (640 px, AMP), on a GPU
@@ -18,6 +18,10 @@ clipping and the AdamW step; inference is the full test-time path with score fus
 memory: the CUDA allocator's peak on a GPU, the process's peak RSS on the CPU.
 """
 
+import densevlm_d2  # first: its import silences fvcore's import warnings before detectron2's
+
+# isort: split
+
 import argparse
 import resource
 import time
@@ -28,7 +32,6 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-import densevlm_d2
 from densevlm_d2.engine import Trainer
 from densevlm_d2.modeling import set_vocabulary
 from densevlm_d2.utils.registration import add_register_argument, run_register_files

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
-"""Open-vocabulary prediction of one image: training-free dense segmentation (SCLIP's protocol,
+r"""Open-vocabulary prediction of one image: training-free dense segmentation (SCLIP's protocol,
 configs/sem_seg/Base-DenseSeg.yaml) drawn with a legend, and optionally the classes of one box.
 The same functions as the app's (densevlm_d2.predictor, densevlm_d2.visualization).
 
-    python tools/predict.py --model EVA02-CLIP-B-16 \\
-        --checkpoint densevlm_coco_6_save6_512_eva_vib16_12layers.pt --image street.jpg \\
+    python tools/predict.py --model EVA02-CLIP-B-16 \
+        --checkpoint densevlm_coco_6_save6_512_eva_vib16_12layers.pt --image street.jpg \
         --vocabulary "car, road, sky, building, tree, person" --output street_dense.png
 
     python tools/predict.py --model densevlm-eva02-b16 --box 10,20,200,180 ...   # a zoo name
@@ -16,15 +16,17 @@ as such (it shows the pipeline working, not a prediction).
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from PIL import Image
 
 import densevlm_d2
-from densevlm_d2.clip.hub import zoo_entry
+from densevlm_d2.clip.hub import check_weights_reference, zoo_entry
 from densevlm_d2.clip.preprocess import load_rgb
 from densevlm_d2.clip.vocabulary import VocabularyError
 from densevlm_d2.utils.registration import add_register_argument, run_register_files
@@ -78,7 +80,7 @@ def main(argv=None) -> int:
 
     # the cheap checks first: the image, the vocabulary, the weights' presence
     try:
-        image = load_rgb(args.image)
+        image = load_rgb(args.image, "--image")
     except OSError as e:
         parser.error(str(e))
     from densevlm_d2.predictor import as_vocabulary
@@ -95,14 +97,20 @@ def main(argv=None) -> int:
             assert len(box) == 4
         except (ValueError, AssertionError):
             parser.error(f"--box takes x0,y0,x1,y1 (pixels), got {args.box!r}")
+    run_register_files(args.register)  # a registered model is a known model
     entry = zoo_entry(args.model)
+    if entry is None and args.model not in densevlm_d2.available_models():
+        close = difflib.get_close_matches(args.model, densevlm_d2.available_models(), n=2)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        parser.error(f"--model {args.model!r}: unknown model{hint} (see --help for the list)")
     model, checkpoint = (entry.model, entry.name) if entry else (args.model, args.checkpoint)
     if not entry and not checkpoint and not args.random_init:
         parser.error("give --checkpoint (or a model-zoo name as --model), or --random-init")
-    if checkpoint and not entry and not zoo_entry(checkpoint) and not Path(checkpoint).is_file():
-        if not str(checkpoint).startswith(("hf://", "zoo://")):
-            parser.error(f"--checkpoint {checkpoint}: no such file")
-    run_register_files(args.register)
+    if args.checkpoint:
+        try:
+            check_weights_reference(args.checkpoint)
+        except (FileNotFoundError, ValueError) as e:
+            parser.error(f"--checkpoint {args.checkpoint}: {e}")
 
     opts = ["MODEL.CLIP.MODEL_NAME", model]
     if args.random_init:
@@ -111,6 +119,8 @@ def main(argv=None) -> int:
             f"NOTE: no --checkpoint: {model} is RANDOMLY INITIALISED; the prediction below is "
             "meaningless and only shows the pipeline running end to end."
         )
+        # the backbone's own warning says the same
+        warnings.filterwarnings("ignore", r"CLIPViTBackbone\(.*\) has no checkpoint", UserWarning)
     for key, value in (("SHORT_SIDE", args.short_side), ("WINDOW", args.window)):
         if value is not None:
             opts += [f"MODEL.DENSE_SEG.{key}", str(value)]
