@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     keys = list(next(iter(rows.values())))
     print(f"\n| model | {' | '.join(keys)} |\n|---|{'---|' * len(keys)}")
     for label, row in rows.items():
-        print(f"| {label} | " + " | ".join(f"{row[k]:.2f}" for k in keys) + " |")
+        print(f"| {label} | " + " | ".join(f"{row[k]:.3f}" for k in keys) + " |")
     threads = torch.get_num_threads()
     print(f"\n{threads} CPU threads, device {args.device}, torch {torch.__version__}")
     if args.out:
