@@ -95,7 +95,7 @@ def lvis_v1_categories() -> list[dict]:
     return [dict(c) for c in LVIS_CATEGORIES]
 
 
-# -- reading and checking ---------------------------------------------------------------------------
+# -- reading and checking --------------------------------------------------------------------------
 def _read_json(path: str) -> dict:
     try:
         with open(path) as f:
@@ -103,7 +103,9 @@ def _read_json(path: str) -> dict:
     except json.JSONDecodeError as e:
         raise DatasetFormatError(f"{path} is not valid json: {e}") from None
     if not isinstance(data, dict):
-        raise DatasetFormatError(f"{path}: an LVIS file is a json object, got {type(data).__name__}")
+        raise DatasetFormatError(
+            f"{path}: an LVIS file is a json object, got {type(data).__name__}"
+        )
     missing = [k for k in ("images", "annotations", "categories") if k not in data]
     if missing:
         raise DatasetFormatError(f"{path}: not an LVIS file, it has no {missing}")
@@ -239,7 +241,11 @@ def load_lvis_instances(
         known = meta.get("vocabulary", None)
         if known is not None and known.names != vocabulary.names:
             first = next(
-                (i for i, (a, b) in enumerate(zip(known.names, vocabulary.names, strict=False)) if a != b),
+                (
+                    i
+                    for i, (a, b) in enumerate(zip(known.names, vocabulary.names, strict=False))
+                    if a != b
+                ),
                 min(len(known), len(vocabulary)),
             )
             raise DatasetFormatError(
@@ -257,7 +263,7 @@ def load_lvis_instances(
     return records
 
 
-# -- the training split -----------------------------------------------------------------------------
+# -- the training split ----------------------------------------------------------------------------
 def _counts(anns: list[dict], cats: list[dict]) -> None:
     """Recompute ``image_count`` / ``instance_count`` of ``cats`` (in place) from ``anns``."""
     instances = Counter(a["category_id"] for a in anns)
@@ -319,7 +325,7 @@ def check_ov_lvis_train_json(path: str) -> dict:
     }
 
 
-# -- registration -----------------------------------------------------------------------------------
+# -- registration ----------------------------------------------------------------------------------
 def register_ov_lvis_instances(
     name: str,
     json_file: str,

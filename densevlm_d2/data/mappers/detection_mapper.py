@@ -6,9 +6,9 @@ These are detectron2's ``ResizeScale`` + ``FixedSizeCrop`` + ``RandomFlip`` and 
 1)``. Images are not padded here: the F-ViT backbone pads the normalised batch
 (``MODEL.FVIT.PAD_TO``).
 
-Instance masks (``MODEL.MASK_ON``) are read in ``INPUT.MASK_FORMAT`` (``"polygon"``, as LVIS and COCO
-store them); an image whose annotations hold an RLE mask (a dict) is read as bitmasks instead, since
-polygons cannot hold one (detectron2's mask loss crops either kind, image by image).
+Instance masks (``MODEL.MASK_ON``) are read in ``INPUT.MASK_FORMAT`` (``"polygon"``, as LVIS and
+COCO store them); an image whose annotations hold an RLE mask (a dict) is read as bitmasks instead,
+since polygons cannot hold one (detectron2's mask loss crops either kind, image by image).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def lsj_augmentations(size: int, min_scale: float, max_scale: float, is_train: b
 
 
 class DetectionMapper(DatasetMapper):
-    """detectron2's ``DatasetMapper``; an image with an RLE mask gets bitmasks (module docstring)."""
+    """detectron2's ``DatasetMapper``; an image with RLE masks gets bitmasks (module docstring)."""
 
     def _transform_annotations(self, dataset_dict, transforms, image_shape):
         fmt = self.instance_mask_format
