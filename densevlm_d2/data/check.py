@@ -6,8 +6,8 @@ and for panoptic datasets the PNG is decoded and checked against the json
 (:func:`~densevlm_d2.data.datasets.panoptic.read_panoptic_pair`); boxes of box datasets must be
 finite with positive size, and their instance masks (polygons or RLE, as COCO and LVIS store them)
 well formed at the image's size; a semantic-segmentation label file must decode, have its image's
-size and hold only class indices and the ignore label. Every problem is collected (not only the first),
-with the file, the image id and the segment.
+size and hold only class indices and the ignore label. Every problem is collected (not only the
+first), with the file, the image id and the segment.
 """
 
 from __future__ import annotations
