@@ -28,6 +28,7 @@ setup(
         "safetensors",
         "fvcore",
         "pycocotools",
+        "shapely",  # fvcore crops instance polygons with it (OV-LVIS large-scale jitter)
         "numpy",
         "Pillow",
     ],

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Install the two dependencies that are not on PyPI under their own names: detectron2 and
-panopticapi.
+"""Install the two dependencies that are not on PyPI under their own names, detectron2 and
+panopticapi, and the official LVIS API, whose PyPI metadata would replace OpenCV.
 
 Run with the interpreter of the target environment (``make env`` does). Idempotent: a package that
 already imports is left alone.
@@ -27,6 +27,11 @@ panopticapi
     2. otherwise ``panopticapi-lite==0.2.0`` (the same ``panopticapi`` module) without its
        dependency metadata, which pins ``numpy<2`` and would downgrade numpy under opencv; the
        module itself needs only numpy and Pillow.
+lvis
+    ``lvis==0.5.3`` (the official LVIS API, OV-LVIS evaluation) without its dependency metadata:
+    it pins ``opencv-python``, which would be installed beside ``opencv-python-headless`` (both are
+    the ``cv2`` module). It imports pycocotools, numpy, matplotlib and cv2, which requirements.txt
+    installs.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ PANOPTICAPI_GIT = "git+https://github.com/cocodataset/panopticapi.git"
 D2_FALLBACK = "pb1-detectron2==0.6"
 D2_FALLBACK_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
 PANOPTICAPI_FALLBACK = "panopticapi-lite==0.2.0"
+LVIS_API = "lvis==0.5.3"
 
 # The official setup.py compiles every file under layers/csrc into detectron2._C and only needs the
 # directory and its main source to exist; detectron2's collect_env asks _C for these three
@@ -269,6 +275,13 @@ def install_panopticapi(github: bool) -> None:
     _pip("install", "--no-deps", PANOPTICAPI_FALLBACK)
 
 
+def install_lvis() -> None:
+    if _importable("lvis"):
+        _log("lvis already installed")
+        return
+    _pip("install", "--no-deps", LVIS_API)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -289,6 +302,7 @@ def main() -> None:
         _log(f"GitHub {'reachable' if github else 'not reachable'}")
     install_detectron2(github)
     install_panopticapi(github)
+    install_lvis()
 
 
 if __name__ == "__main__":

@@ -49,12 +49,14 @@ MANIFEST = "manifest.json"
 # detectron2 and this project on the node). detectron2 itself is installed without its
 # dependency metadata: these are the parts of it that it imports (not black, hydra, pydot, future).
 RUNTIME = ("open_clip_torch", "timm", "huggingface_hub", "safetensors", "fvcore", "iopath",
-           "pycocotools", "matplotlib", "tqdm", "pytest", "setuptools")  # fmt: skip
+           "pycocotools", "shapely", "matplotlib", "tqdm", "pytest", "setuptools")  # fmt: skip
 DETECTRON2_RUNTIME = ("yacs", "tabulate", "termcolor", "cloudpickle", "tensorboard", "omegaconf")
 # The node's own PyTorch: these and everything they require are taken from the node.
 PROVIDED = ("torch", "torchvision")
-# installed with --no-deps: its metadata pins numpy<2 and pulls scikit-image; it needs neither
-NO_DEPS = ("panopticapi-lite",)
+# installed with --no-deps: panopticapi-lite's metadata pins numpy<2 and pulls scikit-image, it
+# needs neither; lvis's pins opencv-python (it imports cv2, which the node needs for OV-LVIS
+# evaluation: opencv-python-headless)
+NO_DEPS = ("panopticapi-lite", "lvis")
 # manylinux tags, newest first: torch's own wheels need glibc >= 2.28, so a node with torch has it
 PLATFORMS = [f"manylinux_2_{minor}_x86_64" for minor in range(28, 16, -1)] + [
     "manylinux2014_x86_64"

@@ -65,10 +65,14 @@ class OVLVISEvaluator(LVISEvaluator):
         try:
             import lvis  # noqa: F401
         except ImportError as e:
+            fix = (
+                "pip install opencv-python-headless (the LVIS API imports cv2)"
+                if e.name == "cv2"
+                else "pip install --no-deps lvis==0.5.3 (tools/install_extras.py installs it)"
+            )
             raise ImportError(
                 f"OV-LVIS evaluation uses the official LVIS API, which does not import ({e}): "
-                "pip install --no-deps lvis==0.5.3 (tools/install_extras.py installs it; it needs "
-                "pycocotools, matplotlib and OpenCV, already dependencies of this project)"
+                f"{fix}"
             ) from e
         # the category-id mapping is set when the dataset is read
         if not MetadataCatalog.get(dataset_name).get("thing_dataset_id_to_contiguous_id", None):
