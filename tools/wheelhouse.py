@@ -39,6 +39,7 @@ from pathlib import Path
 from install_extras import (
     D2_FALLBACK,
     download_detectron2_fallback,
+    modernize_lvis_wheel,
     outdated_detectron2_files,
     prepare_detectron2_source,
 )
@@ -166,6 +167,8 @@ def fetch(name: str, version: str, python_version: str, dest: Path) -> Path:
                 f"x86_64, and its source builds a platform wheel ({wheel.name}), which cannot be "
                 "built here for another interpreter"
             )
+        if canonical(name) == "lvis":  # np.float replaced, as install_extras.py installs it
+            wheel = modernize_lvis_wheel(wheel, tmp / "modernised")
         return Path(shutil.move(wheel, dest / wheel.name))
 
 

@@ -14,9 +14,9 @@ __all__ = ["OVLVISEvaluator", "PUBLISHED_OV_LVIS", "ov_lvis_table"]
 #: Published OV-LVIS figures of F-ViT (mask AP of the rare classes, LVIS v1 val), not run here:
 #: (detector and CLIP, task, metric, value)
 PUBLISHED_OV_LVIS = (
-    ("F-ViT, CLIPSelf EVA02-CLIP-B/16 (CLIPSelf)", "segm", "APr", 25.3),
-    ("F-ViT, CLIPSelf EVA02-CLIP-L/14-336 (CLIPSelf)", "segm", "APr", 34.9),
-    ("F-ViT, DeCLIP EVA02-CLIP-L/14-336 (DeCLIP)", "segm", "APr", 40.3),
+    ("F-ViT, CLIPSelf EVA02-CLIP-B/16", "segm", "APr", 25.3),
+    ("F-ViT, CLIPSelf EVA02-CLIP-L/14-336", "segm", "APr", 34.9),
+    ("F-ViT, DeCLIP EVA02-CLIP-L/14-336", "segm", "APr", 40.3),
 )
 METRICS = ("AP", "APr", "APc", "APf", "AP50")
 

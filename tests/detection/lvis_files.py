@@ -70,7 +70,7 @@ def make_split(
             x0 = 4 + j * 52 + int(rng.integers(0, 4))
             y0 = int(rng.integers(4, h - bh - 4))
             box = [float(x0), float(y0), float(bw), float(bh)]
-            if shape == "ellipse":
+            if shape == "ellipse" and k % 2 == 0:  # an RLE mask on every other image
                 draw.ellipse([x0, y0, x0 + bw - 1, y0 + bh - 1], fill=colour)
                 rle = mask_util.encode(np.asfortranarray(_shape_mask(shape, box)))
                 if uncompressed:  # LVIS's other RLE form: counts as a list of run lengths
@@ -81,6 +81,13 @@ def make_split(
                 else:
                     segm = {"size": [h, w], "counts": rle["counts"].decode()}
                 area = float(mask_util.area(rle))
+            elif shape == "ellipse":  # the ellipse as a 16-point polygon
+                t = np.linspace(0, 2 * np.pi, 16, endpoint=False)
+                cx, cy = x0 + bw / 2, y0 + bh / 2
+                pts = np.stack([cx + bw / 2 * np.cos(t), cy + bh / 2 * np.sin(t)], 1)
+                draw.polygon([tuple(p) for p in pts.tolist()], fill=colour)
+                segm = [pts.round(2).flatten().tolist()]
+                area = float(mask_util.area(mask_util.merge(mask_util.frPyObjects(segm, h, w))))
             else:
                 draw.rectangle([x0, y0, x0 + bw - 1, y0 + bh - 1], fill=colour)
                 x1, y1 = x0 + bw, y0 + bh
