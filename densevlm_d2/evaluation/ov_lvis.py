@@ -71,8 +71,7 @@ class OVLVISEvaluator(LVISEvaluator):
                 else "pip install --no-deps lvis==0.5.3 (tools/install_extras.py installs it)"
             )
             raise ImportError(
-                f"OV-LVIS evaluation uses the official LVIS API, which does not import ({e}): "
-                f"{fix}"
+                f"OV-LVIS evaluation uses the official LVIS API, which does not import ({e}): {fix}"
             ) from e
         # the category-id mapping is set when the dataset is read
         if not MetadataCatalog.get(dataset_name).get("thing_dataset_id_to_contiguous_id", None):
