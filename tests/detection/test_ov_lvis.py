@@ -178,6 +178,24 @@ def test_loader_reads_the_lvis_format(lvis_root):
     assert val_classes & rare  # the val file keeps them
 
 
+def test_repeat_factor_sampling_works_on_the_records(lvis_root):
+    """detectron2's repeat-factor sampler (off in the recipe, docs/ov_lvis.md) reads these records:
+    an image's factor is that of its rarest class, max(1, sqrt(t / f)) with f its image fraction."""
+    from detectron2.data.samplers import RepeatFactorTrainingSampler
+
+    records = DatasetCatalog.get("test_lvis_train")
+    factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(records, 0.9)
+    fraction = {}
+    for r in records:
+        for c in {a["category_id"] for a in r["annotations"]}:
+            fraction[c] = fraction.get(c, 0) + 1 / len(records)
+    expected = [
+        max(max(1.0, math.sqrt(0.9 / fraction[a["category_id"]])) for a in r["annotations"])
+        for r in records
+    ]
+    assert factors.tolist() == pytest.approx(expected) and max(expected) > 1
+
+
 def test_loader_errors_name_the_problem(tmp_path, lvis_root):
     data = json.loads((lvis_root / "lvis" / "lvis_v1_val.json").read_text())
 
