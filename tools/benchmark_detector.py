@@ -55,8 +55,10 @@ def synthetic_batch(
         inst.gt_classes = torch.randint(0, num_classes, (5,), generator=g)
         if masks:
             inst.gt_masks = PolygonMasks(
-                [[[x0, y0, x1, y0, x1, y1, x0, y1]]]
-                for x0, y0, x1, y1 in inst.gt_boxes.tensor.tolist()
+                [
+                    [[x0, y0, x1, y0, x1, y1, x0, y1]]
+                    for x0, y0, x1, y1 in inst.gt_boxes.tensor.tolist()
+                ]
             )
         batch.append({"image": image.to(device), "instances": inst.to(device), "height": size,
                       "width": size})  # fmt: skip

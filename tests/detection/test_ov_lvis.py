@@ -572,3 +572,17 @@ def test_other_clips_plug_in_by_config():
         assert cfg.DATASETS.TRAIN == ("densevlm_lvis_v1_train_base",)
     assert {p.name for p in CONFIGS.glob("*.yaml")} == {*expected, "Base-FViT-LVIS.yaml",
                                                           "tiny_cpu.yaml"}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_benchmark_detector_runs_the_mask_head_and_1203_classes(capsys):
+    from tests.helpers import load_tool
+
+    bench = load_tool("benchmark_detector")
+    # (EVA02-Demo-16 is registered by this module's import of demo.register)
+    rates = bench.main(
+        ["--config-file", str(TINY), "--batch", "1", "--iters", "1", "--device", "cpu"]
+    )
+    out = capsys.readouterr().out
+    assert "F-ViT with masks, 1203 classes, 160 px canvas" in out and "peak memory" in out
+    assert rates["train_images_per_s"] > 0 and rates["test_images_per_s"] > 0
