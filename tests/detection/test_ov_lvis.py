@@ -367,7 +367,10 @@ def test_recipe_settings_reach_the_model(tiny_model):
     cfg = densevlm_d2.add_densevlm_config(get_cfg())
     cfg.merge_from_file(str(CONFIGS / "fvit_eva02_b16.yaml"))
     assert cfg.TEST.DETECTIONS_PER_IMAGE == 300 and cfg.MODEL.ROI_MASK_HEAD.NUM_CONV == 4
-    assert cfg.SOLVER.MAX_ITER * 64 / 100170 == pytest.approx(48, abs=0.01)
+    epoch = 100170 / 64  # LVIS v1 training images per iteration at batch 64
+    assert cfg.SOLVER.MAX_ITER / epoch == pytest.approx(48, abs=1e-3)
+    assert [s / epoch for s in cfg.SOLVER.STEPS] == pytest.approx([32, 44], abs=1e-3)
+    assert cfg.TEST.EVAL_PERIOD / epoch == pytest.approx(12, abs=1e-3)
 
 
 def test_per_class_weights_give_rare_classes_no_gradient(tiny_model):
