@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Rebuilt only when what it installs changes; a second `make` reinstalls nothing.
 STAMP := $(VENV)/.densevlm_d2-env
 
-.PHONY: env test test-fast demo lint clean-env wheelhouse wheelhouse-check gpu-check
+.PHONY: env test test-fast demo app lint clean-env wheelhouse wheelhouse-check gpu-check
 
 env: $(STAMP)
 
@@ -25,11 +25,16 @@ test-fast: $(STAMP)
 	$(PY) -m pytest tests -q -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check densevlm_d2 tools tests datasets demo setup.py
-	$(VENV)/bin/ruff format --check densevlm_d2 tools tests datasets demo setup.py
+	$(VENV)/bin/ruff check densevlm_d2 tools tests datasets demo app setup.py
+	$(VENV)/bin/ruff format --check densevlm_d2 tools tests datasets demo app setup.py
 
 demo: $(STAMP)
 	$(PY) -m demo $(DEMO_ARGS)
+
+# The interactive app (docs/app.md) on http://127.0.0.1:7860: the demo's checkpoints once `make demo`
+# has run, cached model-zoo entries, files of APP_ARGS="--models-dir DIR"
+app: $(STAMP)
+	$(PY) -m app $(APP_ARGS)
 
 # For a GPU node without network (docs/gpu.md): wheels for the node's Python, e.g.
 # `make wheelhouse PYTHON_VERSION=3.12` -> wheelhouse-cp312/

@@ -7,7 +7,17 @@ setup(
     version="0.1.0",
     description="DenseVLM region-language alignment for CLIP ViTs, as a detectron2 extension",
     packages=find_packages(
-        exclude=("tests", "tests.*", "tools", "configs", "datasets", "demo", "demo.*")
+        exclude=(
+            "tests",
+            "tests.*",
+            "tools",
+            "configs",
+            "datasets",
+            "demo",
+            "demo.*",
+            "app",
+            "app.*",
+        )
     ),
     package_data={
         "densevlm_d2": [
@@ -31,9 +41,14 @@ setup(
         "shapely",  # fvcore crops instance polygons with it (OV-LVIS large-scale jitter)
         "numpy",
         "Pillow",
+        "scipy",  # the segment under a point (densevlm_d2.predictor); PASCAL-Context's .mat files
     ],
-    # drawing predictions (densevlm_d2.visualization, tools/predict.py, the demo's figures) uses
-    # detectron2's Visualizer, which imports OpenCV
-    # datasets/prepare_pascal_context.py reads PASCAL-Context's .mat annotations with scipy
-    extras_require={"vis": ["opencv-python-headless"], "prepare": ["scipy"]},
+    # parts of detectron2 (its Visualizer, some transforms) import OpenCV; densevlm_d2's own drawing
+    # (densevlm_d2.visualization) needs only Pillow
+    extras_require={
+        "vis": ["opencv-python-headless"],
+        "prepare": ["scipy"],
+        # the interactive app (app/, `make app`); the library never imports it
+        "app": ["gradio>=6.0,<7"],
+    },
 )

@@ -5,8 +5,11 @@ demo/register.py``, registers:
 
 * the model ``EVA02-Demo-16``: a small EVA02-CLIP (width 192, 4 blocks, 128 px; its open_clip
   config ``demo/model_configs/EVA02-Demo-16.json``, its timm trunk below);
-* the world's datasets under ``$DETECTRON2_DATASETS/demo_world`` (written by ``make demo``,
-  ``demo/world.py``): ``densevlm_demo_world_{train,val}`` (panoptic),
+* the world's datasets under ``$DETECTRON2_DATASETS/demo_world`` or, when
+  ``DETECTRON2_DATASETS`` is not set, where ``make demo`` writes them:
+  ``output/demo/datasets/demo_world`` (:data:`DEMO_DATASETS`; ``python -m demo --demo-dir D``
+  writes ``D/datasets/demo_world``, ``demo/world.py``): ``densevlm_demo_world_{train,val}``
+  (panoptic),
   ``densevlm_demo_world_train_images``, open-vocabulary detection
   ``densevlm_demo_world_det_{train_base,val}`` (ring and cross novel),
   ``densevlm_demo_world_train_regions`` (every segment's box: the teacher's refinement regions) and
@@ -32,7 +35,7 @@ from densevlm_d2.data.datasets import (
 from densevlm_d2.data.datasets.ov_coco import register_ov_coco_instances
 from densevlm_d2.data.datasets.panoptic_semantic import semantic_classes
 
-__all__ = ["CATEGORIES", "NOVEL_THINGS", "register_demo_world"]
+__all__ = ["CATEGORIES", "DEMO_DATASETS", "NOVEL_THINGS", "register_demo_world"]
 
 _THINGS = (
     ("ball", [220, 20, 60]),
@@ -70,9 +73,18 @@ def densevlm_eva02_small_patch16_clip_128(pretrained: bool = False, **kwargs) ->
 register_model_config(Path(__file__).resolve().parent / "model_configs" / "EVA02-Demo-16.json")
 
 
+#: the datasets root that ``make demo`` (``python -m demo``, default ``--demo-dir output/demo``)
+#: writes the world into, relative to the repository root; used when DETECTRON2_DATASETS is unset
+DEMO_DATASETS = os.path.join("output", "demo", "datasets")
+
+
 def register_demo_world(world: str) -> None:
     """The world's datasets (see the module docstring) under ``world``."""
-    layout = "demo_world/{train,val}/, panoptic_{train,val}.json, panoptic_{train,val}/ (make demo)"
+    layout = (
+        f"{world}/{{train,val}}/, panoptic_{{train,val}}.json, panoptic_{{train,val}}/: written by "
+        f"make demo into {os.path.join(DEMO_DATASETS, 'demo_world')} (run from the repository "
+        "root; with python -m demo --demo-dir D: set DETECTRON2_DATASETS=D/datasets)"
+    )
     for split in ("train", "val"):
         register_panoptic(
             f"densevlm_demo_world_{split}",
@@ -108,4 +120,4 @@ def register_demo_world(world: str) -> None:
         )
 
 
-register_demo_world(os.path.join(os.getenv("DETECTRON2_DATASETS", "datasets"), "demo_world"))
+register_demo_world(os.path.join(os.getenv("DETECTRON2_DATASETS", DEMO_DATASETS), "demo_world"))

@@ -4,7 +4,8 @@ Importing the package registers the CLIP backbone, the meta-architectures and th
 datasets and vocabularies with detectron2.
 """
 
-from . import data, modeling  # noqa: F401  (registers datasets, backbone, meta-architectures)
+# _quiet first: fvcore's deprecation warnings silenced before detectron2 imports it
+from . import _quiet, data, modeling  # noqa: F401  (registers datasets, backbone, meta-architectures)
 from .api import CLIPRegionEncoder, load_clip
 from .clip import (
     CheckpointFormat,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Sequence
 
@@ -12,6 +13,7 @@ from torch import nn
 
 from .clip.checkpoint import CheckpointFormat
 from .clip.hub import zoo_entry
+from .clip.models import available_models
 from .clip.preprocess import (
     crop_box,
     preprocess_crop,
@@ -184,6 +186,31 @@ class CLIPRegionEncoder(nn.Module):
         model's device (:meth:`densevlm_d2.modeling.CLIPViTBackbone.text_embeddings`)."""
         return self.backbone.text_embeddings(classes, spec).to(self.device)
 
+    # -- classification ----------------------------------------------------------------------------
+    @property
+    def logit_scale(self) -> float:
+        """The CLIP's learnt temperature (``exp`` of open_clip's ``logit_scale``; 100 for the
+        published models): cosines times this are the logits CLIP was trained with."""
+        scale = getattr(self.model, "logit_scale", None)
+        if scale is None:
+            raise AttributeError(f"{self.model_name} has no logit_scale")
+        return float(scale.detach().float().exp())
+
+    def classify(
+        self, features: torch.Tensor, class_embeddings: torch.Tensor, scale: float | None = None
+    ) -> torch.Tensor:
+        """(N, D) region/image features and (K, D) class embeddings (both L2-normalised) -> (N, K)
+        class probabilities: the softmax of ``scale`` x cosine (default :attr:`logit_scale`). Raw
+        cosines lie close together; their softmax without the scale is near uniform."""
+        if features.shape[-1] != class_embeddings.shape[-1]:
+            raise ValueError(
+                f"features of dimension {features.shape[-1]} and class embeddings of "
+                f"{class_embeddings.shape[-1]}"
+            )
+        scale = self.logit_scale if scale is None else scale
+        logits = features.float() @ class_embeddings.float().to(features.device).T
+        return (scale * logits).softmax(-1)
+
     # -- weights -----------------------------------------------------------------------------------
     def save(
         self,
@@ -285,6 +312,14 @@ def load_clip(
         if checkpoint is not None:
             raise ValueError(f"{model_name!r} is a model-zoo entry: pass no checkpoint with it")
         model_name, checkpoint = entry.model, entry.reference
+    if model_name not in available_models():
+        close = difflib.get_close_matches(model_name, available_models(), n=2)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise ValueError(
+            f"load_clip: unsupported CLIP model {model_name!r}, an unknown model{hint} "
+            "(densevlm_d2.available_models() lists the architectures, docs/model_zoo.md the "
+            "published weights by name)"
+        )
     if checkpoint is None and not random_init:
         raise ValueError(
             f"load_clip({model_name!r}) needs weights: pass checkpoint=<file>, or "
@@ -297,5 +332,6 @@ def load_clip(
         checkpoint=checkpoint or "",
         text_cache_dir=text_cache_dir,
         checkpoint_role="CLIP checkpoint",
+        random_init=random_init,
     )
     return CLIPRegionEncoder(backbone.to(device).eval(), image_size=image_size)

@@ -356,6 +356,9 @@ def add_solver_config(cfg: CN) -> None:
     _add(s, "WEIGHT_BLEND_ALPHA", 1.0)
     # Write the (blended) student in the EVA-CLIP and open_clip layouts when training ends.
     _add(s, "EXPORT_CLIP", True)
+    # Draw OUTPUT_DIR/curves.png (losses, learning rate, evaluation metrics) from metrics.json at
+    # every checkpoint period and when training ends (densevlm_d2/engine/curves.py).
+    _add(s, "PLOT_CURVES", True)
     # Learning rate of the CLIP's trainable parameters relative to SOLVER.BASE_LR (CAT-Seg: 0.01;
     # the rest of the model trains at BASE_LR).
     _add(s, "CLIP_LR_MULTIPLIER", 1.0)

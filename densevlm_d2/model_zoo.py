@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .clip.hub import MODEL_ZOO, is_cached, resolve_weights
+from .clip.hub import MODEL_ZOO, is_cached, resolve_weights, zoo_suggestions
 
 __all__ = ["main"]
 
@@ -49,10 +49,19 @@ def main(argv=None) -> int:
     names = list(MODEL_ZOO) if args.names == ["all"] else args.names
     unknown = [n for n in names if n not in MODEL_ZOO]
     if unknown:
-        parser.error(f"unknown entries {unknown}; entries: {', '.join(MODEL_ZOO)}")
+        parser.error(
+            "unknown entries: "
+            + ", ".join(f"{n!r}{zoo_suggestions(n)}" for n in unknown)
+            + f" (entries: {', '.join(MODEL_ZOO)})"
+        )
+    failed = 0
     for name in names:
-        print(f"{name}: {resolve_weights(name)}", flush=True)
-    return 0
+        try:
+            print(f"{name}: {resolve_weights(name, downloading=True)}", flush=True)
+        except FileNotFoundError as e:  # no network, HF_HUB_OFFLINE, a moved file: no traceback
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            failed += 1
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

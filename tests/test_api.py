@@ -96,6 +96,9 @@ def test_random_init_and_bad_name():
     assert enc.token_grid == (4, 6)
     with pytest.raises(ValueError, match="unsupported CLIP model"):
         densevlm_d2.load_clip("ViT-Z-99", random_init=True)
+    # an unknown name is that, also without weights, with the names it is close to
+    with pytest.raises(ValueError, match="unknown model; did you mean ViT-Tiny-16"):
+        densevlm_d2.load_clip("ViT-Tiny-61")
 
 
 def test_bad_boxes_and_masks_name_their_indices(encoder):

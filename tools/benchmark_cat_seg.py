@@ -18,6 +18,10 @@ default), with a ``--test-classes`` vocabulary (default ADE-150's 150). Peak mem
 
 from __future__ import annotations
 
+import densevlm_d2  # first: its import silences fvcore's import warnings before detectron2's
+
+# isort: split
+
 import argparse
 import json
 import resource
@@ -31,7 +35,6 @@ from detectron2.config import get_cfg
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
-import densevlm_d2
 from densevlm_d2.engine.trainer import Trainer
 from densevlm_d2.utils.registration import add_register_argument, run_register_files
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Open-vocabulary detector speed: training and inference images/s and peak memory of F-ViT
+r"""Open-vocabulary detector speed: training and inference images/s and peak memory of F-ViT
 (frozen CLIP ViT + simple pyramid + FPN + RPN + text-classifier box head + CLIP score fusion, and
 the mask head where the config has one: OV-LVIS).
 
@@ -25,6 +25,10 @@ path with score fusion, NMS and mask pasting. Peak memory: the CUDA allocator's 
 the process's peak RSS on the CPU.
 """
 
+import densevlm_d2  # first: its import silences fvcore's import warnings before detectron2's
+
+# isort: split
+
 import argparse
 import resource
 import time
@@ -35,7 +39,6 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances, PolygonMasks
 from detectron2.utils.events import EventStorage
 
-import densevlm_d2
 from densevlm_d2.engine import Trainer
 from densevlm_d2.modeling import OpenVocabROIHeads
 from densevlm_d2.utils.registration import add_register_argument, run_register_files

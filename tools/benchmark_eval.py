@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Speed of the region-classification evaluation: images/s and peak memory of the whole loop
+r"""Speed of the region-classification evaluation: images/s and peak memory of the whole loop
 (loading, preprocessing, dense features, pooling, scoring), as ``train_net.py --eval-only`` runs it.
 
     # on N synthetic COCO-panoptic images (the demo world's scenes at 360-640 px; no dataset
@@ -11,6 +11,10 @@
 
 Peak memory is the CUDA allocator's peak on a GPU, the process's peak RSS on the CPU.
 """
+
+import densevlm_d2  # first: its import silences fvcore's import warnings before detectron2's
+
+# isort: split
 
 import argparse
 import os
@@ -26,7 +30,6 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import inference_on_dataset
 
-import densevlm_d2
 from densevlm_d2.data import dataset_vocabulary
 from densevlm_d2.data.datasets import register_panoptic
 from densevlm_d2.engine import CLIPCheckpointer, Trainer

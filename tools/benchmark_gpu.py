@@ -12,6 +12,10 @@ figures are the model's; ``mapper_images_per_s`` says how fast one data-loader w
 512-px training images, to size DATALOADER.NUM_WORKERS. Peak memory is the CUDA allocator's peak.
 """
 
+import densevlm_d2  # first: its import silences fvcore's import warnings before detectron2's
+
+# isort: split
+
 import argparse
 import json
 import time
@@ -25,7 +29,6 @@ from detectron2.utils.events import EventStorage
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-import densevlm_d2
 from densevlm_d2.clip.models import embed_dim_of
 from densevlm_d2.data.mappers import RegionTrainMapper
 from densevlm_d2.engine import Trainer

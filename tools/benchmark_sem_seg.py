@@ -17,6 +17,10 @@ peak memory (CUDA: ``max_memory_allocated``; CPU: the process's peak RSS).
 
 from __future__ import annotations
 
+import densevlm_d2  # first: its import silences fvcore's import warnings before detectron2's
+
+# isort: split
+
 import argparse
 import json
 import os
@@ -31,7 +35,6 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone
 from PIL import Image
 
-import densevlm_d2
 from densevlm_d2.modeling.meta_arch import CLIPDenseSegmenter
 from densevlm_d2.utils.registration import add_register_argument, run_register_files
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Training speed: images/s and peak memory of full training iterations (data loading, student
+r"""Training speed: images/s and peak memory of full training iterations (data loading, student
 and teacher forward, loss, backward, optimiser step) through this project's trainer.
 
     # the published DenseVLM setting: student EVA02-CLIP-B/16, teacher EVA02-CLIP-L/14-336, 512 px
@@ -11,6 +11,10 @@ and teacher forward, loss, backward, optimiser step) through this project's trai
 Weights and class embeddings are random (speed does not depend on them); the images are synthetic
 (640 x 480). Peak memory is the CUDA allocator's peak on a GPU, the process's peak RSS on the CPU.
 """
+
+import densevlm_d2  # first: its import silences fvcore's import warnings before detectron2's
+
+# isort: split
 
 import argparse
 import os
@@ -25,7 +29,6 @@ from detectron2.config import get_cfg
 from detectron2.utils.events import EventStorage
 from PIL import Image
 
-import densevlm_d2
 from densevlm_d2.clip.models import embed_dim_of
 from densevlm_d2.data.datasets.coco_boxes import register_image_folder
 from densevlm_d2.engine import Trainer

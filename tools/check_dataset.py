@@ -6,9 +6,14 @@ and segment.
     python tools/check_dataset.py densevlm_coco_panoptic_val densevlm_ade20k_panoptic_val
     python tools/check_dataset.py densevlm_ade20k_150_val_sem_seg
 
-Exit status 1 when a dataset has a problem. Datasets live under $DETECTRON2_DATASETS (see
+Every dataset named is checked and reported, also after one that cannot be loaded at all (missing
+files); the exit status is 1 when any has a problem. Datasets live under $DETECTRON2_DATASETS (see
 datasets/README.md).
 """
+
+import densevlm_d2  # noqa: F401  (first: silences fvcore's import warnings before detectron2)
+
+# isort: split
 
 import argparse
 import sys
@@ -34,11 +39,19 @@ def main(argv=None) -> int:
             f"not registered: {unknown}; registered densevlm datasets: "
             + ", ".join(n for n in sorted(DatasetCatalog.list()) if n.startswith("densevlm"))
         )
-    failed = False
-    for name in args.datasets:
-        report = check_dataset(name, progress=not args.no_progress)
-        print(report.summary())
-        failed |= not report.ok
+    failed = []
+    for name in args.datasets:  # every dataset is checked, whatever happened to the previous ones
+        try:
+            report = check_dataset(name, progress=not args.no_progress)
+        except (OSError, ValueError) as e:  # missing files, a json that cannot be loaded at all
+            print(f"{name}: cannot be loaded: {e}", flush=True)
+            failed.append(name)
+            continue
+        print(report.summary(), flush=True)
+        if not report.ok:
+            failed.append(name)
+    if failed:
+        print(f"{len(failed)} of {len(args.datasets)} dataset(s) failed: {', '.join(failed)}")
     return 1 if failed else 0
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Convert a CLIP checkpoint between the EVA-CLIP release layout and upstream open_clip's.
+r"""Convert a CLIP checkpoint between the EVA-CLIP release layout and upstream open_clip's.
 
 The input (EVA-CLIP, DenseVLM/CLIPSelf release or open_clip layout, possibly under ``state_dict``
 and with ``module.`` prefixes) is loaded strictly into the named architecture, then written in the

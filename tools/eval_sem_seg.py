@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Training-free semantic segmentation of CLIP checkpoints on every benchmark, as one table.
+r"""Training-free semantic segmentation of CLIP checkpoints on every benchmark, as one table.
 
     python tools/eval_sem_seg.py --clip eva02_b16 --weights zoo://densevlm-eva02-b16
     python tools/eval_sem_seg.py --clip eva02_b16 --weights eva02-clip-b16 \
@@ -18,6 +18,10 @@ table as n/a and skipped (``--strict``: stop instead).
 
 from __future__ import annotations
 
+import densevlm_d2  # first: its import silences fvcore's import warnings before detectron2's
+
+# isort: split
+
 import argparse
 import json
 import logging
@@ -31,9 +35,9 @@ from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-import densevlm_d2
 from densevlm_d2.data.datasets.panoptic import DatasetLayoutError
 from densevlm_d2.engine import CLIPCheckpointer, Trainer, launch
+from densevlm_d2.engine.preflight import check_weights
 from densevlm_d2.modeling.meta_arch import CLIPDenseSegmenter
 from densevlm_d2.utils.registration import add_register_argument, run_register_files
 
@@ -121,6 +125,8 @@ def main(args) -> dict:
     run_register_files(args.register)
     cfgs = {b: benchmark_config(args.clip, b, args.opts) for b in args.benchmarks}
     first = next(iter(cfgs.values()))
+    # the weights before the model is built (a benchmark without data is reported as n/a later)
+    check_weights(first, weights=args.weights or [""], weights_option="--weights")
     setup_cfg = first.clone()
     setup_cfg.defrost()
     setup_cfg.OUTPUT_DIR = args.output_dir
@@ -148,7 +154,9 @@ def argument_parser() -> argparse.ArgumentParser:
         "--weights",
         action="append",
         help="a checkpoint (file, hf:// reference or model-zoo name); repeat it to compare "
-        "several, one row each (default: the config's MODEL.CLIP.CHECKPOINT or random weights)",
+        "several, one row each. Without it: the config's MODEL.CLIP.CHECKPOINT, which the shipped "
+        "configs leave empty, so the tool stops unless given weights; random weights only with "
+        "the override MODEL.CLIP.RANDOM_INIT True (a smoke run)",
     )
     parser.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS), choices=BENCHMARKS)
     parser.add_argument("--output-dir", default="output/sem_seg/table")

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Install the two dependencies that are not on PyPI under their own names, detectron2 and
-panopticapi, and the official LVIS API, whose PyPI metadata would replace OpenCV.
+"""Install what ``make env`` cannot get from PyPI as such: detectron2 and panopticapi (not on
+PyPI under their own names), the official LVIS API (whose PyPI metadata would replace OpenCV), and
+the Chromium browser and driver that the app's browser test drives.
 
 Run with the interpreter of the target environment (``make env`` does). Idempotent: a package that
 already imports is left alone.
@@ -33,6 +34,11 @@ lvis
     the ``cv2`` module). It imports pycocotools, numpy, matplotlib and cv2, which requirements.txt
     installs. Its evaluation uses numpy's ``np.float`` (removed in numpy 1.24): the wheel is
     modernised like detectron2's source (:func:`modernize_lvis_wheel`) and then installed.
+chromium
+    the browser test of the app (tests/app) drives headless Chromium through Selenium: when no
+    Chromium and chromedriver are found, Debian's ``chromium`` and ``chromium-driver`` packages are
+    installed with apt-get (as root, or through ``sudo -n``); where that is impossible, a warning
+    says what to install.
 """
 
 from __future__ import annotations
@@ -41,7 +47,9 @@ import argparse
 import base64
 import hashlib
 import importlib.util
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -341,6 +349,36 @@ def install_lvis() -> None:
         _pip("install", "--no-deps", "--force-reinstall", str(modern))
 
 
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+BROWSER_PACKAGES = ("chromium", "chromium-driver")
+
+
+def find_browser() -> tuple[str | None, str | None]:
+    """The Chromium (or Chrome) executable and its chromedriver on PATH (None where missing)."""
+    browser = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
+    return browser, shutil.which("chromedriver")
+
+
+def install_browser() -> None:
+    if all(find_browser()):
+        _log("chromium and chromedriver already installed")
+        return
+    apt = shutil.which("apt-get")
+    sudo = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
+    if apt is None or sudo is None:
+        _log(
+            "WARNING: the app's browser test needs Chromium and chromedriver (Debian/Ubuntu: "
+            "apt-get install chromium chromium-driver); install them, or the test will fail"
+        )
+        return
+    install = [*sudo, apt, "install", "-y", "-q", "--no-install-recommends", *BROWSER_PACKAGES]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    _log("installing " + " ".join(BROWSER_PACKAGES) + " with apt-get (the app's browser test)")
+    if subprocess.run(install, env=env).returncode != 0:
+        subprocess.run([*sudo, apt, "update", "-q"], env=env, check=True)
+        subprocess.run(install, env=env, check=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -362,6 +400,7 @@ def main() -> None:
     install_detectron2(github)
     install_panopticapi(github)
     install_lvis()
+    install_browser()
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train and evaluate densevlm_d2 models through detectron2's launcher.
+r"""Train and evaluate densevlm_d2 models through detectron2's launcher.
 
     # region-classification accuracy of a CLIP checkpoint on COCO panoptic val2017
     python tools/train_net.py --config-file configs/eval/coco_panoptic_eva02_b16.yaml --eval-only \
@@ -10,6 +10,10 @@
 before the config is read: see docs/own_data.md.
 """
 
+import densevlm_d2  # first: its import silences fvcore's import warnings before detectron2's
+
+# isort: split
+
 import logging
 
 import torch
@@ -18,8 +22,7 @@ from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-import densevlm_d2
-from densevlm_d2.engine import CLIPCheckpointer, Trainer, launch
+from densevlm_d2.engine import CLIPCheckpointer, Trainer, check_run, launch
 from densevlm_d2.utils.registration import add_register_argument, run_register_files
 
 
@@ -38,6 +41,7 @@ def setup(args):
 
 def argument_parser():
     parser = default_argument_parser()
+    parser.description = __doc__  # printed as written (detectron2's parser keeps the layout)
     add_register_argument(parser)
     return parser
 
@@ -45,6 +49,9 @@ def argument_parser():
 def main(args):
     run_register_files(getattr(args, "register", []))
     cfg = setup(args)
+    # weights and evaluation data before any model is built (the Trainer loads its training data
+    # before its model)
+    check_run(cfg, resume=args.resume)
     if args.eval_only:
         model = Trainer.build_model(cfg)
         CLIPCheckpointer(

@@ -18,6 +18,7 @@ machine.
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +27,12 @@ __all__ = [
     "MODEL_ZOO",
     "HubReference",
     "ZooEntry",
+    "check_weights_reference",
     "is_cached",
     "parse_hf_reference",
     "resolve_weights",
     "zoo_entry",
+    "zoo_suggestions",
 ]
 
 HF_PREFIX = "hf://"
@@ -195,12 +198,22 @@ MODEL_ZOO: dict[str, ZooEntry] = {
 }
 
 
+def zoo_suggestions(name: str) -> str:
+    """``"; did you mean 'x'?"`` for the zoo names close to ``name`` (difflib), else ``""``."""
+    name = name[len(ZOO_PREFIX) :] if name.startswith(ZOO_PREFIX) else name
+    close = difflib.get_close_matches(name, list(MODEL_ZOO), n=2, cutoff=0.75)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
 def zoo_entry(ref: str) -> ZooEntry | None:
     """The zoo entry a reference names (``name`` or ``zoo://name``), else None."""
     name = ref[len(ZOO_PREFIX) :] if ref.startswith(ZOO_PREFIX) else ref
     entry = MODEL_ZOO.get(name)
     if entry is None and ref.startswith(ZOO_PREFIX):
-        raise ValueError(f"{ref!r}: no such model-zoo entry; entries: {', '.join(MODEL_ZOO)}")
+        raise ValueError(
+            f"{ref!r}: no such model-zoo entry{zoo_suggestions(name)} (entries: "
+            f"{', '.join(MODEL_ZOO)})"
+        )
     return entry
 
 
@@ -222,7 +235,15 @@ def _offline() -> bool:
     )
 
 
-def _resolve_files(files: tuple[HubReference, ...], what: str, zoo_name: str = "") -> Path:
+def _cause(e: BaseException) -> str:
+    """An exception's type and the first line of its message (the cause a user can act on)."""
+    first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+    return f"{type(e).__name__}: {first.rstrip('.')}" if first else type(e).__name__
+
+
+def _resolve_files(
+    files: tuple[HubReference, ...], what: str, zoo_name: str = "", downloading: bool = False
+) -> Path:
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     offline = _offline()
@@ -231,15 +252,31 @@ def _resolve_files(files: tuple[HubReference, ...], what: str, zoo_name: str = "
         try:
             return Path(_download(file, offline))
         except (LocalEntryNotFoundError, EntryNotFoundError, OSError, ValueError) as e:
-            problems.append(f"{file}: {type(e).__name__}")
-    where = "the hub cache (offline: HF_HUB_OFFLINE is set)" if offline else "the hub or its cache"
+            problems.append(f"{file}: {_cause(e)}")
+    copy = f"copy its hub cache to this machine and point HF_HUB_CACHE at it (now {_cache_dir()})"
     fetch = (
-        f"`python -m densevlm_d2.model_zoo download {zoo_name}`" if zoo_name else ""
-    ) or f"`{files[0].fetch_command}`"
+        f"`python -m densevlm_d2.model_zoo download {zoo_name}`"
+        if zoo_name
+        else f"`{files[0].fetch_command}`"
+    )
+    elsewhere = (
+        f"download it on a machine with network access and {copy}"
+        if downloading  # the download command itself: its advice is not to run it again
+        else f"on a machine with network access run {fetch}, then {copy}"
+    )
+    if offline:
+        advice = (
+            "HF_HUB_OFFLINE is set, so only the cache was searched: unset HF_HUB_OFFLINE where the "
+            f"hub is reachable, or {elsewhere}"
+        )
+    else:
+        advice = (
+            "the hub did not answer with the file (the cause above): check this machine's network "
+            f"access (a proxy: HTTPS_PROXY; a mirror: HF_ENDPOINT), or {elsewhere}"
+        )
+    where = "the hub cache (offline)" if offline else "the hub or its cache"
     raise FileNotFoundError(
-        f"{what}: not found in {where}; tried {'; '.join(problems)}. On a machine with network "
-        f"access, fetch it into the cache with {fetch}, then copy the cache ({_cache_dir()}) or "
-        "set HF_HUB_CACHE to it."
+        f"{what}: not found in {where}; tried {'; '.join(problems)}. To get it: {advice}."
     )
 
 
@@ -249,16 +286,44 @@ def _cache_dir() -> str:
     return str(constants.HF_HUB_CACHE)
 
 
-def resolve_weights(ref: str | os.PathLike) -> Path:
-    """A weight reference (local path, ``hf://`` reference, zoo name) -> a local file."""
+def resolve_weights(ref: str | os.PathLike, *, downloading: bool = False) -> Path:
+    """A weight reference (local path, ``hf://`` reference, zoo name) -> a local file.
+    ``downloading``: the caller is the download command (its advice is not to run itself)."""
     text = os.fspath(ref)
     if text.startswith(HF_PREFIX):
         file = parse_hf_reference(text)
-        return _resolve_files((file,), f"hub file {file}")
+        return _resolve_files((file,), f"hub file {file}", downloading=downloading)
     entry = zoo_entry(text) if not os.path.exists(text) else None
     if entry is not None:
-        return _resolve_files(entry.files, f"model-zoo entry {entry.name!r}", entry.name)
+        return _resolve_files(
+            entry.files, f"model-zoo entry {entry.name!r}", entry.name, downloading=downloading
+        )
+    if not os.path.exists(text) and zoo_suggestions(text):
+        raise FileNotFoundError(
+            f"no such file, and not a model-zoo name{zoo_suggestions(text)} (entries: "
+            f"{', '.join(MODEL_ZOO)})"
+        )
     return Path(text)
+
+
+def check_weights_reference(ref: str | os.PathLike) -> None:
+    """Raise ``FileNotFoundError`` for a reference that cannot name weights, without touching the
+    network or reading the file: a missing local file (with the zoo names it is close to) or an
+    unknown ``zoo://`` name (``ValueError``). Hub references, zoo names and other URLs
+    (``detectron2://``, ``https://``: detectron2's path handlers) pass: they are resolved when
+    loaded."""
+    text = os.fspath(ref)
+    if text.startswith(HF_PREFIX):
+        parse_hf_reference(text)
+        return
+    if "://" in text and not text.startswith(ZOO_PREFIX):
+        return
+    if os.path.exists(text) or zoo_entry(text) is not None:
+        return
+    raise FileNotFoundError(
+        "file not found"
+        + (f", and not a model-zoo name{zoo_suggestions(text)}" if zoo_suggestions(text) else "")
+    )
 
 
 def is_cached(entry: ZooEntry) -> Path | None:

@@ -183,6 +183,47 @@ class Vocabulary:
         return vocabulary
 
     @classmethod
+    def from_text(
+        cls, text: str, source: str = "typed list", known: Iterable[Vocabulary] = ()
+    ) -> Vocabulary:
+        """A vocabulary typed as text (the app's box, ``tools/predict.py --vocabulary``).
+
+        One line: each comma-separated name is a class (``"cat, wall, sky"``). Several lines: one
+        class per line, commas separating its synonyms, as in a class-list file (``"tv,
+        television"``). A class may end with ``[thing]`` or ``[stuff]``; a class without one
+        takes the flag of the first vocabulary in ``known`` that has its first synonym with a flag.
+        ``is_thing`` is set when every class has a flag, else left unknown (None)."""
+        if not isinstance(text, str):
+            raise VocabularyError(f"a typed vocabulary is text, got {type(text).__name__}")
+        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+        if len(lines) == 1:
+            lines = [part.strip() for part in lines[0].strip(", ").split(",")]
+            if any(not part for part in lines):
+                raise VocabularyError(
+                    f"the {source} has an empty name between commas: {text.strip()!r:.120}"
+                )
+        names, flags = [], []
+        for line in lines:
+            flag = None
+            for kind, value in (("[thing]", True), ("[stuff]", False)):
+                if line.lower().endswith(kind):
+                    line, flag = line[: -len(kind)].strip(), value
+            names.append(", ".join(split_synonyms(line)) if line else line)
+            flags.append(flag)
+        lookup: dict[str, bool] = {}
+        for vocabulary in known:
+            if vocabulary.is_thing is not None:
+                for i, thing in enumerate(vocabulary.is_thing):
+                    for synonym in vocabulary.synonyms(i):
+                        lookup.setdefault(synonym.lower(), thing)
+        flags = [
+            f if f is not None or not n else lookup.get(split_synonyms(n)[0].lower())
+            for n, f in zip(names, flags, strict=True)
+        ]
+        is_thing = tuple(flags) if flags and all(f is not None for f in flags) else None
+        return cls.from_names(names, source=source, is_thing=is_thing)
+
+    @classmethod
     def from_file(cls, path: str | os.PathLike, source: str | None = None) -> Vocabulary:
         """Read a class-list file (the format in the module docstring); errors name the file."""
         path = Path(path)

@@ -2,6 +2,7 @@
 
 from .checkpointer import CLIPCheckpointer
 from .launch import launch
+from .preflight import check_run
 from .trainer import Trainer
 
-__all__ = ["CLIPCheckpointer", "Trainer", "launch"]
+__all__ = ["CLIPCheckpointer", "Trainer", "check_run", "launch"]

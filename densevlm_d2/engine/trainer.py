@@ -18,6 +18,7 @@ from detectron2.solver.lr_scheduler import LRMultiplier
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, TensorboardXWriter
 
+from ..data.datasets.panoptic import DatasetLayoutError
 from ..evaluation import (
     OVCOCOEvaluator,
     OVLVISEvaluator,
@@ -28,6 +29,7 @@ from ..modeling import data_contract, get_clip_backbone
 from ..modeling.meta_arch import set_detector_vocabulary
 from .amp_step import AMPTrainStep
 from .checkpointer import CLIPCheckpointer
+from .curves import PlotCurves
 from .hooks import ExportCLIP, LazyJSONWriter
 from .optim import WarmupCosine, add_gradient_clipping, build_adamw
 
@@ -43,9 +45,11 @@ class Trainer(DefaultTrainer):
         TrainerBase.__init__(self)
         logger = logging.getLogger("densevlm_d2")
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        # the data first: a missing dataset is found before minutes of model building and text
+        # embedding (the tools check the weights and the evaluation data before that)
+        data_loader = self.build_train_loader(cfg)
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
-        data_loader = self.build_train_loader(cfg)
         on_gpu = next(model.parameters()).device.type == "cuda"
         model = create_ddp_model(
             model, device_ids=[comm.get_local_rank()] if on_gpu else None, broadcast_buffers=False
@@ -105,12 +109,27 @@ class Trainer(DefaultTrainer):
         hooks = super().build_hooks()
         if self.cfg.SOLVER.EXPORT_CLIP:
             hooks.append(ExportCLIP(self.cfg.OUTPUT_DIR, self.cfg.SOLVER.WEIGHT_BLEND_ALPHA))
+        if self.cfg.SOLVER.PLOT_CURVES:  # after the writers: metrics.json holds the last iteration
+            hooks.append(PlotCurves(self.cfg.OUTPUT_DIR, self.cfg.SOLVER.CHECKPOINT_PERIOD))
         return hooks
 
     @classmethod
     def build_model(cls, cfg):
+        """detectron2's ``build_model``; a detector's text classifier gets
+        ``MODEL.TEXT_CLASSIFIER.CLASS_NAMES``, else the vocabulary of its first training (else
+        test) dataset. A dataset whose classes are only known from its files, which are not on
+        disk, leaves the detector without a vocabulary (a model built for inference on another
+        machine): :func:`densevlm_d2.set_vocabulary` gives it one, and evaluation gives it each
+        test dataset's (training loads its data before the model, so it always has one)."""
         model = super().build_model(cfg)
-        set_detector_vocabulary(cfg, model)  # a detector's text classifier needs one to start
+        try:
+            set_detector_vocabulary(cfg, model)
+        except DatasetLayoutError as e:
+            logging.getLogger("densevlm_d2").info(
+                "the detector has no vocabulary yet (%s); set one with "
+                "densevlm_d2.set_vocabulary(model, names) or MODEL.TEXT_CLASSIFIER.CLASS_NAMES",
+                str(e).splitlines()[0],
+            )
         return model
 
     @classmethod

@@ -15,6 +15,7 @@ from PIL import Image
 import demo.register  # noqa: F401  (the demo world and CLIP, in spawned processes too)
 from demo.world import WorldSpec, write_world
 from densevlm_d2.data.datasets.panoptic_semantic import panoptic_to_semantic
+from densevlm_d2.engine.curves import metric_groups, read_metrics
 from tests.helpers import DEMO_REGISTER, train_net
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,6 +74,9 @@ def test_tiny_config_trains_with_falling_loss_and_beats_chance(world, tmp_path):
     chance = chance_miou(world / "demo_world" / "sem_seg_val", 11)
     assert metrics["num_images"] == 12
     assert metrics["mIoU"] > chance + 5, (metrics["mIoU"], chance)
+    # the run's curves: its losses, learning rate and the evaluation, drawn beside metrics.json
+    assert (out / "curves.png").stat().st_size > 0
+    assert {"losses", "learning rate", "sem_seg"} <= set(metric_groups(read_metrics(out)))
 
 
 def _two_process_main(cfg_dict, out):

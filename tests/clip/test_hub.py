@@ -132,10 +132,40 @@ def test_zoo_command_lists_and_reports_the_cache(offline_hub, tmp_path, capsys):
     assert zoo_main([]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in MODEL_ZOO) and "CC BY-NC 4.0" in out
-    with pytest.raises(FileNotFoundError, match="model_zoo download densevlm-eva02-b16"):
-        zoo_main(["download", "densevlm-eva02-b16"])
+    # not in the cache and offline: an error line, no traceback; the cause kept, and advice that
+    # is not the command just run
+    assert zoo_main(["download", "densevlm-eva02-b16"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: model-zoo entry 'densevlm-eva02-b16'") and "Traceback" not in err
+    assert "LocalEntryNotFoundError: Cannot find the requested files" in err
+    assert "HF_HUB_OFFLINE is set" in err and "unset HF_HUB_OFFLINE" in err
+    assert "model_zoo download" not in err
     with pytest.raises(SystemExit):
         zoo_main(["download", "no-such-entry"])
+    assert "did you mean" not in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        zoo_main(["download", "densevlm-eva02-b61"])
+    assert "'densevlm-eva02-b61'; did you mean 'densevlm-eva02-b16'?" in capsys.readouterr().err
+
+
+def test_near_miss_zoo_names_get_a_suggestion(offline_hub, tmp_path):
+    with pytest.raises(
+        FileNotFoundError, match="not a model-zoo name; did you mean 'eva02-clip-b16'"
+    ):
+        resolve_weights("eva02-clip-b61")
+    with pytest.raises(ValueError, match="no such model-zoo entry; did you mean 'eva02-clip-l14'"):
+        resolve_weights("zoo://eva02-clip-l41")
+    # a path that is nothing like a zoo name stays a path (its reader says it is missing)
+    assert resolve_weights(tmp_path / "w.pt") == tmp_path / "w.pt"
+    with pytest.raises(
+        WeightFileNotFoundError, match="CLIP checkpoint: densevlm-eva02-b61: .*did you"
+    ):
+        densevlm_d2.load_clip("EVA02-Tiny-16", "densevlm-eva02-b61")
+    # the cause of a failed hub look-up is kept (not only its type)
+    with pytest.raises(
+        FileNotFoundError, match="LocalEntryNotFoundError: Cannot find the requested"
+    ):
+        resolve_weights("hf://test-org/absent/w.pt")
 
 
 @pytest.mark.slow

@@ -108,3 +108,29 @@ def test_every_shipped_file_is_one_format():
     assert sum(shipped_vocabulary("coco_stuff_ade20k_316").is_thing) == 204
     assert shipped_vocabulary("voc_20b").surplus_index == 20
     assert shipped_vocabulary("voc_21").background_index == 0
+
+
+def test_typed_text_one_line_or_one_class_per_line():
+    assert Vocabulary.from_text(" cat, wall ,sky, ").names == ("cat", "wall", "sky")
+    lines = Vocabulary.from_text("tv, television\n\n  wall [stuff]\nball [thing]\n")
+    assert lines.names == ("tv, television", "wall", "ball")
+    assert lines.is_thing is None  # tv is neither marked nor known
+    known = Vocabulary.from_names(["television, tv", "sky"], is_thing=[True, False])
+    flagged = Vocabulary.from_text("tv, television\nwall [stuff]\nball [thing]", known=[known])
+    assert flagged.is_thing == (True, False, True)
+    assert Vocabulary.from_text("sky, tv", known=[known]).is_thing == (False, True)
+    assert Vocabulary.from_text("cat").source == "typed list"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "empty vocabulary of typed list"),
+        ("cat,, sky", "empty name between commas"),
+        ("[thing]", "must not be blank"),
+        (["cat"], "a typed vocabulary is text, got list"),
+    ],
+)
+def test_typed_text_errors_name_the_problem(text, message):
+    with pytest.raises(VocabularyError, match=message):
+        Vocabulary.from_text(text)

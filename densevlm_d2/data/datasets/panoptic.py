@@ -62,10 +62,11 @@ def check_layout(paths: dict[str, str], layout: str) -> None:
     for what, path in paths.items():
         exists = os.path.isdir(path) if what.endswith("dir") else os.path.isfile(path)
         if not exists:
-            root = os.environ.get("DETECTRON2_DATASETS", "datasets")
+            root = os.environ.get("DETECTRON2_DATASETS")
+            now = f"now {root!r}" if root else "not set: the built-in datasets use 'datasets'"
             raise DatasetLayoutError(
                 f"{what} not found: {path}\nExpected layout under $DETECTRON2_DATASETS "
-                f"(now {root!r}; see datasets/README.md):\n{layout}"
+                f"({now}; see datasets/README.md):\n{layout}"
             )
 
 

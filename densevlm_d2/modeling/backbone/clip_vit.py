@@ -27,6 +27,7 @@ import contextlib
 import copy
 import logging
 import os
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 
 import torch
@@ -119,11 +120,24 @@ class CLIPViTBackbone(Backbone):
         teacher: bool = False,
         model: nn.Module | None = None,
         checkpoint_role: str = "CLIP checkpoint",
+        random_init: bool = False,
     ):
         """``model``: an open_clip model of that architecture built already (default: a new one).
-        ``checkpoint_role``: what ``checkpoint`` is, for error messages (e.g. its config key)."""
+        ``checkpoint_role``: what ``checkpoint`` is, for error messages (e.g. its config key).
+        ``random_init``: a new model without ``checkpoint`` is randomly initialised on purpose, or
+        gets its weights afterwards from a caller that checks them (the config path: detectron2's
+        checkpointer with ``MODEL.CLIP.RANDOM_INIT``); otherwise such a model is built with a
+        warning, as :func:`~densevlm_d2.load_clip` refuses it without ``random_init=True``."""
         super().__init__()
         self.model_name = open_clip_name(model_name)
+        if not checkpoint and model is None and not random_init:
+            warnings.warn(
+                f"CLIPViTBackbone({model_name!r}) has no checkpoint: its weights are RANDOM. Pass "
+                "checkpoint=<file, hf:// reference or model-zoo name>, or random_init=True to "
+                "build random weights on purpose",
+                UserWarning,
+                stacklevel=3,  # the caller, past detectron2's @configurable wrapper
+            )
         #: the open_clip model
         self.model = model if model is not None else build_clip_model(model_name)
         #: where the weights came from: the checkpoint file, or None while randomly initialised
@@ -169,6 +183,9 @@ class CLIPViTBackbone(Backbone):
                 c.TEXT_EMBEDDINGS, "MODEL.CLIP.TEXT_EMBEDDINGS"
             ),
             "checkpoint_role": "CLIP (MODEL.CLIP.CHECKPOINT)",
+            # weights may come later (MODEL.WEIGHTS); the checkpointer checks that every CLIP has
+            # some unless MODEL.CLIP.RANDOM_INIT
+            "random_init": True,
         }
 
     # -- what the model is -------------------------------------------------------------------------

@@ -155,6 +155,7 @@ class DenseVLM(RegionAlignmentModel):
             ),
             teacher=True,
             checkpoint_role="teacher CLIP (MODEL.DENSEVLM.TEACHER.CHECKPOINT)",
+            random_init=True,  # checked by the checkpointer unless MODEL.CLIP.RANDOM_INIT
         )
         vocabulary = dataset_vocabulary(c.VOCABULARY)
         is_thing = vocabulary.thing_flags("DenseVLM's vocabulary (MODEL.DENSEVLM.VOCABULARY)")

@@ -147,7 +147,8 @@ class TextClassifierOutputLayers(FastRCNNOutputLayers):
         if self.class_embeddings.numel() == 0:
             raise RuntimeError(
                 "the text classifier has no vocabulary: call densevlm_d2.set_vocabulary(model, "
-                "class_names) (densevlm_d2's Trainer.build_model does it from the datasets)"
+                "class_names), or set MODEL.TEXT_CLASSIFIER.CLASS_NAMES (densevlm_d2's "
+                "Trainer.build_model does it from the datasets when their files are on disk)"
             )
 
     # -- forward, losses, inference ----------------------------------------------------------------
