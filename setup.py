@@ -38,6 +38,7 @@ setup(
         "safetensors",
         "fvcore",
         "pycocotools",
+        "shapely",  # fvcore crops instance polygons with it (OV-LVIS large-scale jitter)
         "numpy",
         "Pillow",
         "scipy",  # the segment under a point (densevlm_d2.predictor); PASCAL-Context's .mat files

@@ -71,6 +71,7 @@ _B16 = (
 )
 _OWN = "needs your own data (my_datasets.py); tests/tools/test_own_data.py follows the page"
 _GPU = "needs a CUDA GPU; tests/cuda and tools/gpu_check.sh run there"
+_LVIS = "needs LVIS v1 and COCO 2017 (not on this machine); tests/detection/test_ov_lvis.py runs it"
 
 #: (doc, a text the snippet contains, why it does not run here)
 SKIP: list[tuple[str, str, str]] = [
@@ -113,6 +114,12 @@ SKIP: list[tuple[str, str, str]] = [
     ("docs/detection.md", "configs/ovcoco/fvit_eva02_l14.yaml --num-gpus 8", _GPUS),
     ("docs/detection.md", "configs/ovcoco/fvit_eva02_b16.yaml --eval-only", _COCO),
     ("docs/evaluation.md", "tools/train_net.py", _COCO + " or ADE20K"),
+    ("docs/ov_lvis.md", "datasets/prepare_ov_lvis.py", _LVIS + " on small LVIS-format files"),
+    ("docs/ov_lvis.md", "tools/check_dataset.py", _LVIS + "'s check on small files"),
+    ("docs/ov_lvis.md", "--num-gpus 8", _GPUS.replace("COCO", "LVIS")),
+    ("docs/ov_lvis.md", "--eval-only", _LVIS + " with the tiny config"),
+    ("docs/ov_lvis.md", "configs/ovlvis/tiny_cpu.yaml --register", _LVIS + " on small files"),
+    ("docs/ov_lvis.md", "tools/benchmark_detector.py", "speed measurements, minutes each"),
     ("docs/gpu.md", "make wheelhouse", "builds a wheelhouse: downloads from PyPI"),
     ("docs/gpu.md", "tools/wheelhouse.py install", "installs into a prefix on a GPU node"),
     ("docs/gpu.md", "export PYTHONPATH=$HOME/densevlm_d2-prefix", "the install's prefix (above)"),

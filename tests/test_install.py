@@ -139,3 +139,30 @@ def test_any_import_order():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_the_lvis_wheel_is_modernised_with_its_record(tmp_path):
+    """tools/install_extras.py installs the LVIS API from its wheel with numpy's removed aliases
+    replaced, and the wheel's RECORD hashes still match its files."""
+    import base64
+    import hashlib
+    import zipfile
+
+    old = "x = np.cumsum(a).astype(dtype=np.float)\n"
+    wheel = tmp_path / "lvis-0.5.3-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("lvis/eval.py", old)
+        z.writestr("lvis/lvis.py", "import json\n")
+        z.writestr("lvis-0.5.3.dist-info/RECORD", "lvis/eval.py,sha256=stale,40\n")
+    out = install_extras.modernize_lvis_wheel(wheel, tmp_path / "new")
+    with zipfile.ZipFile(out) as z:
+        new = z.read("lvis/eval.py")
+        record = z.read("lvis-0.5.3.dist-info/RECORD").decode()
+        assert z.read("lvis/lvis.py") == b"import json\n"
+    assert new == b"x = np.cumsum(a).astype(dtype=float)\n"
+    digest = base64.urlsafe_b64encode(hashlib.sha256(new).digest()).rstrip(b"=").decode()
+    assert record == f"lvis/eval.py,sha256={digest},{len(new)}\n"
+    # and the installed LVIS API holds none of them
+    spec = __import__("importlib").util.find_spec("lvis")
+    assert spec is not None, "the LVIS API is not installed: python tools/install_extras.py"
+    assert install_extras.outdated_lvis_files(Path(spec.origin).parent) == []

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Install what ``make env`` cannot get from PyPI: detectron2 and panopticapi (not on PyPI under
-their own names), and the Chromium browser and driver that the app's browser test drives.
+"""Install what ``make env`` cannot get from PyPI as such: detectron2 and panopticapi (not on
+PyPI under their own names), the official LVIS API (whose PyPI metadata would replace OpenCV), and
+the Chromium browser and driver that the app's browser test drives.
 
 Run with the interpreter of the target environment (``make env`` does). Idempotent: a package that
 already imports is left alone.
@@ -27,6 +28,12 @@ panopticapi
     2. otherwise ``panopticapi-lite==0.2.0`` (the same ``panopticapi`` module) without its
        dependency metadata, which pins ``numpy<2`` and would downgrade numpy under opencv; the
        module itself needs only numpy and Pillow.
+lvis
+    ``lvis==0.5.3`` (the official LVIS API, OV-LVIS evaluation) without its dependency metadata:
+    it pins ``opencv-python``, which would be installed beside ``opencv-python-headless`` (both are
+    the ``cv2`` module). It imports pycocotools, numpy, matplotlib and cv2, which requirements.txt
+    installs. Its evaluation uses numpy's ``np.float`` (removed in numpy 1.24): the wheel is
+    modernised like detectron2's source (:func:`modernize_lvis_wheel`) and then installed.
 chromium
     the browser test of the app (tests/app) drives headless Chromium through Selenium: when no
     Chromium and chromedriver are found, Debian's ``chromium`` and ``chromium-driver`` packages are
@@ -37,6 +44,7 @@ chromium
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import importlib.util
 import os
@@ -46,6 +54,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 from pathlib import Path
 
 D2_GIT_URL = "https://github.com/facebookresearch/detectron2.git"
@@ -53,6 +62,7 @@ PANOPTICAPI_GIT = "git+https://github.com/cocodataset/panopticapi.git"
 D2_FALLBACK = "pb1-detectron2==0.6"
 D2_FALLBACK_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
 PANOPTICAPI_FALLBACK = "panopticapi-lite==0.2.0"
+LVIS_API = "lvis==0.5.3"
 
 # The official setup.py compiles every file under layers/csrc into detectron2._C and only needs the
 # directory and its main source to exist; detectron2's collect_env asks _C for these three
@@ -276,6 +286,69 @@ def install_panopticapi(github: bool) -> None:
     _pip("install", "--no-deps", PANOPTICAPI_FALLBACK)
 
 
+_NUMPY_ALIASES = _RENAMES[0]
+
+
+def _lvis_modernized(text: str) -> str:
+    return _NUMPY_ALIASES[0].sub(_NUMPY_ALIASES[1], text)
+
+
+def modernize_lvis_wheel(wheel: Path, dest: Path) -> Path:
+    """A copy of the ``lvis`` wheel in ``dest`` (same file name) whose Python files use no removed
+    numpy alias, its ``RECORD`` updated with the new hashes and sizes."""
+    dest.mkdir(parents=True, exist_ok=True)
+    out = dest / wheel.name
+    with zipfile.ZipFile(wheel) as src:
+        files = {i.filename: src.read(i) for i in src.infolist()}
+    changed = {}
+    for name, data in files.items():
+        if name.endswith(".py"):
+            new = _lvis_modernized(data.decode("utf-8")).encode("utf-8")
+            if new != data:
+                changed[name] = files[name] = new
+    (record,) = [n for n in files if n.endswith(".dist-info/RECORD")]
+    lines = []
+    for line in files[record].decode("utf-8").splitlines():
+        path = line.split(",")[0]
+        if path in changed:
+            digest = base64.urlsafe_b64encode(hashlib.sha256(changed[path]).digest())
+            line = f"{path},sha256={digest.rstrip(b'=').decode()},{len(changed[path])}"
+        lines.append(line)
+    files[record] = ("\n".join(lines) + "\n").encode("utf-8")
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for name, data in files.items():
+            dst.writestr(name, data)
+    return out
+
+
+def outdated_lvis_files(package_dir: Path) -> list[Path]:
+    """The files of an ``lvis`` package folder that still use a removed numpy alias."""
+    return [
+        p
+        for p in sorted(package_dir.rglob("*.py"))
+        if _lvis_modernized(t := p.read_text(encoding="utf-8")) != t
+    ]
+
+
+def _lvis_dir() -> Path | None:
+    spec = importlib.util.find_spec("lvis")
+    return Path(spec.origin).parent if spec and spec.origin else None
+
+
+def install_lvis() -> None:
+    installed = _lvis_dir()
+    if installed is not None and not outdated_lvis_files(installed):
+        _log("lvis already installed")
+        return
+    with tempfile.TemporaryDirectory(prefix="lvis-") as tmp:
+        tmp = Path(tmp)
+        _pip("download", "--no-deps", "--only-binary=:all:", "-d", str(tmp), LVIS_API)
+        (wheel,) = tmp.glob("lvis-*.whl")
+        _log(f"installing {LVIS_API} without its dependency metadata, numpy aliases replaced")
+        modern = modernize_lvis_wheel(wheel, tmp / "modernised")
+        _pip("install", "--no-deps", "--force-reinstall", str(modern))
+
+
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 BROWSER_PACKAGES = ("chromium", "chromium-driver")
 
@@ -326,6 +399,7 @@ def main() -> None:
         _log(f"GitHub {'reachable' if github else 'not reachable'}")
     install_detectron2(github)
     install_panopticapi(github)
+    install_lvis()
     install_browser()
 
 

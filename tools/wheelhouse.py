@@ -39,6 +39,7 @@ from pathlib import Path
 from install_extras import (
     D2_FALLBACK,
     download_detectron2_fallback,
+    modernize_lvis_wheel,
     outdated_detectron2_files,
     prepare_detectron2_source,
 )
@@ -49,12 +50,14 @@ MANIFEST = "manifest.json"
 # detectron2 and this project on the node). detectron2 itself is installed without its
 # dependency metadata: these are the parts of it that it imports (not black, hydra, pydot, future).
 RUNTIME = ("open_clip_torch", "timm", "huggingface_hub", "safetensors", "fvcore", "iopath",
-           "pycocotools", "matplotlib", "tqdm", "pytest", "setuptools")  # fmt: skip
+           "pycocotools", "shapely", "matplotlib", "tqdm", "pytest", "setuptools")  # fmt: skip
 DETECTRON2_RUNTIME = ("yacs", "tabulate", "termcolor", "cloudpickle", "tensorboard", "omegaconf")
 # The node's own PyTorch: these and everything they require are taken from the node.
 PROVIDED = ("torch", "torchvision")
-# installed with --no-deps: its metadata pins numpy<2 and pulls scikit-image; it needs neither
-NO_DEPS = ("panopticapi-lite",)
+# installed with --no-deps: panopticapi-lite's metadata pins numpy<2 and pulls scikit-image, it
+# needs neither; lvis's pins opencv-python (it imports cv2, which the node needs for OV-LVIS
+# evaluation: opencv-python-headless)
+NO_DEPS = ("panopticapi-lite", "lvis")
 # manylinux tags, newest first: torch's own wheels need glibc >= 2.28, so a node with torch has it
 PLATFORMS = [f"manylinux_2_{minor}_x86_64" for minor in range(28, 16, -1)] + [
     "manylinux2014_x86_64"
@@ -164,6 +167,8 @@ def fetch(name: str, version: str, python_version: str, dest: Path) -> Path:
                 f"x86_64, and its source builds a platform wheel ({wheel.name}), which cannot be "
                 "built here for another interpreter"
             )
+        if canonical(name) == "lvis":  # np.float replaced, as install_extras.py installs it
+            wheel = modernize_lvis_wheel(wheel, tmp / "modernised")
         return Path(shutil.move(wheel, dest / wheel.name))
 
 

@@ -4,9 +4,10 @@ Loading the dataset's json checks it as a whole (unique image and segment ids, k
 finite boxes); then every record is read the way the data loaders read it: each image is decoded,
 and for panoptic datasets the PNG is decoded and checked against the json
 (:func:`~densevlm_d2.data.datasets.panoptic.read_panoptic_pair`); boxes of box datasets must be
-finite with positive size; a semantic-segmentation label file must decode, have its image's size
-and hold only class indices and the ignore label. Every problem is collected (not only the first),
-with the file, the image id and the segment.
+finite with positive size, and their instance masks (polygons or RLE, as COCO and LVIS store them)
+well formed at the image's size; a semantic-segmentation label file must decode, have its image's
+size and hold only class indices and the ignore label. Every problem is collected (not only the
+first), with the file, the image id and the segment.
 """
 
 from __future__ import annotations
@@ -61,6 +62,40 @@ def _check_boxes(record: dict, report: DatasetReport) -> None:
             )
 
 
+def _check_masks(record: dict, report: DatasetReport) -> None:
+    """Instance masks (COCO / LVIS ``segmentation``): polygons of finite x, y pairs with at least 3
+    points, or an RLE that decodes at the image's size."""
+    from pycocotools import mask as mask_util
+
+    size = [record.get("height"), record.get("width")]
+    for k, ann in enumerate(record.get("annotations", [])):
+        segm = ann.get("segmentation")
+        if segm is None:
+            continue
+        where = f"{record['file_name']} (image id {record.get('image_id')!r}), mask {k}"
+        if isinstance(segm, dict):
+            try:
+                rle = segm
+                if isinstance(rle.get("counts"), list):
+                    rle = mask_util.frPyObjects(rle, *rle["size"])
+                decoded = mask_util.decode(rle)
+            except Exception as e:  # pycocotools raises plain exceptions for a damaged RLE
+                report.problems.append(f"{where}: the RLE does not decode ({e})")
+                continue
+            if list(decoded.shape) != size:
+                report.problems.append(
+                    f"{where}: the RLE is {list(decoded.shape)} (h, w), the image {size}"
+                )
+        elif not isinstance(segm, list) or not all(
+            isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0
+            and all(isinstance(v, int | float) and math.isfinite(v) for v in p)
+            for p in segm
+        ):  # fmt: skip
+            report.problems.append(
+                f"{where}: not polygons of finite x, y pairs (at least 3 points) nor an RLE"
+            )
+
+
 def _check_sem_seg(record: dict, num_classes: int, ignore: int, report: DatasetReport) -> None:
     width, height = load_rgb(record["file_name"], f"image id {record.get('image_id')!r}").size
     read_sem_seg_label(
@@ -93,6 +128,7 @@ def check_dataset(name: str, progress: bool = True) -> DatasetReport:
             else:
                 load_rgb(record["file_name"], f"image id {record.get('image_id')!r}")
                 _check_boxes(record, report)
+                _check_masks(record, report)
         except (DatasetFormatError, OSError) as e:
             report.problems.append(str(e))
     return report

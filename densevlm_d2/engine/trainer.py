@@ -19,7 +19,12 @@ from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, TensorboardXWriter
 
 from ..data.datasets.panoptic import DatasetLayoutError
-from ..evaluation import OVCOCOEvaluator, RegionAccuracyEvaluator, SemSegMetricsEvaluator
+from ..evaluation import (
+    OVCOCOEvaluator,
+    OVLVISEvaluator,
+    RegionAccuracyEvaluator,
+    SemSegMetricsEvaluator,
+)
 from ..modeling import data_contract, get_clip_backbone
 from ..modeling.meta_arch import set_detector_vocabulary
 from .amp_step import AMPTrainStep
@@ -163,6 +168,10 @@ class Trainer(DefaultTrainer):
             return RegionAccuracyEvaluator(dataset_name, output_folder)
         if evaluator_type == "ov_coco":
             return OVCOCOEvaluator(dataset_name, output_dir=output_folder)
+        if evaluator_type == "ov_lvis":
+            return OVLVISEvaluator(
+                dataset_name, output_folder, max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE
+            )
         if evaluator_type == "coco":
             return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False)
         if evaluator_type == "sem_seg":

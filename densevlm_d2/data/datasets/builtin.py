@@ -16,6 +16,10 @@ OV-COCO detection (48 base / 17 novel classes): ``densevlm_ovcoco_train_base`` a
 ``densevlm_ovcoco_val`` (``coco/annotations/instances_{train2017_ovcoco_base,val2017_ovcoco}.json``,
 written by ``datasets/prepare_ov_coco.py``).
 
+OV-LVIS instance segmentation (1,203 classes, the rare ones novel): ``densevlm_lvis_v1_train_base``
+and ``densevlm_lvis_v1_val`` (``lvis/lvis_v1_{train_seen_1203_cat,val}.json``, the first written by
+``datasets/prepare_ov_lvis.py``; images in ``coco/{train,val}2017``).
+
 Semantic segmentation (``datasets/README.md``, "Semantic segmentation benchmarks"; label files
 written by ``datasets/prepare_{coco_stuff_sem_seg,ade20k_sem_seg,ade20k_full_sem_seg,
 pascal_context,voc}.py``): ``densevlm_coco_stuff_171_{train,val}_sem_seg``,
@@ -37,6 +41,7 @@ from ..vocabulary import VOCABULARY_DIR, register_vocabulary
 from .ade20k_categories import ADE20K_150
 from .coco_boxes import register_coco_boxes, register_image_folder
 from .ov_coco import register_ov_coco
+from .ov_lvis import register_ov_lvis
 from .panoptic import register_panoptic
 from .sem_seg import register_sem_seg_benchmarks
 
@@ -98,6 +103,7 @@ def register_all(root: str | None = None) -> None:
         "densevlm_coco_stuff_ade20k_316", VOCABULARY_DIR / "coco_stuff_ade20k_316.json"
     )
     register_ov_coco(root)
+    register_ov_lvis(root)
     register_sem_seg_benchmarks(root)
 
 
