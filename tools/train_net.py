@@ -63,8 +63,22 @@ def main(args):
     return trainer.train()
 
 
+def parse_args(argv=None):
+    parser = argument_parser()
+    args = parser.parse_args(argv)
+    # detectron2's parser reads everything after the first config option as config options: an
+    # option written there (--machine-rank 1 after MODEL...) would be silently lost
+    stray = [o for o in args.opts if isinstance(o, str) and o.startswith("--")]
+    if stray:
+        parser.error(
+            f"{stray[0]} comes after the config options (KEY VALUE pairs), where it would be read "
+            "as one: put the tool's options first"
+        )
+    return args
+
+
 if __name__ == "__main__":
-    args = argument_parser().parse_args()
+    args = parse_args()
     launch(
         main,
         args.num_gpus,
