@@ -34,6 +34,11 @@ which it is), choose a model, and look. **Side by side** shows two models on the
 foreground-biased CLIP calls background regions by a thing's name."""
 
 
+def _picture(label: str, elem_id: str) -> gr.Image:
+    """An output picture (drawn with its own title, so Gradio's label is hidden)."""
+    return gr.Image(label=label, format="png", interactive=False, elem_id=elem_id, show_label=False)
+
+
 def _outputs(values):
     return tuple(gr.update() if v is KEEP else v for v in values)
 
@@ -80,26 +85,14 @@ def build_page(
                 with gr.Tabs():
                     with gr.Tab("Segment", id="segment"):
                         segment_btn = gr.Button("Segment", variant="primary", elem_id="segment-btn")
-                        segmentation = gr.Image(
-                            label="Segmentation",
-                            format="png",
-                            interactive=False,
-                            elem_id="segmentation",
-                            show_label=False,
-                        )
+                        segmentation = _picture("Segmentation", "segmentation")
                         legend = gr.HTML(elem_id="legend")
                     with gr.Tab("Score map", id="score"):
                         class_name = gr.Dropdown(
                             [], label="Class", allow_custom_value=True, elem_id="score-class"
                         )
                         score_btn = gr.Button("Show score map", elem_id="score-btn")
-                        score = gr.Image(
-                            label="Score map",
-                            format="png",
-                            interactive=False,
-                            elem_id="score-map",
-                            show_label=False,
-                        )
+                        score = _picture("Score map", "score-map")
                     with gr.Tab("Region query", id="query"):
                         gr.Markdown(
                             "Click the picture for the segment under the point, or give a box."
@@ -114,31 +107,13 @@ def build_page(
                         with gr.Row():
                             box = gr.Textbox(label="Box: x0, y0, x1, y1 (pixels)", elem_id="box")
                             box_btn = gr.Button("Query box", elem_id="box-btn")
-                        query = gr.Image(
-                            label="Region",
-                            format="png",
-                            interactive=False,
-                            elem_id="query-region",
-                            show_label=False,
-                        )
+                        query = _picture("Region", "query-region")
                         top5 = gr.Label(num_top_classes=5, label="Top-5 classes", elem_id="top5")
                     with gr.Tab("Side by side", id="compare"):
                         compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-btn")
                         with gr.Row():
-                            picture_a = gr.Image(
-                                label="Model",
-                                format="png",
-                                interactive=False,
-                                elem_id="compare-a",
-                                show_label=False,
-                            )
-                            picture_b = gr.Image(
-                                label="Compare with",
-                                format="png",
-                                interactive=False,
-                                elem_id="compare-b",
-                                show_label=False,
-                            )
+                            picture_a = _picture("Model", "compare-a")
+                            picture_b = _picture("Compare with", "compare-b")
                         table = gr.HTML(elem_id="compare-table")
 
         def names(text):
