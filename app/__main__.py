@@ -64,7 +64,8 @@ def build(args: argparse.Namespace):
     import torch
 
     import densevlm_d2  # noqa: F401  (registers the library's datasets and models)
-    from densevlm_d2.data.vocabulary import dataset_vocabulary, shipped_vocabulary
+    from densevlm_d2.data.vocabulary import dataset_vocabulary
+    from densevlm_d2.predictor import known_kinds
 
     from .catalogue import DEMO_REGISTER, Catalogue, register_files
     from .handlers import Handlers
@@ -79,7 +80,7 @@ def build(args: argparse.Namespace):
     catalogue = Catalogue.discover(
         args.demo_dir, args.models_dir, args.models_arch, args.cat_seg, device, not args.no_zoo
     )
-    known = [shipped_vocabulary("coco_stuff_ade20k_316")]
+    known = list(known_kinds())
     examples = [str(ASSETS / p) for p in PHOTOS]
     default_vocabulary = GENERIC_VOCABULARY
     default_image = examples[0]

@@ -14,9 +14,9 @@ import re
 import threading
 from collections.abc import Callable, Sequence
 
-import numpy as np
 from PIL import Image
 
+from densevlm_d2.clip.preprocess import to_pil_rgb
 from densevlm_d2.clip.vocabulary import Vocabulary, VocabularyError
 from densevlm_d2.predictor import OpenVocabPredictor, Segmentation
 from densevlm_d2.visualization import (
@@ -96,8 +96,7 @@ class Handlers:
     def image(self, image) -> Image.Image:
         if image is None:
             raise UserError("no image: upload one or pick an example")
-        pil = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
-        pil = pil.convert("RGB")
+        pil = to_pil_rgb(image)
         if pil.width * pil.height > self.max_pixels:
             raise UserError(
                 f"the image is too large: {pil.width}x{pil.height} = "

@@ -46,6 +46,7 @@ __all__ = [
     "as_vocabulary",
     "compare",
     "image_tensor",
+    "known_kinds",
 ]
 
 
@@ -56,7 +57,7 @@ def image_tensor(image) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=1)
-def _known_kinds() -> tuple[Vocabulary, ...]:
+def known_kinds() -> tuple[Vocabulary, ...]:
     """Vocabularies whose thing/stuff flags typed names take (the published 316 classes)."""
     from .data.vocabulary import shipped_vocabulary
 
@@ -67,7 +68,7 @@ def as_vocabulary(classes) -> Vocabulary:
     """A list of names, a :class:`Vocabulary` or typed text (:meth:`Vocabulary.from_text`, thing
     and stuff known from the published 316-class vocabulary)."""
     if isinstance(classes, str):
-        return Vocabulary.from_text(classes, known=_known_kinds())
+        return Vocabulary.from_text(classes, known=known_kinds())
     return Vocabulary.from_names(classes)
 
 
@@ -242,14 +243,14 @@ class OpenVocabPredictor:
 
     # -- segmentation ------------------------------------------------------------------------------
     def warm_text(self, vocabulary) -> tuple[Vocabulary, float]:
-        """The vocabulary, checked, and the seconds its embeddings took (cached afterwards)."""
+        """The vocabulary, checked, and the seconds the segmenter's text embeddings took (cached
+        afterwards; region queries embed with their own spec when they first need it)."""
         vocabulary = as_vocabulary(vocabulary)
         t0 = time.perf_counter()
         if hasattr(self.model, "text_queries"):  # the training-free segmenter
             self.model.text_queries(vocabulary.queries)
         elif hasattr(self.model, "text_embeddings"):  # CAT-Seg
             self.model.text_embeddings(vocabulary.queries)
-        self._region_text(vocabulary)
         return vocabulary, time.perf_counter() - t0
 
     @torch.no_grad()
@@ -360,14 +361,7 @@ class OpenVocabPredictor:
             raise ValueError("the segmentation is of another image size")
         regions, _ = ndimage.label(labels == labels[int(py), int(px)])
         result = self.query_mask(pil, regions == regions[int(py), int(px)], vocabulary)
-        return RegionQuery(
-            vocabulary,
-            result.probabilities,
-            result.mask,
-            result.box,
-            self.name,
-            {"total": time.perf_counter() - t0},
-        )
+        return dataclasses.replace(result, seconds={"total": time.perf_counter() - t0})
 
 
 def _score_classes(scores: torch.Tensor, vocabulary: Vocabulary) -> torch.Tensor:

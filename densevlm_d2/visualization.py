@@ -82,6 +82,34 @@ def _labels_array(labels, shape: tuple[int, int]) -> np.ndarray:
     return labels.astype(np.int64)
 
 
+def _borders(labels: np.ndarray) -> np.ndarray:
+    """Pixels whose left or upper neighbour has another label (or mask value)."""
+    edge = np.zeros(labels.shape, dtype=bool)
+    edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+    edge[1:, :] |= labels[1:, :] != labels[:-1, :]
+    return edge
+
+
+def _to_uint8(pixels: np.ndarray) -> np.ndarray:
+    return np.clip(pixels + 0.5, 0, 255).astype(np.uint8)
+
+
+def _enlarged(pixels: np.ndarray, min_height: int) -> Image.Image:
+    """A picture at least ``min_height`` tall (nearest-neighbour enlargement of small images)."""
+    picture = Image.fromarray(pixels)
+    if picture.height < min_height:
+        scale = min_height / picture.height
+        picture = picture.resize((round(picture.width * scale), min_height), Image.NEAREST)
+    return picture
+
+
+def _beside(left: Image.Image, right: Image.Image) -> Image.Image:
+    out = Image.new("RGB", (left.width + right.width, max(left.height, right.height)), "white")
+    out.paste(left, (0, 0))
+    out.paste(right, (left.width, 0))
+    return out
+
+
 def overlay_labels(
     image, labels, colors: Sequence[Sequence[int]], alpha: float = 0.5, outline: bool = True
 ) -> np.ndarray:
@@ -96,12 +124,9 @@ def overlay_labels(
     colour = table[np.where(valid, labels, 0)]
     out = np.where(valid[..., None], (1 - alpha) * photo + alpha * colour, photo)
     if outline:
-        edge = np.zeros(labels.shape, dtype=bool)
-        edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
-        edge[1:, :] |= labels[1:, :] != labels[:-1, :]
-        edge &= valid
+        edge = _borders(labels) & valid
         out[edge] = 0.5 * colour[edge]
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    return _to_uint8(out)
 
 
 def _title_bar(width: int, title: str, warn: bool, size: int) -> Image.Image:
@@ -137,10 +162,7 @@ def draw_segmentation(
     colors = palette(len(class_names)) if colors is None else colors
     if len(colors) != len(class_names):
         raise ValueError(f"{len(colors)} colours for {len(class_names)} classes")
-    over = Image.fromarray(overlay_labels(pil, labels, colors, alpha))
-    if over.height < min_height:
-        scale = min_height / over.height
-        over = over.resize((round(over.width * scale), min_height), Image.NEAREST)
+    over = _enlarged(overlay_labels(pil, labels, colors, alpha), min_height)
     counts = np.bincount(labels[(labels >= 0) & (labels < len(class_names))].ravel(),
                          minlength=len(class_names))  # fmt: skip
     shares = counts / max(1, labels.size)
@@ -158,9 +180,7 @@ def draw_segmentation(
                        outline="black")  # fmt: skip
         text = f"{class_names[i][:28]}  {100 * shares[i]:.1f}%"
         draw.text((10 + size + 8, y), text, fill="black" if present else (150, 150, 150), font=font)
-    body = Image.new("RGB", (over.width + legend.width, max(over.height, legend.height)), "white")
-    body.paste(over, (0, 0))
-    body.paste(legend, (over.width, 0))
+    body = _beside(over, legend)
     if title is not None or random_weights:
         text = " | ".join(t for t in (title, RANDOM_WEIGHTS_NOTE if random_weights else None) if t)
         body = _stack(_title_bar(body.width, text, random_weights, 15), body)
@@ -190,10 +210,7 @@ def draw_score_map(
         raise ValueError(f"scores of shape {scores.shape} for an image of {pil.width}x{pil.height}")
     photo = np.asarray(pil, dtype=np.float32)
     heat = (1 - alpha) * photo + alpha * _colormap(scores)
-    over = Image.fromarray(np.clip(heat + 0.5, 0, 255).astype(np.uint8))
-    if over.height < min_height:
-        scale = min_height / over.height
-        over = over.resize((round(over.width * scale), min_height), Image.NEAREST)
+    over = _enlarged(_to_uint8(heat), min_height)
     bar_w, font = 56, _font(12)
     ramp = np.linspace(1, 0, over.height - 20, dtype=np.float32)[:, None].repeat(14, 1)
     bar = Image.new("RGB", (bar_w, over.height), "white")
@@ -201,9 +218,7 @@ def draw_score_map(
     draw = ImageDraw.Draw(bar)
     draw.text((24, 4), "1.0", fill="black", font=font)
     draw.text((24, over.height - 18), "0.0", fill="black", font=font)
-    body = Image.new("RGB", (over.width + bar_w, over.height), "white")
-    body.paste(over, (0, 0))
-    body.paste(bar, (over.width, 0))
+    body = _beside(over, bar)
     text = f"score of '{class_name}'" + (f" | {title}" if title else "")
     return np.asarray(_stack(_title_bar(body.width, text, False, 15), body))
 
@@ -223,14 +238,8 @@ def draw_region_query(
     if mask.shape != photo.shape[:2]:
         raise ValueError(f"a mask of shape {mask.shape} for an image of {pil.width}x{pil.height}")
     out = np.where(mask[..., None], photo, 0.35 * photo)
-    edge = np.zeros_like(mask)
-    edge[:, 1:] |= mask[:, 1:] != mask[:, :-1]
-    edge[1:, :] |= mask[1:, :] != mask[:-1, :]
-    out[edge] = (255, 220, 0)
-    over = Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
-    if over.height < min_height:
-        scale = min_height / over.height
-        over = over.resize((round(over.width * scale), min_height), Image.NEAREST)
+    out[_borders(mask)] = (255, 220, 0)
+    over = _enlarged(_to_uint8(out), min_height)
     font, size = _font(14), 14
     panel = Image.new("RGB", (260, max(over.height, 12 + 2 * (size + 8) * len(top))), "white")
     draw = ImageDraw.Draw(panel)
@@ -238,9 +247,7 @@ def draw_region_query(
         y = 8 + r * 2 * (size + 6)
         draw.text((10, y), f"{r + 1}. {name[:26]}  {100 * p:.1f}%", fill="black", font=font)
         draw.rectangle([10, y + size + 3, 10 + round(230 * p), y + size + 9], fill=(0, 103, 165))
-    body = Image.new("RGB", (over.width + panel.width, max(over.height, panel.height)), "white")
-    body.paste(over, (0, 0))
-    body.paste(panel, (over.width, 0))
+    body = _beside(over, panel)
     if title:
         body = _stack(_title_bar(body.width, title, False, 15), body)
     return np.asarray(body)

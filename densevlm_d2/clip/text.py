@@ -49,7 +49,7 @@ import torch.nn.functional as F
 
 from ..utils.files import atomic_write
 from .prompts import PROMPT_SETS, PROMPT_STYLES, prompt_templates, prompts
-from .vocabulary import Vocabulary, split_synonyms
+from .vocabulary import Vocabulary, first_difference, split_synonyms
 
 __all__ = [
     "DEFAULT_TEXT_SPEC",
@@ -209,8 +209,7 @@ def _check_sidecar(path: Path, vocabulary: Vocabulary | None, model_name: str | 
         )
     names = meta.get("names")
     if vocabulary is not None and names is not None and list(names) != list(vocabulary.names):
-        common = min(len(names), len(vocabulary.names))
-        diff = next((i for i in range(common) if names[i] != vocabulary.names[i]), common)
+        diff = first_difference(names, vocabulary.names)
         raise ValueError(
             f"{path} was made for other classes than the vocabulary of {vocabulary.source} "
             f"(says {meta_path.name}): first difference at index {diff}"

@@ -41,6 +41,7 @@ __all__ = [
     "Vocabulary",
     "VocabularyError",
     "check_class_names",
+    "first_difference",
     "split_synonyms",
     "warn_repeats",
 ]
@@ -58,6 +59,13 @@ class VocabularyError(ValueError):
 def split_synonyms(name: str) -> tuple[str, ...]:
     """``"tv, television"`` -> ``("tv", "television")`` (blank parts dropped)."""
     return tuple(w.strip() for w in name.split(",") if w.strip())
+
+
+def first_difference(a: Sequence[str], b: Sequence[str]) -> int:
+    """The first index where two name lists differ (the shorter one's length when one extends the
+    other)."""
+    common = min(len(a), len(b))
+    return next((i for i in range(common) if a[i] != b[i]), common)
 
 
 def _indices(items: Sequence, limit: int = 10) -> str:

@@ -13,6 +13,7 @@ checkpoint period), ``tools/plot_curves.py`` compares runs.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections import defaultdict
@@ -26,6 +27,10 @@ from ..utils.files import atomic_write
 
 __all__ = ["PlotCurves", "metric_groups", "plot_curves", "read_metrics"]
 
+logger = logging.getLogger(__name__)
+
+#: the panels drawn first, in this order
+FIRST_PANELS = ("losses", "learning rate")
 #: timings: not curves of the training's progress
 SKIPPED = {"iteration", "time", "data_time", "eta_seconds", "rank_data_time"}
 
@@ -70,10 +75,14 @@ def metric_groups(records: list[dict]) -> dict[str, dict[str, list[tuple[float, 
             else:
                 panel = key.split("/")[0] if "/" in key else "other"
             groups[panel][key].append((it, float(value)))
-    order = ["losses", "learning rate"]
-    return {p: dict(groups[p]) for p in order if p in groups} | {
-        p: dict(v) for p, v in sorted(groups.items()) if p not in order
-    }
+    return {p: dict(groups[p]) for p in _panel_order(groups)}
+
+
+def _panel_order(panels) -> list[str]:
+    """The losses, the learning rate, then the other panels by name."""
+    return [p for p in FIRST_PANELS if p in panels] + sorted(
+        p for p in panels if p not in FIRST_PANELS
+    )
 
 
 def plot_curves(
@@ -97,13 +106,16 @@ def plot_curves(
                 name = f"{label}: {key}" if len(runs) > 1 else key
                 panels[panel][name] = points
     if not panels:
-        raise ValueError(f"no metrics to draw in {', '.join(map(str, runs))}")
-    order = ["losses", "learning rate"]
-    names = [p for p in order if p in panels] + sorted(p for p in panels if p not in order)
+        where = ", ".join(
+            label if isinstance(src, list) else f"{label} ({src})" for label, src in runs.items()
+        )
+        raise ValueError(f"no metrics to draw in {where}")
+    names = _panel_order(panels)
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False)
-    for ax, panel in zip(axes.flat, names, strict=False):
+    axes = list(axes.flat)
+    for ax, panel in zip(axes[: len(names)], names, strict=True):
         series = list(panels[panel].items())
         for name, points in series[:max_series]:
             xs, ys = zip(*sorted(points), strict=True)
@@ -117,7 +129,7 @@ def plot_curves(
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(names) :]:
+    for ax in axes[len(names) :]:
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=11)
@@ -146,9 +158,7 @@ class PlotCurves(HookBase):
             plot_curves({self.output_dir.name: self.output_dir}, self.output_dir / "curves.png",
                         title=str(self.output_dir))  # fmt: skip
         except (ValueError, OSError) as e:
-            import logging
-
-            logging.getLogger(__name__).warning("curves.png not drawn: %s", e)
+            logger.warning("curves.png not drawn: %s", e)
 
     def after_step(self):
         it = self.trainer.iter + 1

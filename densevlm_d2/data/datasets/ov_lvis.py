@@ -25,7 +25,7 @@ from collections import Counter
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
-from ...clip.vocabulary import Vocabulary
+from ...clip.vocabulary import Vocabulary, first_difference
 from ...utils.files import atomic_write
 from .panoptic import DatasetFormatError, check_layout
 
@@ -240,14 +240,7 @@ def load_lvis_instances(
         meta = MetadataCatalog.get(dataset_name)
         known = meta.get("vocabulary", None)
         if known is not None and known.names != vocabulary.names:
-            first = next(
-                (
-                    i
-                    for i, (a, b) in enumerate(zip(known.names, vocabulary.names, strict=False))
-                    if a != b
-                ),
-                min(len(known), len(vocabulary)),
-            )
+            first = first_difference(known.names, vocabulary.names)
             raise DatasetFormatError(
                 f"{json_file}: its categories are not the ones {dataset_name} is registered with "
                 f"(LVIS v1): class {first} is "
