@@ -168,7 +168,7 @@ def regionclip_loss(
     target = torch.zeros_like(logits)
     target[torch.arange(len(labels), device=labels.device), labels] = 1.0
     appeared = torch.unique(labels)
-    if len(appeared) < num_sampled:
+    if len(appeared) < min(num_sampled, num_concepts):  # else every concept is already in
         weights = torch.ones(num_concepts, device=logits.device)
         weights[appeared] = 0
         extra = torch.multinomial(

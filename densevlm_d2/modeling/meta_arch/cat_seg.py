@@ -281,23 +281,13 @@ class CATSeg(DataContract, nn.Module):
         if self.train_classes is None:
             raise ValueError("CATSeg trains on DATASETS.TRAIN's classes: no training dataset")
         images = self.standardize([x["image"] for x in batched_inputs])
-        targets = self.training_targets(batched_inputs)
+        targets = [x["sem_seg"].to(self.device) for x in batched_inputs]
+        targets = ImageList.from_tensors(
+            targets, max(self.size_divisibility, 0), pad_value=self.ignore_value
+        ).tensor.long()
         text = self.text_embeddings(self.train_classes)
         logits = self.logits(self.to_clip_resolution(images), text)
         return {"loss_sem_seg": self.loss(logits, targets)}
-
-    def training_targets(self, batched_inputs) -> torch.Tensor:
-        """(B, H, W) labels of a training batch, padded with ``ignore_value`` as the images are."""
-        targets = [x["sem_seg"].to(self.device) for x in batched_inputs]
-        return ImageList.from_tensors(
-            targets, max(self.size_divisibility, 0), pad_value=self.ignore_value
-        ).tensor.long()
-
-    def loss_counts(self, batched_inputs) -> dict[str, int]:
-        """The loss averages over every class at every pixel of the padded targets, ignored and
-        padding pixels included (for gradient accumulation, :mod:`densevlm_d2.engine.accumulation`;
-        the number of classes is the same in every batch)."""
-        return {"loss_sem_seg": self.training_targets(batched_inputs).numel()}
 
     @torch.no_grad()
     def inference(self, inp: dict) -> dict:
