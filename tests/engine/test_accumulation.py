@@ -308,7 +308,8 @@ def test_train_net_with_accumulation(tmp_path):
         *("SOLVER.IMS_PER_BATCH", "4", "SOLVER.ACCUMULATION_STEPS", "2", "OUTPUT_DIR", out),
         datasets=tmp_path,
     )
-    assert "4 images per iteration over 1 processes (2 micro-batches each)" in proc.stderr
+    assert "4 images per iteration over 1 processes (2 micro-batches each)" in proc.stdout
     rows = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
-    assert [r["iteration"] for r in rows if "total_loss" in r] == [0, 1]
+    last = [r for r in rows if "total_loss" in r][-1]  # MAX_ITER counts optimiser steps
+    assert last["iteration"] == 1 and {"loss_kl_thing", "loss_kl_stuff"} <= last.keys()
     assert (out / "model_final.pth").is_file()
