@@ -102,6 +102,7 @@ def test_two_micro_batches_equal_one_batch_twice_as_large(world, arch):
     _assert_close(weights, big_weights, "weight")
 
 
+@pytest.mark.slow
 def test_cat_seg_two_micro_batches_equal_one_batch():
     """CAT-Seg's loss averages over every pixel and class of its batch, ignored pixels included:
     with training images of one size (the recipes' fixed crops) the images' share is exact."""
