@@ -42,10 +42,8 @@ class AMPTrainStep(SimpleTrainer):
         accumulation_steps: int = 1,
     ):
         super().__init__(model, data_loader, optimizer)
-        if isinstance(accumulation_steps, bool) or not isinstance(accumulation_steps, int):
-            raise ValueError(f"accumulation_steps must be an integer, got {accumulation_steps!r}")
-        if accumulation_steps < 1:
-            raise ValueError(f"accumulation_steps must be >= 1, got {accumulation_steps}")
+        if not isinstance(accumulation_steps, int) or accumulation_steps < 1:
+            raise ValueError(f"accumulation_steps must be an integer >= 1, got {accumulation_steps!r}")
         self.amp, self.precision = amp, precision
         #: micro-batches per optimiser step (``SOLVER.ACCUMULATION_STEPS``)
         self.accumulation_steps = accumulation_steps

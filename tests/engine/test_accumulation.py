@@ -159,7 +159,7 @@ def test_micro_batch_config_and_bad_settings(world):
         ValueError, match=r"ACCUMULATION_STEPS \(4\) x the number of processes \(2\)"
     ):
         micro_batch_config(bad, 2)
-    with pytest.raises(ValueError, match="accumulation_steps must be >= 1"):
+    with pytest.raises(ValueError, match="accumulation_steps must be an integer >= 1, got 0"):
         AMPTrainStep(torch.nn.Linear(1, 1), [], None, accumulation_steps=0)
 
 
