@@ -42,8 +42,9 @@ class AMPTrainStep(SimpleTrainer):
         accumulation_steps: int = 1,
     ):
         super().__init__(model, data_loader, optimizer)
-        if not isinstance(accumulation_steps, int) or accumulation_steps < 1:
-            raise ValueError(f"accumulation_steps must be an integer >= 1, got {accumulation_steps!r}")
+        k = accumulation_steps
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"accumulation_steps must be an integer >= 1, got {k!r}")
         self.amp, self.precision = amp, precision
         #: micro-batches per optimiser step (``SOLVER.ACCUMULATION_STEPS``)
         self.accumulation_steps = accumulation_steps
