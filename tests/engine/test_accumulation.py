@@ -63,8 +63,8 @@ def _assert_close(a: dict, b: dict, what: str) -> None:
         assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5 * scale), (what, k)
 
 
-def _region_batches(world, arch):
-    cfg = _cfg(world, arch, **{"MODEL.DENSEVLM.THRESHOLD": 0.0})
+def _region_batches(world, arch, device="cpu"):
+    cfg = _cfg(world, arch, **{"MODEL.DENSEVLM.THRESHOLD": 0.0, "MODEL.DEVICE": device})
     torch.manual_seed(0)
     model = Trainer.build_model(cfg)
     mapper = RegionTrainMapper(cfg, with_crops=model.needs_crops)
@@ -86,10 +86,10 @@ def _region_batches(world, arch):
         "RegionCLIP",
     ],
 )
-def test_two_micro_batches_equal_one_batch_twice_as_large(world, arch):
+def test_two_micro_batches_equal_one_batch_twice_as_large(world, arch, device="cpu"):
     """RegionCLIP is exact here because its 100 sampled concepts are all 5 of the test world's (with
     more concepts, the sampled ones differ between one batch and its micro-batches)."""
-    model, micro = _region_batches(world, arch)
+    model, micro = _region_batches(world, arch, device)
     with torch.no_grad():
         counts = [model.loss_counts([dict(x) for x in b]) for b in micro]
     # the micro-batches average over different numbers of regions: a plain mean of their losses
@@ -100,6 +100,11 @@ def test_two_micro_batches_equal_one_batch_twice_as_large(world, arch):
     assert any(g.abs().max() > 0 for g in big_grads.values())
     _assert_close(grads, big_grads, "gradient")
     _assert_close(weights, big_weights, "weight")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_two_micro_batches_equal_one_batch_on_cuda(world):
+    test_two_micro_batches_equal_one_batch_twice_as_large(world, "DenseVLM", "cuda")
 
 
 @pytest.mark.slow
