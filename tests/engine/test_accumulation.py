@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from detectron2.data import DatasetCatalog
-from detectron2.engine import HookBase
+from detectron2.engine import DefaultTrainer, HookBase
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
@@ -166,6 +166,17 @@ def test_micro_batch_config_and_bad_settings(world):
         micro_batch_config(bad, 2)
     with pytest.raises(ValueError, match="accumulation_steps must be an integer >= 1, got 0"):
         AMPTrainStep(torch.nn.Linear(1, 1), [], None, accumulation_steps=0)
+
+
+def test_auto_scaled_batch_is_still_the_effective_batch(world):
+    """detectron2's auto_scale_workers (SOLVER.REFERENCE_WORLD_SIZE) scales the effective batch;
+    the micro-batches follow it, the same images per process and micro-batch as the reference."""
+    kw = {"SOLVER.IMS_PER_BATCH": 64, "SOLVER.ACCUMULATION_STEPS": 4}
+    cfg = _cfg(world, **kw, **{"SOLVER.REFERENCE_WORLD_SIZE": 4})
+    scaled = DefaultTrainer.auto_scale_workers(cfg, 2)
+    assert scaled.SOLVER.IMS_PER_BATCH == 32 and scaled.SOLVER.ACCUMULATION_STEPS == 4
+    assert micro_batch_config(scaled, 2).SOLVER.IMS_PER_BATCH == 8  # 4 per process, as with 4
+    assert micro_batch_config(cfg, 4).SOLVER.IMS_PER_BATCH == 16
 
 
 class _Record(HookBase):
