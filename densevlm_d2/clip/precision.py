@@ -3,7 +3,7 @@
 Automatic mixed precision (``torch.autocast``, float16 in the published recipes) rounds the weights
 of every linear layer, convolution and attention projection to half precision each time it uses
 them, and keeps norms, softmax and their parameters in float32. A frozen tower gains nothing from
-keeping float32 copies of those weights: :func:`store_matmul_weights` stores exactly them in half
+keeping float32 copies of those weights: :func:`store_matmul_weights` stores them in half
 precision (rounded as autocast rounds them), and the tower then runs under autocast in that
 precision (:class:`~densevlm_d2.modeling.CLIPViTBackbone`), so its results are those of the AMP run
 of the float32 tower, whether the training itself uses AMP or not.
@@ -23,9 +23,6 @@ __all__ = ["PRECISIONS", "float32_state_dict", "parse_precision", "store_matmul_
 #: the precisions a frozen tower can be stored in, by config spelling
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
-_ATTENTION_WEIGHTS = ("in_proj_weight", "in_proj_bias", "q_proj_weight", "k_proj_weight")
-_ATTENTION_WEIGHTS += ("v_proj_weight",)
-
 
 def parse_precision(name: str, key: str = "precision") -> torch.dtype:
     """A config spelling -> dtype; a clear error naming ``key`` for anything else."""
@@ -35,15 +32,16 @@ def parse_precision(name: str, key: str = "precision") -> torch.dtype:
 
 
 def store_matmul_weights(module: nn.Module, dtype: torch.dtype) -> int:
-    """Store the weights and biases of ``module``'s linear layers, convolutions and attention
-    input projections in ``dtype`` (what autocast would round them to); returns how many tensors
-    changed."""
+    """Store the weights and biases of ``module``'s linear layers and convolutions in ``dtype``
+    (what autocast would round them to); returns how many tensors changed.
+
+    ``nn.MultiheadAttention``'s input projection (OpenAI-style towers) stays float32: with every
+    tensor in half precision PyTorch takes its fused inference path, which computes differently
+    from the AMP run."""
     params = []
     for m in module.modules():
         if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d):
             params += [m.weight, m.bias]
-        elif isinstance(m, nn.MultiheadAttention):
-            params += [getattr(m, name, None) for name in _ATTENTION_WEIGHTS]
     changed = 0
     for p in params:
         if p is not None and p.dtype != dtype:

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["checkpointed", "recompute_in_backward"]
+__all__ = ["SavedActivations", "checkpointed", "recompute_in_backward"]
 
 
 def _batch_norm_buffers(module: nn.Module | None) -> list[torch.Tensor]:
@@ -70,3 +70,37 @@ def recompute_in_backward(module: nn.Module, method: str = "forward") -> nn.Modu
     function = getattr(type(module), method)
     setattr(module, method, types.MethodType(functools.partial(_recomputing, function), module))
     return module
+
+
+class SavedActivations:
+    """Counts the memory autograd keeps for the backward pass while it is active: the bytes of
+    every distinct storage saved by an operation (views share one), leaving out ``exclude``'s
+    storages (the parameters, which exist anyway). ``bytes`` after the block::
+
+        with SavedActivations(model.parameters()) as saved:
+            loss = model(batch)
+        print(saved.bytes)
+    """
+
+    def __init__(self, exclude=()):
+        self._exclude = {t.untyped_storage().data_ptr() for t in exclude}
+        self._storages: dict[int, int] = {}
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr and ptr not in self._exclude:
+            self._storages[ptr] = storage.nbytes()
+        return t
+
+    @property
+    def bytes(self) -> int:
+        return sum(self._storages.values())
+
+    def __enter__(self) -> SavedActivations:
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hooks.__exit__(*exc)
