@@ -105,7 +105,7 @@ def test_recompute_in_backward_keeps_names_and_survives_a_deep_copy():
     assert twin[0].weight.grad is not None and net[0].weight.grad is None
 
 
-# -- DenseVLM and CLIPSelf: the CLIP's blocks (MODEL.CLIP.GRAD_CHECKPOINTING) ------------------------
+# -- DenseVLM and CLIPSelf: the CLIP's blocks (MODEL.CLIP.GRAD_CHECKPOINTING) --------------------
 def _region_cfg(arch: str, ckpt: bool):
     register_vocabulary(
         VOCABULARY,
@@ -158,7 +158,7 @@ def test_region_methods_same_gradients_with_checkpointing(arch):
     assert plain[0] > 0
 
 
-# -- CAT-Seg: aggregator layers and decoder (MODEL.CAT_SEG.GRAD_CHECKPOINTING) ----------------------
+# -- CAT-Seg: aggregator layers and decoder (MODEL.CAT_SEG.GRAD_CHECKPOINTING) --------------------
 def test_cat_seg_aggregator_same_gradients_with_checkpointing():
     image, text, guidance = _inputs()
     inputs = [image, text, *guidance]
@@ -258,9 +258,7 @@ def test_fvit_same_gradients_and_statistics_with_checkpointing():
 
     plain, ckpt = _run(build, step, False), _run(build, step, True)
     _assert_same(plain, ckpt, min_grads=30)
-    stats = [
-        {k: v for k, v in r[3].state_dict().items() if "running" in k} for r in (plain, ckpt)
-    ]
+    stats = [{k: v for k, v in r[3].state_dict().items() if "running" in k} for r in (plain, ckpt)]
     assert stats[0] and all(torch.equal(v, stats[1][k]) for k, v in stats[0].items())
     model = ckpt[3]
     assert model.backbone.grad_checkpointing and model.backbone.bottom_up.grad_checkpointing
