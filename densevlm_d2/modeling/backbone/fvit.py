@@ -130,13 +130,19 @@ class CLIPFeaturePyramid(Backbone):
             return x
         with torch.no_grad():  # the CLIP ViT is frozen (and kept in eval mode by CLIPViTBackbone)
             out = self.clip_backbone.features(self.vit_input(x), dense=True, blocks=self.blocks)
-        blocks = [out.blocks[i] for i in self.blocks]
-        maps = checkpointed(
-            self.pyramid, blocks, module=self.pyramid, enabled=self.grad_checkpointing
-        )
-        feats = dict(zip(PYRAMID_FEATURES, maps, strict=True))
+        feats = self.pyramid_maps([out.blocks[i] for i in self.blocks])
         feats["clip_dense"] = out.dense
         return feats
+
+    def pyramid_maps(self, blocks: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The four block outputs -> ``s2 .. s5`` (checkpointed with ``grad_checkpointing``)."""
+        maps = checkpointed(
+            self._pyramid, *blocks, module=self.pyramid, enabled=self.grad_checkpointing
+        )
+        return dict(zip(PYRAMID_FEATURES, maps, strict=True))
+
+    def _pyramid(self, *blocks: torch.Tensor) -> list[torch.Tensor]:
+        return self.pyramid(list(blocks))
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         return {
@@ -155,10 +161,14 @@ class CLIPFPN(FPN):
 
     def forward(self, x):
         bottom_up = self.bottom_up(x)
-        # the bottom-up module returns a computed dict as is
-        out = checkpointed(super().forward, bottom_up, module=self, enabled=self.grad_checkpointing)
+        levels = [bottom_up[f] for f in self.in_features]  # as arguments: kept for the backward
+        out = checkpointed(self._fpn, *levels, module=self, enabled=self.grad_checkpointing)
         out["clip_dense"] = bottom_up["clip_dense"]
         return out
+
+    def _fpn(self, *levels: torch.Tensor) -> dict[str, torch.Tensor]:
+        # the bottom-up module returns a computed dict as is
+        return super().forward(dict(zip(self.in_features, levels, strict=True)))
 
     def output_shape(self):
         return {**super().output_shape(), "clip_dense": self.bottom_up.output_shape()["clip_dense"]}
