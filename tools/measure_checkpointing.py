@@ -176,7 +176,7 @@ def head_off_on(head, method: str, x: torch.Tensor) -> dict[str, float]:
     return {"off": round(off, 1), "on": round(on, 1)}
 
 
-# -- precision ---------------------------------------------------------------------------------------
+# -- precision -------------------------------------------------------------------------------------
 def _random_clip(name: str, seed: int) -> CLIPViTBackbone:
     torch.manual_seed(seed)
     return CLIPViTBackbone(model_name=name, random_init=True, text_cache_dir=None)
