@@ -241,7 +241,8 @@ def precision(args) -> dict:
         losses[k] = loss.reshape(1)
     del teacher
     fvit_clip = _random_clip(args.student, args.seed + 2)
-    blocks = [3, 5, 7, fvit_clip.tower.num_blocks - 1]
+    n = fvit_clip.tower.num_blocks  # F-ViT's blocks: [3, 5, 7, 11] of 12
+    blocks = sorted({max(0, n * k // 12 - 1) for k in (4, 6, 8)} | {n - 1})
 
     def fvit_features(clip):
         out = clip.features(images, blocks=blocks)
@@ -263,6 +264,9 @@ def precision(args) -> dict:
     }
 
 
+METHODS = {"densevlm": region_student, "cat_seg": cat_seg, "fvit": fvit}
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_register_argument(parser)
@@ -274,6 +278,13 @@ def parse_args(argv=None):
     mem.add_argument("--fvit-config", default=str(ROOT / "configs/ovlvis/fvit_eva02_b16.yaml"))
     mem.add_argument("--classes", type=int, default=171, help="CAT-Seg training classes")
     mem.add_argument("--rois", type=int, default=512, help="F-ViT sampled RoIs per image")
+    mem.add_argument(
+        "--methods",
+        nargs="+",
+        choices=sorted(METHODS),
+        default=sorted(METHODS),
+        help="what to measure",
+    )
     pre = sub.add_parser("precision", help="half-precision frozen CLIPs against float32 and AMP")
     pre.add_argument("--student", default="EVA02-CLIP-B-16")
     pre.add_argument("--teacher", default="EVA02-CLIP-L-14-336")
@@ -290,7 +301,7 @@ def main(argv=None) -> dict:
     run_register_files(args.register)
     with EventStorage(0):
         if args.command == "memory":
-            result = {**region_student(args), **cat_seg(args), **fvit(args)}
+            result = {k: v for m in args.methods for k, v in METHODS[m](args).items()}
         else:
             result = precision(args)
     text = json.dumps(result, indent=1)
