@@ -1,8 +1,8 @@
 """Frozen vision towers stored in half precision, computing as the published AMP does.
 
 Automatic mixed precision (``torch.autocast``, float16 in the published recipes) rounds the weights
-of every linear layer, convolution and attention projection to half precision each time it uses
-them, and keeps norms, softmax and their parameters in float32. A frozen tower gains nothing from
+of every linear layer and convolution to half precision each time it uses them, and keeps norms,
+softmax and their parameters in float32. A frozen tower gains nothing from
 keeping float32 copies of those weights: :func:`store_matmul_weights` stores them in half
 precision (rounded as autocast rounds them), and the tower then runs under autocast in that
 precision (:class:`~densevlm_d2.modeling.CLIPViTBackbone`), so its results are those of the AMP run

@@ -85,7 +85,7 @@ def test_only_a_frozen_clip_is_half_and_names_are_checked():
             precision="bfloat16",
         )
     half = CLIPViTBackbone(model_name="EVA02-Tiny-16", random_init=True, precision="float16")
-    with pytest.raises(ValueError, match="stored in torch.float16 is frozen"):
+    with pytest.raises(ValueError, match="stored in float16 is frozen"):
         half.set_trainable("full")
     cfg = _region_cfg("DenseVLM", False)
     cfg.MODEL.DENSEVLM.TEACHER.PRECISION = "half"

@@ -105,9 +105,9 @@ class CLIPViTBackbone(Backbone):
     ``teacher``: a frozen CLIP that a training method distils from; it is rebuilt from
     ``checkpoint`` whenever the model is built and is not saved in detectron2 checkpoints.
 
-    ``precision`` (a frozen CLIP only): "float16" or "bfloat16" stores the vision tower's linear,
-    convolution and attention weights in that precision and runs it under autocast in it, as the
-    published AMP runs the float32 tower (:mod:`densevlm_d2.clip.precision`); its outputs are
+    ``precision`` (a frozen CLIP only): "float16" or "bfloat16" stores the vision tower's linear
+    and convolution weights in that precision and runs it under autocast in it, as the published
+    AMP runs the float32 tower (:mod:`densevlm_d2.clip.precision`); its outputs are
     float32, its state dict too. The text tower stays float32.
     """
 
@@ -237,8 +237,9 @@ class CLIPViTBackbone(Backbone):
         last ``num_blocks`` vision blocks, the published ``lock_image_tower``), and remember the
         trainable weights as the blend's initial state."""
         n = self.tower.num_blocks
-        if finetune != "frozen" and getattr(self, "precision", torch.float32) != torch.float32:
-            raise ValueError(f"a CLIP stored in {self.precision} is frozen, not {finetune!r}")
+        if finetune != "frozen" and self.precision != torch.float32:
+            stored = str(self.precision).removeprefix("torch.")
+            raise ValueError(f"a CLIP stored in {stored} is frozen, not {finetune!r}")
         if finetune not in FINETUNE_MODES:
             raise ValueError(
                 f"MODEL.CLIP.FINETUNE must be one of {FINETUNE_MODES}, got {finetune!r}"
