@@ -142,6 +142,25 @@ def _region_batch(crops: bool):
     return batch
 
 
+def test_clip_checkpoints_the_first_trainable_block_too():
+    """The first trainable block's input has no gradient (the patch embedding is frozen): it is
+    checkpointed all the same, so only block inputs and the projection's are kept."""
+    from densevlm_d2.modeling import CLIPViTBackbone
+
+    b = CLIPViTBackbone(
+        model_name="EVA02-Tiny-16",
+        random_init=True,
+        finetune="blocks",
+        trainable_blocks=2,
+        grad_checkpointing=True,
+    ).train()
+    x = torch.randn(2, 3, 64, 64)
+    with SavedActivations(b.parameters()) as saved:
+        b(x)["dense"]
+    tokens = 2 * (1 + 16) * b.tower.width * 4  # bytes of one block's input
+    assert saved.bytes < 6 * tokens, saved.bytes / tokens
+
+
 @pytest.mark.parametrize("arch", [pytest.param("DenseVLM", marks=pytest.mark.slow), "CLIPSelf"])
 def test_region_methods_same_gradients_with_checkpointing(arch):
     batch = _region_batch(crops=arch == "CLIPSelf")
