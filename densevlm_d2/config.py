@@ -191,6 +191,10 @@ def add_region_training_config(cfg: CN) -> None:
     # "pad": the canvas is padded to a multiple of the teacher's patch (boxes aligned); "published":
     # the canvas as is (a 14-px patch covers 504 of 512 px while boxes span 512).
     _add(t, "INPUT", "pad")
+    # "float32", or "float16" / "bfloat16": the teacher's vision tower stored in half precision and
+    # run under autocast in it, as the published AMP runs it (half the weight memory; region
+    # features float32 for the loss). docs/training.md gives the measured differences.
+    _add(t, "PRECISION", "float32")
 
     s = _node(cfg.MODEL, "CLIPSELF")
     _add(s, "COSINE_WEIGHT", 1.0)
@@ -271,6 +275,9 @@ def add_cat_seg_config(cfg: CN) -> None:
     # The class aggregation sees this many classes: fewer are padded with a learned token, more
     # are cut to the top MAX_CLASSES by maximum cost (the rest get logit -100); 0 = off.
     _add(c, "MAX_CLASSES", 256)
+    # Recompute the activations of each aggregator layer (spatial and class aggregation) and each
+    # upsampling stage in the backward pass: less memory in training, the same gradients.
+    _add(c, "GRAD_CHECKPOINTING", False)
     # Label value without a class.
     _add(c, "IGNORE_VALUE", 255)
     # Inference: the image resized to TEST_SIZE x TEST_SIZE, WINDOW-px windows with OVERLAP and one
@@ -303,6 +310,12 @@ def add_fvit_config(cfg: CN) -> None:
     # Canvas pixels per ViT token; the canvas is resized by patch / TOKEN_STRIDE before the ViT, so
     # that detectron2 sees power-of-two strides (16: L/14 at a 1024 canvas runs at 896 px).
     _add(f, "TOKEN_STRIDE", 16)
+    # "float32", or "float16" / "bfloat16": the frozen CLIP's vision tower stored in half precision
+    # and run under autocast in it (as MODEL.DENSEVLM.TEACHER.PRECISION); outputs stay float32.
+    _add(f, "FROZEN_PRECISION", "float32")
+    # Recompute the activations of the trainable parts in the backward pass: the simple pyramid,
+    # the FPN and the ROI box and mask heads' convolution/FC stacks (docs/training.md).
+    _add(f, "GRAD_CHECKPOINTING", False)
 
     # OpenVocabROIHeads (MODEL.ROI_HEADS.NAME): a text classifier; the embedding size is the
     # backbone's "clip_dense" channels.

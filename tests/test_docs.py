@@ -73,8 +73,18 @@ _OWN = "needs your own data (my_datasets.py); tests/tools/test_own_data.py follo
 _GPU = "needs a CUDA GPU; tests/cuda and tools/gpu_check.sh run there"
 _LVIS = "needs LVIS v1 and COCO 2017 (not on this machine); tests/detection/test_ov_lvis.py runs it"
 
+_FULL_SIZE = (
+    "full-size models (several GiB, minutes on a CPU); tests/tools/test_measure_checkpointing.py "
+    "runs the tool with tiny ones"
+)
+
 #: (doc, a text the snippet contains, why it does not run here)
 SKIP: list[tuple[str, str, str]] = [
+    (
+        "docs/training.md",
+        "tools/measure_checkpointing.py memory --methods densevlm fvit",
+        _FULL_SIZE,
+    ),  # fmt: skip
     ("README.md", "make demo", "13 minutes; tests/demo runs a reduced make demo"),
     ("README.md", "make test", "the test suite itself"),
     ("README.md", "configs/eval/coco_panoptic_eva02_b16.yaml --eval-only", _COCO),

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from timm.layers.pos_embed_sincos import build_rotary_pos_embed
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
+from ..utils.activation_checkpointing import checkpointed
 from .finetune import value_weight
 
 __all__ = [
@@ -138,6 +138,11 @@ class VisionTower:
         """Pooled CLS embedding of the full token sequence (B, 1+N, C) -> (B, D)."""
         raise NotImplementedError
 
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The vision blocks, in order."""
+        raise NotImplementedError
+
     def dense_unused_parameters(self) -> list[nn.Parameter]:
         """Parameters the dense path never touches (the last block's query and key projections,
         where they are separate tensors): they get no gradient from dense-feature losses."""
@@ -148,9 +153,12 @@ class VisionTower:
         return height // self.patch_size, width // self.patch_size
 
     def _run_block(self, fn, index: int, x: torch.Tensor, ctx: object, *args) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled() and x.requires_grad:
-            return checkpoint(fn, index, x, ctx, *args, use_reentrant=False)
-        return fn(index, x, ctx, *args)
+        """With ``grad_checkpointing``: checkpointed where autograd records something (the block
+        trains, or its input has a gradient), also the first trainable block after frozen ones."""
+        enabled = self.grad_checkpointing and (
+            x.requires_grad or any(p.requires_grad for p in self.blocks[index].parameters())
+        )
+        return checkpointed(fn, index, x, ctx, *args, enabled=enabled)
 
     def forward(
         self,
@@ -250,6 +258,10 @@ class EvaTower(VisionTower):
         x = trunk.norm_pre(trunk.pos_drop(x))
         return x, grid, self.rope_table(grid, x.device)
 
+    @property
+    def blocks(self):
+        return self.module.blocks
+
     def block(self, index, x, ctx):
         return self.module.blocks[index](x, rope=ctx)
 
@@ -310,6 +322,10 @@ class OpenAIViTTower(VisionTower):
         x = x + resize_pos_embed(vis.positional_embedding, self.pretrained_grid, grid).to(x.dtype)
         x = vis.ln_pre(vis.patch_dropout(x))
         return x, grid, None
+
+    @property
+    def blocks(self):
+        return self.module.transformer.resblocks
 
     def block(self, index, x, ctx):
         blk = self.module.transformer.resblocks[index]

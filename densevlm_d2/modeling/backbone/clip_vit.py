@@ -45,6 +45,7 @@ from ...clip.checkpoint import (
 )
 from ...clip.finetune import FINETUNE_MODES, attention_qv_parameters
 from ...clip.models import build_clip_model, open_clip_name
+from ...clip.precision import float32_state_dict, parse_precision, store_matmul_weights
 from ...clip.text import DEFAULT_TEXT_SPEC, TextEmbedder, TextSpec, load_text_embeddings
 from ...clip.towers import EvaTower, TowerOutput, vision_tower
 from ...clip.vocabulary import Vocabulary
@@ -103,6 +104,11 @@ class CLIPViTBackbone(Backbone):
 
     ``teacher``: a frozen CLIP that a training method distils from; it is rebuilt from
     ``checkpoint`` whenever the model is built and is not saved in detectron2 checkpoints.
+
+    ``precision`` (a frozen CLIP only): "float16" or "bfloat16" stores the vision tower's linear
+    and convolution weights in that precision and runs it under autocast in it, as the published
+    AMP runs the float32 tower (:mod:`densevlm_d2.clip.precision`); its outputs are
+    float32, its state dict too. The text tower stays float32.
     """
 
     @configurable
@@ -121,6 +127,7 @@ class CLIPViTBackbone(Backbone):
         model: nn.Module | None = None,
         checkpoint_role: str = "CLIP checkpoint",
         random_init: bool = False,
+        precision: str = "float32",
     ):
         """``model``: an open_clip model of that architecture built already (default: a new one).
         ``checkpoint_role``: what ``checkpoint`` is, for error messages (e.g. its config key).
@@ -148,6 +155,16 @@ class CLIPViTBackbone(Backbone):
             logger.info("CLIP %s: loaded %s (%s layout)", model_name, checkpoint, fmt.value)
         self.tower = vision_tower(self.model.visual)
         self.tower.grad_checkpointing = grad_checkpointing
+        #: the dtype the vision tower computes in (float32: no autocast of its own)
+        self.precision = parse_precision(precision, f"the precision of the {checkpoint_role}")
+        if self.precision != torch.float32:
+            if finetune != "frozen":
+                raise ValueError(
+                    f"only a frozen CLIP can be stored in {precision}; this one trains "
+                    f"(finetune {finetune!r})"
+                )
+            store_matmul_weights(self.model.visual, self.precision)
+            float32_state_dict(self.model)
         self._dense, self._blocks = parse_out_features(out_features, self.tower.num_blocks)
         self._out_features = list(out_features)
         p = self.tower.patch_size
@@ -204,8 +221,7 @@ class CLIPViTBackbone(Backbone):
 
     @property
     def vision_blocks(self) -> nn.ModuleList:
-        module = self.tower.module
-        return module.blocks if hasattr(module, "blocks") else module.transformer.resblocks
+        return self.tower.blocks
 
     @property
     def export_formats(self) -> tuple[str, ...]:
@@ -221,6 +237,9 @@ class CLIPViTBackbone(Backbone):
         last ``num_blocks`` vision blocks, the published ``lock_image_tower``), and remember the
         trainable weights as the blend's initial state."""
         n = self.tower.num_blocks
+        if finetune != "frozen" and self.precision != torch.float32:
+            stored = str(self.precision).removeprefix("torch.")
+            raise ValueError(f"a CLIP stored in {stored} is frozen, not {finetune!r}")
         if finetune not in FINETUNE_MODES:
             raise ValueError(
                 f"MODEL.CLIP.FINETUNE must be one of {FINETUNE_MODES}, got {finetune!r}"
@@ -331,15 +350,26 @@ class CLIPViTBackbone(Backbone):
     ) -> TowerOutput:
         """One pass of the vision tower over normalised images (any size); what is asked for
         (:meth:`densevlm_d2.clip.towers.VisionTower.forward`). Autograd follows the caller's
-        context."""
-        return self.tower.forward(
-            x,
-            dense=dense,
-            image=image,
-            block_indices=blocks,
-            dense_residual=dense_residual,
-            normalize=normalize,
-        )
+        context. A tower stored in half precision runs under autocast in it; its outputs are
+        float32."""
+        half = self.precision != torch.float32
+        autocast = contextlib.nullcontext()  # a disabled autocast would turn off the caller's AMP
+        if half:
+            autocast = torch.autocast(x.device.type, dtype=self.precision)
+        with autocast:
+            out = self.tower.forward(
+                x,
+                dense=dense,
+                image=image,
+                block_indices=blocks,
+                dense_residual=dense_residual,
+                normalize=normalize,
+            )
+        if half:
+            out.dense = out.dense.float() if out.dense is not None else None
+            out.image = out.image.float() if out.image is not None else None
+            out.blocks = {i: t.float() for i, t in out.blocks.items()}
+        return out
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.no_grad() if self.is_frozen else contextlib.nullcontext():

@@ -26,6 +26,11 @@ Two detectron2 constraints shape the input (reference F-ViT pads every input to 
   recipe at 896 px (strides 3.5 ... 56, anchors 28 ... 448) is this backbone at a 1024 canvas with
   TOKEN_STRIDE 16 (strides 4 ... 64, anchors 32 ... 512): the same tokens, anchors and RoIs relative
   to the image content, with one extra bilinear resize of the image. For B/16 it is a no-op.
+
+``MODEL.FVIT.GRAD_CHECKPOINTING`` recomputes the pyramid's and the FPN's activations in the backward
+pass (and the ROI heads' box and mask heads', :class:`~densevlm_d2.modeling.OpenVocabROIHeads`);
+``MODEL.FVIT.FROZEN_PRECISION`` stores the frozen CLIP in half precision
+(:class:`~densevlm_d2.modeling.CLIPViTBackbone`'s ``precision``).
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ from detectron2.modeling import BACKBONE_REGISTRY, FPN, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from torch import nn
 
+from ...clip.precision import parse_precision
+from ...utils.activation_checkpointing import checkpointed
 from .clip_vit import CLIPViTBackbone
 
 __all__ = ["CLIPFPN", "CLIPFeaturePyramid", "SimplePyramid", "build_clip_fpn_backbone"]
@@ -75,8 +82,10 @@ class CLIPFeaturePyramid(Backbone):
         norm: str = "SyncBN",
         pad_to: int = 0,
         token_stride: int = 16,
+        grad_checkpointing: bool = False,
     ):
         super().__init__()
+        self.grad_checkpointing = grad_checkpointing
         if len(blocks) != 4:
             raise ValueError(f"F-ViT takes four CLIP blocks, got {list(blocks)}")
         if token_stride & (token_stride - 1) or token_stride < 4:
@@ -121,10 +130,19 @@ class CLIPFeaturePyramid(Backbone):
             return x
         with torch.no_grad():  # the CLIP ViT is frozen (and kept in eval mode by CLIPViTBackbone)
             out = self.clip_backbone.features(self.vit_input(x), dense=True, blocks=self.blocks)
-        maps = self.pyramid([out.blocks[i] for i in self.blocks])
-        feats = dict(zip(PYRAMID_FEATURES, maps, strict=True))
+        feats = self.pyramid_maps([out.blocks[i] for i in self.blocks])
         feats["clip_dense"] = out.dense
         return feats
+
+    def pyramid_maps(self, blocks: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The four block outputs -> ``s2 .. s5`` (checkpointed with ``grad_checkpointing``)."""
+        maps = checkpointed(
+            self._pyramid, *blocks, module=self.pyramid, enabled=self.grad_checkpointing
+        )
+        return dict(zip(PYRAMID_FEATURES, maps, strict=True))
+
+    def _pyramid(self, *blocks: torch.Tensor) -> list[torch.Tensor]:
+        return self.pyramid(list(blocks))
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         return {
@@ -134,13 +152,23 @@ class CLIPFeaturePyramid(Backbone):
 
 
 class CLIPFPN(FPN):
-    """detectron2's FPN over :class:`CLIPFeaturePyramid`, passing ``clip_dense`` through."""
+    """detectron2's FPN over :class:`CLIPFeaturePyramid`, passing ``clip_dense`` through;
+    ``grad_checkpointing``: the FPN's own activations are recomputed in the backward pass."""
+
+    def __init__(self, *, grad_checkpointing: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.grad_checkpointing = grad_checkpointing
 
     def forward(self, x):
         bottom_up = self.bottom_up(x)
-        out = super().forward(bottom_up)  # the bottom-up module returns a computed dict as is
+        levels = [bottom_up[f] for f in self.in_features]  # as arguments: kept for the backward
+        out = checkpointed(self._fpn, *levels, module=self, enabled=self.grad_checkpointing)
         out["clip_dense"] = bottom_up["clip_dense"]
         return out
+
+    def _fpn(self, *levels: torch.Tensor) -> dict[str, torch.Tensor]:
+        # the bottom-up module returns a computed dict as is
+        return super().forward(dict(zip(self.in_features, levels, strict=True)))
 
     def output_shape(self):
         return {**super().output_shape(), "clip_dense": self.bottom_up.output_shape()["clip_dense"]}
@@ -158,10 +186,18 @@ def build_clip_fpn_backbone(cfg, input_shape=None) -> CLIPFPN:
             "F-ViT's CLIP is frozen: MODEL.CLIP.FINETUNE must be 'frozen', got "
             f"{args['finetune']!r}"
         )
-    args.update(out_features=["dense"] + [f"block{i}" for i in f.BLOCKS])
+    parse_precision(f.FROZEN_PRECISION, "MODEL.FVIT.FROZEN_PRECISION")
+    args.update(
+        out_features=["dense"] + [f"block{i}" for i in f.BLOCKS], precision=f.FROZEN_PRECISION
+    )
     clip_backbone = CLIPViTBackbone(**args)
     bottom_up = CLIPFeaturePyramid(
-        clip_backbone, list(f.BLOCKS), f.PYRAMID_NORM, f.PAD_TO, f.TOKEN_STRIDE
+        clip_backbone,
+        list(f.BLOCKS),
+        f.PYRAMID_NORM,
+        f.PAD_TO,
+        f.TOKEN_STRIDE,
+        grad_checkpointing=f.GRAD_CHECKPOINTING,
     )
     in_features = list(cfg.MODEL.FPN.IN_FEATURES)
     if in_features != list(PYRAMID_FEATURES):
@@ -175,6 +211,7 @@ def build_clip_fpn_backbone(cfg, input_shape=None) -> CLIPFPN:
         norm=cfg.MODEL.FPN.NORM,
         top_block=LastLevelMaxPool(),
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+        grad_checkpointing=f.GRAD_CHECKPOINTING,
     )
     assert math.log2(fpn.size_divisibility).is_integer()
     return fpn

@@ -12,6 +12,9 @@ guidance features, :class:`CostAggregator` computes one logit map per class:
 4. two upsampling stages (transposed convolution x2, concatenated projected decoder guidance, two
    3x3 convolutions with GroupNorm and ReLU) and a 3x3 convolution to one logit per class, at 4x
    the token resolution.
+
+With ``grad_checkpointing``, each aggregator layer and each upsampling stage keeps only its input
+for the backward pass and recomputes the rest (:mod:`densevlm_d2.utils.activation_checkpointing`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...utils.activation_checkpointing import checkpointed
 from .class_attention import ClassAggregation
 from .spatial import SpatialAggregation
 
@@ -95,7 +99,8 @@ def _conv_relu(in_channels: int, out_channels: int) -> nn.Sequential:
 class CostAggregator(nn.Module):
     """See the module docstring. Published settings: ``hidden_dim`` 128, text and appearance
     guidance projected to 128, decoder (64, 32) with guidance (256, 128) -> (32, 16) channels,
-    2 layers, 4 heads, window 12 on a 24x24 map, linear class attention, ``pad_len`` 256."""
+    2 layers, 4 heads, window 12 on a 24x24 map, linear class attention, ``pad_len`` 256.
+    ``grad_checkpointing``: see the module docstring."""
 
     def __init__(
         self,
@@ -114,8 +119,10 @@ class CostAggregator(nn.Module):
         window: int = 12,
         attention_type: str = "linear",
         pad_len: int = 256,
+        grad_checkpointing: bool = False,
     ):
         super().__init__()
+        self.grad_checkpointing = grad_checkpointing
         if len(decoder_dims) != 2 or len(decoder_guidance_dims) != 2:
             raise ValueError("the decoder has two stages: two DECODER_DIMS and guidance dims")
         size = tuple(feature_size)
@@ -207,10 +214,12 @@ class CostAggregator(nn.Module):
         text_guidance = (
             self.text_proj(F.normalize(text.mean(dim=2), dim=-1)) if self.text_proj else None
         )
+        ckpt = self.grad_checkpointing
         for layer in self.layers:
-            x = layer(x, appearance, text_guidance, pooling)
+            x = checkpointed(layer, x, appearance, text_guidance, pooling, enabled=ckpt)
         x = x.transpose(1, 2).flatten(0, 1)  # (B*K, hidden, H, W)
-        x = self.up2(self.up1(x, decoder_guidance[0]), decoder_guidance[1])
+        x = checkpointed(self.up1, x, decoder_guidance[0], enabled=ckpt)
+        x = checkpointed(self.up2, x, decoder_guidance[1], enabled=ckpt)
         logits = self.head(x).view(b, k, *x.shape[-2:])
         if keep is None:
             return logits

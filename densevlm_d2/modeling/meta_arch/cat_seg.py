@@ -165,6 +165,7 @@ class CATSeg(DataContract, nn.Module):
             window=c.WINDOW_SIZE,
             attention_type=c.ATTENTION_TYPE,
             pad_len=c.MAX_CLASSES,
+            grad_checkpointing=c.GRAD_CHECKPOINTING,
         )
         return {
             "backbone": backbone,

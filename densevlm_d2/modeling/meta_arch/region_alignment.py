@@ -29,6 +29,7 @@ from detectron2.data import build_detection_train_loader
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils.events import get_event_storage
 
+from ...clip.precision import parse_precision
 from ...data.mappers import RegionTrainMapper
 from ...data.vocabulary import dataset_vocabulary
 from ..backbone.clip_vit import CLIPViTBackbone, embeddings_files
@@ -163,6 +164,7 @@ class DenseVLM(RegionAlignmentModel):
         ret = super().from_config(cfg)
         c = cfg.MODEL.DENSEVLM
         student = ret["backbone"]
+        parse_precision(c.TEACHER.PRECISION, "MODEL.DENSEVLM.TEACHER.PRECISION")
         teacher = CLIPViTBackbone(
             model_name=c.TEACHER.MODEL_NAME,
             checkpoint=c.TEACHER.CHECKPOINT,
@@ -173,6 +175,7 @@ class DenseVLM(RegionAlignmentModel):
             teacher=True,
             checkpoint_role="teacher CLIP (MODEL.DENSEVLM.TEACHER.CHECKPOINT)",
             random_init=True,  # checked by the checkpointer unless MODEL.CLIP.RANDOM_INIT
+            precision=c.TEACHER.PRECISION,
         )
         vocabulary = dataset_vocabulary(c.VOCABULARY)
         is_thing = vocabulary.thing_flags("DenseVLM's vocabulary (MODEL.DENSEVLM.VOCABULARY)")

@@ -13,6 +13,7 @@ from torch import nn
 
 from ...clip.text import DEFAULT_TEXT_SPEC, TextSpec
 from ...clip.vocabulary import BACKGROUND, Vocabulary, VocabularyError
+from ...utils.activation_checkpointing import recompute_in_backward
 from ..backbone.clip_vit import get_clip_backbone
 from ..open_vocab import text_spec
 from ..region_pooling import BoxPooler
@@ -41,6 +42,10 @@ class OpenVocabROIHeads(StandardROIHeads):
     score: each proposal box (before regression) is pooled from the dense map by a 1x1 RoIAlign,
     L2-normalised and scored against the same class embeddings at ``CLIP_LOGIT_SCALE``; the two
     probabilities are fused by :func:`~densevlm_d2.modeling.roi_heads.fuse_scores`.
+
+    ``grad_checkpointing`` (``MODEL.FVIT.GRAD_CHECKPOINTING``): the box head's and the mask head's
+    convolution/FC stacks recompute their activations in the backward pass (the mask loss is
+    computed once, outside).
     """
 
     @configurable
@@ -51,6 +56,7 @@ class OpenVocabROIHeads(StandardROIHeads):
         clip_logit_scale: float = 75.0,
         clip_stride: int = 16,
         text_spec: TextSpec | None = None,
+        grad_checkpointing: bool = False,
         **kwargs,
     ):
         """``text_spec``: how the vocabulary's class embeddings are made
@@ -59,6 +65,11 @@ class OpenVocabROIHeads(StandardROIHeads):
         self.score_fusion, self.clip_logit_scale = score_fusion, clip_logit_scale
         self.clip_pooler = BoxPooler(clip_stride)
         self.text_spec = text_spec
+        if grad_checkpointing:
+            recompute_in_backward(self.box_head)
+            if getattr(self, "mask_on", False):
+                # only the layers: the loss (and its logged accuracy) must not run twice
+                recompute_in_backward(self.mask_head, "layers")
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -69,6 +80,7 @@ class OpenVocabROIHeads(StandardROIHeads):
             clip_logit_scale=fusion.CLIP_LOGIT_SCALE,
             clip_stride=_clip_dense(input_shape).stride,
             text_spec=text_spec(cfg.MODEL.TEXT_CLASSIFIER, "MODEL.TEXT_CLASSIFIER"),
+            grad_checkpointing=cfg.MODEL.FVIT.GRAD_CHECKPOINTING,
         )
         return ret
 
