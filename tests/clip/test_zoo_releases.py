@@ -223,3 +223,14 @@ def test_zoo_model_check_names_both_architectures():
     check_zoo_model("some/file.pt", "EVA02-CLIP-L-14-336", "KEY")  # files: checked when read
     with pytest.raises(ValueError, match="is an EVA02-CLIP-L-14-336 checkpoint but KEY is "):
         check_zoo_model("zoo://declip-eva02-l14-336", "EVA02-CLIP-B-16", "KEY")
+
+
+@pytest.mark.parametrize(
+    "path", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").rglob("*.yaml"))
+)
+def test_shipped_configs_name_zoo_entries_of_their_architecture(path):
+    from densevlm_d2.engine.preflight import _check_architectures
+
+    cfg = densevlm_d2.add_densevlm_config(get_cfg())
+    cfg.merge_from_file(str(ROOT / path))
+    _check_architectures(cfg, [cfg.MODEL.WEIGHTS])
