@@ -234,3 +234,15 @@ def test_shipped_configs_name_zoo_entries_of_their_architecture(path):
     cfg = densevlm_d2.add_densevlm_config(get_cfg())
     cfg.merge_from_file(str(ROOT / path))
     _check_architectures(cfg, [cfg.MODEL.WEIGHTS])
+
+
+def test_download_all_skips_the_files_downloaded_by_hand(offline_hub, monkeypatch, capsys):
+    from densevlm_d2 import model_zoo
+
+    asked = []
+    monkeypatch.setattr(model_zoo, "resolve_weights", lambda n, **k: asked.append(n) or n)
+    assert model_zoo.main(["download", "all"]) == 0
+    assert asked == [n for n, e in MODEL_ZOO.items() if not e.manual]
+    assert "declip-eva02-b16" in asked
+    out = capsys.readouterr().out
+    assert "downloaded by hand (see docs/model_zoo.md), skipped: clipself-eva02-b16-coco" in out
