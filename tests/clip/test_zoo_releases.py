@@ -246,3 +246,16 @@ def test_download_all_skips_the_files_downloaded_by_hand(offline_hub, monkeypatc
     assert "declip-eva02-b16" in asked
     out = capsys.readouterr().out
     assert "downloaded by hand (see docs/model_zoo.md), skipped: clipself-eva02-b16-coco" in out
+
+
+def test_a_teacher_entry_of_another_architecture_is_refused():
+    cfg = densevlm_d2.add_densevlm_config(get_cfg())
+    cfg.merge_from_file(str(ROOT / "configs/coco/densevlm_eva02_b16.yaml"))
+    check_weights(cfg)  # as shipped: the L/14-336 teacher entry on the L/14-336 teacher
+    cfg.MODEL.DENSEVLM.TEACHER.CHECKPOINT = "declip-eva02-b16"
+    with pytest.raises(
+        ValueError,
+        match="'declip-eva02-b16' is an EVA02-CLIP-B-16 checkpoint but "
+        "MODEL.DENSEVLM.TEACHER.MODEL_NAME is 'EVA02-CLIP-L-14-336'",
+    ):
+        check_weights(cfg)
