@@ -3,7 +3,7 @@ and pre-fetching them for a machine without network.
 
     python -m densevlm_d2.model_zoo                        # list, with the cached files
     python -m densevlm_d2.model_zoo download densevlm-eva02-b16 densevlm-teacher-eva02-l14-336
-    python -m densevlm_d2.model_zoo download all
+    python -m densevlm_d2.model_zoo download all          # all but the files downloaded by hand
 
 Downloads go to the Hugging Face hub cache (``HF_HOME`` / ``HF_HUB_CACHE``); copy that folder to an
 offline machine and run with ``HF_HUB_OFFLINE=1``. The entries are in :mod:`densevlm_d2.clip.hub`
@@ -46,7 +46,11 @@ def main(argv=None) -> int:
     if args.command in (None, "list"):
         print(_list())
         return 0
-    names = list(MODEL_ZOO) if args.names == ["all"] else args.names
+    names = args.names
+    if names == ["all"]:  # what a program can fetch; files downloaded by hand are named
+        names = [n for n, e in MODEL_ZOO.items() if not e.manual]
+        by_hand = [n for n, e in MODEL_ZOO.items() if e.manual]
+        print(f"downloaded by hand (see docs/model_zoo.md), skipped: {', '.join(by_hand)}")
     unknown = [n for n in names if n not in MODEL_ZOO]
     if unknown:
         parser.error(

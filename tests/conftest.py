@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import constants
 
 import densevlm_d2  # noqa: F401  (registers the backbone, meta-architectures and datasets)
 
@@ -18,6 +20,24 @@ DATA = Path(__file__).parent / "fixtures"
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Text-embedding cache in a temporary directory, never the user's."""
     monkeypatch.setenv("DENSEVLM_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """An empty Hugging Face hub cache, offline, and a socket that fails the test if anything
+    connects."""
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("something tried the network while offline")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    return cache
 
 
 def release_key_shapes(name: str) -> dict[str, tuple[int, ...]]:

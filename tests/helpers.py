@@ -1,7 +1,9 @@
-"""Shared by tests that run the project's command-line tools as users do, in a subprocess."""
+"""Shared by tests that run the project's command-line tools as users do, in a subprocess, and by
+tests that read weights from a Hugging Face hub cache."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import subprocess
@@ -54,3 +56,25 @@ def load_tool(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+#: the commit that :func:`put_in_hub_cache` files its snapshots under
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def put_in_hub_cache(cache: Path, repo_id: str, filename: str, source: Path, commit=COMMIT):
+    """A file in huggingface_hub's cache layout: ``models--org--repo/blobs/<sha256>``, a
+    ``snapshots/<commit>/<filename>`` symlink to the blob, ``refs/main`` naming the commit."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    data = source.read_bytes()
+    blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(data)
+    link = repo / "snapshots" / commit / filename
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.exists() or link.is_symlink():
+        link.unlink()
+    link.symlink_to(os.path.relpath(blob, link.parent))
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return link

@@ -299,8 +299,8 @@ def hub(tmp_path_factory):
     """A hub cache, offline, holding the model zoo's EVA02-CLIP-B/16 files (random weights in the
     exact release layout, as huggingface_hub lays files out)."""
     from densevlm_d2.clip.hub import MODEL_ZOO
-    from tests.clip.test_hub import put_in_hub_cache
     from tests.conftest import random_release_state
+    from tests.helpers import put_in_hub_cache
 
     cache = tmp_path_factory.mktemp("hub")
     weights = tmp_path_factory.mktemp("weights") / "b16.pt"

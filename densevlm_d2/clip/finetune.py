@@ -7,7 +7,8 @@ splits). Here that is done on the upstream modules without changing them:
 
 * timm's EVA02 attention has separate ``q_proj`` / ``k_proj`` / ``v_proj`` layers already: their
   ``q_proj.weight`` and ``v_proj.weight`` train;
-* ``nn.MultiheadAttention`` (open_clip's OpenAI-style vision tower and every text tower) is switched
+* ``nn.MultiheadAttention`` (open_clip's OpenAI-style vision tower and every text tower; from
+  open_clip 4 its own ``Attention``, with the same parameters) is switched
   to its own separate-projection mode (``q_proj_weight``, ``k_proj_weight``, ``v_proj_weight``,
   the layout it uses when query/key/value sizes differ) by :func:`split_in_projection`; only the
   query and value weights train. State-dict hooks keep the checkpoint layout open_clip's: the
@@ -23,7 +24,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["FINETUNE_MODES", "attention_qv_parameters", "split_in_projection", "value_weight"]
+__all__ = [
+    "FINETUNE_MODES",
+    "attention_qv_parameters",
+    "attention_width",
+    "split_in_projection",
+    "value_bias",
+    "value_weight",
+]
 
 #: ``MODEL.CLIP.FINETUNE``: "blocks": the last ``MODEL.CLIP.TRAINABLE_BLOCKS`` vision blocks (the
 #: DenseVLM/CLIPSelf recipe); "frozen": nothing; "attention": the attention query and value
@@ -46,40 +54,62 @@ def _split_on_load(module, state_dict, prefix, *args) -> None:
             state_dict[prefix + name] = part
 
 
-def split_in_projection(attn: nn.MultiheadAttention) -> nn.MultiheadAttention:
-    """Give ``attn`` separate query/key/value projection weights in place (same values; a no-op
-    when it has them already). Its state dict keeps the fused ``in_proj_weight`` key."""
-    if not isinstance(attn, nn.MultiheadAttention):
+def _in_projection_attention(module: nn.Module) -> bool:
+    """``nn.MultiheadAttention``, or open_clip's own ``Attention`` (open_clip 4 and later: the same
+    ``in_proj_weight`` / ``q_proj_weight``... parameters and checkpoint keys, its own forward)."""
+    return isinstance(module, nn.MultiheadAttention) or all(
+        hasattr(module, a) for a in ("in_proj_weight", "q_proj_weight", "in_proj_bias", "out_proj")
+    )
+
+
+def attention_width(attn: nn.Module) -> int:
+    """The width of an in-projection attention layer (its query, key and value size)."""
+    return attn.out_proj.in_features
+
+
+def split_in_projection(attn: nn.Module) -> nn.Module:
+    """Give ``attn`` (``nn.MultiheadAttention`` or open_clip's ``Attention``) separate
+    query/key/value projection weights in place (same values; a no-op when it has them already).
+    Its state dict keeps the fused ``in_proj_weight`` key."""
+    if not _in_projection_attention(attn):
         raise TypeError(f"expected nn.MultiheadAttention, got {type(attn).__name__}")
     if attn.in_proj_weight is None:
         return attn
-    if not (attn.kdim == attn.vdim == attn.embed_dim):
+    if isinstance(attn, nn.MultiheadAttention) and not (attn.kdim == attn.vdim == attn.embed_dim):
         raise ValueError("split_in_projection needs query, key and value of the model's width")
     weight = attn.in_proj_weight
     for name, part in zip(_SPLIT, weight.detach().chunk(3, dim=0), strict=True):
+        attn.__dict__.pop(name, None)  # open_clip's Attention holds a plain None there
         attn.register_parameter(name, nn.Parameter(part.clone(), weight.requires_grad))
-    attn.register_parameter("in_proj_weight", None)
-    attn._qkv_same_embed_dim = False  # the module's own switch for separate projections
+    attn.register_parameter("in_proj_weight", None)  # open_clip's Attention: its switch
+    attn._qkv_same_embed_dim = False  # nn.MultiheadAttention's own switch
     attn.register_state_dict_post_hook(_fuse_on_save)
     attn.register_load_state_dict_pre_hook(_split_on_load)
     return attn
 
 
-def value_weight(attn: nn.MultiheadAttention) -> torch.Tensor:
-    """The value projection weight of an ``nn.MultiheadAttention``, fused or split."""
+def value_weight(attn: nn.Module) -> torch.Tensor:
+    """The value projection weight of an in-projection attention layer, fused or split."""
     if attn.in_proj_weight is not None:
-        c = attn.embed_dim
-        return attn.in_proj_weight[2 * c :]
+        return attn.in_proj_weight[2 * attention_width(attn) :]
     return attn.v_proj_weight
+
+
+def value_bias(attn: nn.Module) -> torch.Tensor | None:
+    """The value projection bias of an in-projection attention layer (None without biases)."""
+    if attn.in_proj_bias is None:
+        return None
+    return attn.in_proj_bias[2 * attention_width(attn) :]
 
 
 def attention_qv_parameters(clip: nn.Module) -> list[nn.Parameter]:
     """The query and value projection weights of every attention layer of an open_clip model's
-    towers, splitting fused ``nn.MultiheadAttention`` projections first. A clear error for an
+    towers, splitting fused in-projections (``nn.MultiheadAttention``, open_clip's ``Attention``)
+    first. A clear error for an
     attention layer whose query and value weights cannot be told apart (timm's fused ``qkv``)."""
     params: list[nn.Parameter] = []
     for name, module in clip.named_modules():
-        if isinstance(module, nn.MultiheadAttention):
+        if _in_projection_attention(module):
             split_in_projection(module)
             params += [module.q_proj_weight, module.v_proj_weight]
         elif hasattr(module, "q_proj") and hasattr(module, "v_proj") and hasattr(module, "qkv"):

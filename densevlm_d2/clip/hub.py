@@ -9,7 +9,10 @@ A weight reference is any of
   honoured) and read from there afterwards; with ``HF_HUB_OFFLINE=1`` only the cache is used;
 * a model-zoo name (:data:`MODEL_ZOO`, e.g. ``densevlm-eva02-b16``), optionally written
   ``zoo://<name>``: a published checkpoint with its architecture, source, layout, licence and
-  published numbers.
+  published numbers. Entries whose files are only downloadable by hand (Google Drive, OneDrive:
+  :class:`ManualFile`) are looked up by file name in :func:`checkpoints_dir`
+  (``$DENSEVLM_CHECKPOINTS``, default ``$DENSEVLM_CACHE/checkpoints`` or
+  ``~/.cache/densevlm_d2/checkpoints``).
 
 :func:`resolve_weights` turns a reference into a local file. Without network and without a cached
 copy, the error names the repository, the file and the command that fetches it on a connected
@@ -20,14 +23,17 @@ from __future__ import annotations
 
 import difflib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 __all__ = [
     "MODEL_ZOO",
     "HubReference",
+    "ManualFile",
     "ZooEntry",
     "check_weights_reference",
+    "check_zoo_model",
+    "checkpoints_dir",
     "is_cached",
     "parse_hf_reference",
     "resolve_weights",
@@ -55,6 +61,33 @@ class HubReference:
         return f"hf download {self.repo_id} {self.filename}{rev}"
 
 
+@dataclass(frozen=True)
+class ManualFile:
+    """A published file that only a person can download (a Google Drive or OneDrive link): placed
+    by hand in :func:`checkpoints_dir` under ``filename``."""
+
+    filename: str
+    url: str
+
+    def __str__(self) -> str:
+        return str(checkpoints_dir() / self.filename)
+
+    @property
+    def fetch_command(self) -> str:
+        return f"download {self.url} by hand and save it as {checkpoints_dir() / self.filename}"
+
+
+def checkpoints_dir() -> Path:
+    """Where files downloaded by hand are looked up by name: ``$DENSEVLM_CHECKPOINTS``, else
+    ``$DENSEVLM_CACHE/checkpoints`` (default ``~/.cache/densevlm_d2/checkpoints``)."""
+    if os.environ.get("DENSEVLM_CHECKPOINTS"):
+        return Path(os.environ["DENSEVLM_CHECKPOINTS"])
+    root = os.environ.get("DENSEVLM_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "densevlm_d2"
+    )
+    return Path(root) / "checkpoints"
+
+
 def parse_hf_reference(ref: str) -> HubReference:
     """``hf://org/repo/path/in/repo[@revision]`` -> :class:`HubReference`."""
     body = ref[len(HF_PREFIX) :]
@@ -74,13 +107,22 @@ class ZooEntry:
 
     name: str
     model: str  # densevlm_d2 architecture name
-    files: tuple[HubReference, ...]  # the first that resolves is used
-    layout: str  # eva_clip or open_clip
+    files: tuple[HubReference | ManualFile, ...]  # the first that resolves is used
+    layout: str  # eva_clip (training wrappers {"state_dict": ...} included) or open_clip
     source: str
     licence: str
     description: str
-    # paper Table 1 (top-1 / top-5 %): COCO Boxes, Masks-T, Masks-S; ADE Boxes, Masks-T, Masks-S
+    # published numbers this file should reproduce: DenseVLM paper Table 1 columns (top-1 / top-5
+    # %: COCO Boxes, Masks-T, Masks-S; ADE Boxes, Masks-T, Masks-S) and others, each naming its
+    # source
     published: dict[str, str] = field(default_factory=dict)
+    # what a user should know before comparing numbers (dense path, training resolution ...)
+    notes: str = ""
+
+    @property
+    def manual(self) -> bool:
+        """True when its files can only be downloaded by hand."""
+        return all(isinstance(f, ManualFile) for f in self.files)
 
     @property
     def reference(self) -> str:
@@ -111,6 +153,53 @@ def _open_clip_entry(name: str, model: str, tag: str, description: str) -> ZooEn
 
 _EVA = "QuanSun/EVA-CLIP"
 _DENSEVLM = "lyhisme/DenseVLM"
+_DECLIP_B = "xiaomoguhzz/DeCLIP_EVA-B_DINOv2-B_csa_0.05_2.0"
+_DECLIP_L = "xiaomoguhzz/DeCLIP_EVA-L_DINOv2-L_csa_0.05_2.0"
+_DECLIP_NOTE = (
+    "DeCLIP reads dense features through its 'csa' last block (query-query plus key-key "
+    "attention), which this project does not implement: its dense map (the value path) gives "
+    "other dense numbers; crops and the CLS embedding are unaffected"
+)
+_CLIPSELF_DRIVE = "https://drive.google.com/file/d/{}/view"
+_CLIPSELF_NOTE = (
+    "trained at {} px with CLIPSelf's weight blend (alpha {}); the F-ViT numbers are of a "
+    "detector trained on top (MMDetection), not of this file alone"
+)
+
+
+def _declip_entry(name: str, model: str, repo: str, size: str) -> ZooEntry:
+    """A DeCLIP release: one hub repository per model, holding the training script's last
+    checkpoint (``epoch_6.pt``; a renamed copy is tried too)."""
+    files = tuple(HubReference(repo, f) for f in ("epoch_6.pt", f"{repo.split('/')[1]}.pt"))
+    return ZooEntry(
+        name, model, files, "eva_clip",
+        "DeCLIP release (xiaomoguhz/DeCLIP, DeCLIP_CATSeg branch; CVPR 2025)",
+        "Apache-2.0 (the code repository's; the model card names none)",
+        f"DeCLIP: EVA02-CLIP-{size} distilled from itself (content) and DINOv2-{size[0]} "
+        "(context) on COCO, 6 epochs",
+        notes=_DECLIP_NOTE,
+    )  # fmt: skip
+
+
+def _clipself_entry(
+    name: str, model: str, file: str, drive_id: str, what: str, published: dict[str, str]
+) -> ZooEntry:
+    """A CLIPSelf release (Google Drive only): downloaded by hand, found by file name."""
+    size, alpha = ("1024", "0.7") if model == "EVA02-CLIP-B-16" else ("896", "0.95")
+    return ZooEntry(
+        name, model, (ManualFile(file, _CLIPSELF_DRIVE.format(drive_id)),), "eva_clip",
+        "CLIPSelf release (wusize/CLIPSelf, ICLR 2024)", "NTU S-Lab License 1.0 (non-commercial)",
+        what, published, notes=_CLIPSELF_NOTE.format(size, alpha),
+    )  # fmt: skip
+
+
+def _ov_coco(ap50: str) -> dict[str, str]:
+    return {"F-ViT OV-COCO AP50 novel (CLIPSelf README)": ap50}
+
+
+def _ov_lvis(apr: str) -> dict[str, str]:
+    return {"F-ViT OV-LVIS mask APr (CLIPSelf README)": apr}
+
 
 MODEL_ZOO: dict[str, ZooEntry] = {
     e.name: e
@@ -194,6 +283,81 @@ MODEL_ZOO: dict[str, ZooEntry] = {
             "openai",
             "OpenAI CLIP ViT-B/16 (QuickGELU), as open_clip publishes it",
         ),  # fmt: skip
+        replace(
+            _declip_entry("declip-eva02-b16", "EVA02-CLIP-B-16", _DECLIP_B, "B/16"),
+            published={
+                "CAT-Seg on it, mIoU A-847 / PC-459 / A-150 / PC-59 / VOC-20 / VOC-21 (release "
+                "README, retrained)": "15.20 / 21.47 / 36.57 / 60.89 / 96.68 / 81.54",
+                "the same in the paper (PAS-20b for VOC-21)": "15.3 / 21.4 / 36.3 / 60.6 / 96.6 / "
+                "81.3",
+            },
+        ),
+        _declip_entry("declip-eva02-l14-336", "EVA02-CLIP-L-14-336", _DECLIP_L, "L/14-336"),
+        _clipself_entry(
+            "clipself-eva02-b16-coco-patches",
+            "EVA02-CLIP-B-16",
+            "eva_vitb16_coco_clipself_patches.pt",
+            "1Nz1xH7cbR8HEW40rMtYUn3PE5ypLw5vb",
+            "CLIPSelf, EVA02-CLIP-B/16, COCO image patches",
+            _ov_coco("33.6"),
+        ),  # fmt: skip
+        _clipself_entry(
+            "clipself-eva02-b16-coco-proposals",
+            "EVA02-CLIP-B-16",
+            "eva_vitb16_coco_clipself_proposals.pt",
+            "1Tf8gJWmbRnsX8verC6Ee7lK3Dm781p5M",
+            "CLIPSelf, EVA02-CLIP-B/16, COCO region proposals",
+            _ov_coco("37.6"),
+        ),  # fmt: skip
+        _clipself_entry(
+            "regionclip-eva02-b16-coco",
+            "EVA02-CLIP-B-16",
+            "eva_vitb16_coco_regionclip.pt",
+            "1lfaSAenNpfE1Smiv2WIdj0y4Mcb3NrP7",
+            "RegionCLIP-style refinement (region proposals with pseudo labels), EVA02-CLIP-B/16, "
+            "COCO",
+            _ov_coco("34.4"),
+        ),  # fmt: skip
+        _clipself_entry(
+            "clipself-eva02-l14-coco-patches",
+            "EVA02-CLIP-L-14-336",
+            "eva_vitl14_coco_clipself_patches.pt",
+            "1vycKoimE2-QHjzQFCXMc4YH-tfJq-GMT",
+            "CLIPSelf, EVA02-CLIP-L/14-336, COCO image patches",
+            _ov_coco("38.4"),
+        ),  # fmt: skip
+        _clipself_entry(
+            "clipself-eva02-l14-coco-proposals",
+            "EVA02-CLIP-L-14-336",
+            "eva_vitl14_coco_clipself_proposals.pt",
+            "1UQ3YpYeoXs4ESruUqrpWE4VwOD5UHp-S",
+            "CLIPSelf, EVA02-CLIP-L/14-336, COCO region proposals",
+            _ov_coco("44.3"),
+        ),  # fmt: skip
+        _clipself_entry(
+            "regionclip-eva02-l14-coco",
+            "EVA02-CLIP-L-14-336",
+            "eva_vitl14_coco_regionclip.pt",
+            "1unxcWfzNQfyPj_PYtgtr8prne63l80eh",
+            "RegionCLIP-style refinement, EVA02-CLIP-L/14-336, COCO",
+            _ov_coco("38.7"),
+        ),  # fmt: skip
+        _clipself_entry(
+            "clipself-eva02-b16-lvis-patches",
+            "EVA02-CLIP-B-16",
+            "eva_vitb16_lvis_clipself_patches.pt",
+            "1-yfrMVaS4aN5uZSYCTalhJ_Pq3j_2aT4",
+            "CLIPSelf, EVA02-CLIP-B/16, LVIS image patches",
+            _ov_lvis("25.3"),
+        ),  # fmt: skip
+        _clipself_entry(
+            "clipself-eva02-l14-lvis-patches",
+            "EVA02-CLIP-L-14-336",
+            "eva_vitl14_lvis_clipself_patches.pt",
+            "1_bQMw-R0tBgvFWAAJFi7RbAHN4-OYIz0",
+            "CLIPSelf, EVA02-CLIP-L/14-336, LVIS image patches",
+            _ov_lvis("34.9"),
+        ),  # fmt: skip
     )
 }
 
@@ -241,11 +405,31 @@ def _cause(e: BaseException) -> str:
     return f"{type(e).__name__}: {first.rstrip('.')}" if first else type(e).__name__
 
 
+def _resolve_manual(files: tuple[ManualFile, ...], what: str) -> Path:
+    """A file downloaded by hand, found by name in :func:`checkpoints_dir`."""
+    for file in files:
+        path = checkpoints_dir() / file.filename
+        if path.is_file():
+            return path
+    file, folder = files[0], checkpoints_dir()
+    raise FileNotFoundError(
+        f"{what}: {file.filename} is not in {folder} (only downloadable by hand). To get it: "
+        f"download {file.url} in a browser and save it as {folder / file.filename} (or set "
+        "DENSEVLM_CHECKPOINTS to the folder that holds it), or give the file's path instead of "
+        "the name"
+    )
+
+
 def _resolve_files(
-    files: tuple[HubReference, ...], what: str, zoo_name: str = "", downloading: bool = False
+    files: tuple[HubReference | ManualFile, ...],
+    what: str,
+    zoo_name: str = "",
+    downloading: bool = False,
 ) -> Path:
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
+    if all(isinstance(f, ManualFile) for f in files):
+        return _resolve_manual(files, what)
     offline = _offline()
     problems = []
     for file in files:
@@ -327,11 +511,32 @@ def check_weights_reference(ref: str | os.PathLike) -> None:
 
 
 def is_cached(entry: ZooEntry) -> Path | None:
-    """The cached file of a zoo entry, or None (never touches the network)."""
+    """The cached file of a zoo entry (a file downloaded by hand: in :func:`checkpoints_dir`), or
+    None (never touches the network)."""
     from huggingface_hub import try_to_load_from_cache
 
     for file in entry.files:
+        if isinstance(file, ManualFile):
+            path = checkpoints_dir() / file.filename
+            if path.is_file():
+                return path
+            continue
         path = try_to_load_from_cache(file.repo_id, file.filename, revision=file.revision)
         if isinstance(path, str):
             return Path(path)
     return None
+
+
+def check_zoo_model(ref: str | os.PathLike, model_name: str, key: str) -> None:
+    """A model-zoo reference given for a CLIP built as ``model_name`` (the config key ``key``
+    names it) must be of that architecture: otherwise a ``ValueError`` naming both. Other
+    references pass (their files are checked when loaded)."""
+    from .models import open_clip_name
+
+    text = os.fspath(ref)
+    entry = zoo_entry(text) if text and not os.path.exists(text) else None
+    if entry is not None and open_clip_name(entry.model) != open_clip_name(model_name):
+        raise ValueError(
+            f"model-zoo entry {entry.name!r} is an {entry.model} checkpoint but {key} is "
+            f"{model_name!r}: set {key} to {entry.model!r}"
+        )

@@ -26,8 +26,12 @@ changed checkpoint, vocabulary or prompt is always a miss; a damaged disk entry 
 Embeddings computed with autograd (a text tower that trains) are never cached.
 
 A precomputed file (the published ``.npy`` class embeddings) replaces the computation for one
-vocabulary: :func:`load_text_embeddings` checks its size against the vocabulary and the model and,
-when a ``.json`` written with it names its model and classes, those too.
+vocabulary, and can never silently belong to another CLIP: :func:`load_text_embeddings` checks its
+size against the vocabulary and the model's embedding width; the model it was made with, from the
+``.json`` written beside it (model, text-tower digest, classes) or, for the published files that
+have none, from their release names (:data:`PUBLISHED_EMBEDDINGS`), must be the backbone's. A file
+that says nothing of its model is compared with the backbone's own text tower on a few classes
+(:func:`check_embedding_space`). Every mismatch is an error naming both models.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import json
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,10 +57,13 @@ from .vocabulary import Vocabulary, first_difference, split_synonyms
 
 __all__ = [
     "DEFAULT_TEXT_SPEC",
+    "PUBLISHED_EMBEDDINGS",
     "SYNONYM_MODES",
     "TextEmbedder",
     "TextSpec",
+    "check_embedding_space",
     "default_cache_dir",
+    "embeddings_model",
     "encode_tokens",
     "load_text_embeddings",
     "save_text_embeddings",
@@ -138,6 +145,23 @@ def _units(vocabulary: Vocabulary, synonyms: str) -> list[list[str]]:
     return [[query] for query in vocabulary.synonym_queries()[0]]
 
 
+#: the published class-embedding files (DenseVLM, CLIPSelf and DeCLIP ``metadata/*.npy``, named
+#: ``<vocabulary>_clip_hand_craft_<model>.npy``) have no ``.json``: the model they were made with,
+#: read off the end of the name (open_clip names; OpenAI's B/16 serves both GELU spellings)
+PUBLISHED_EMBEDDINGS: dict[str, tuple[str, ...]] = {
+    "_clip_hand_craft_EVACLIP_ViTB16.npy": ("EVA02-B-16",),
+    "_clip_hand_craft_EVACLIP_ViTL14x336.npy": ("EVA02-L-14-336",),
+    "_clip_hand_craft_ViTB16.npy": ("ViT-B-16-quickgelu", "ViT-B-16"),
+    "_clip_hand_craft_ViTL14x336.npy": ("ViT-L-14-336",),
+    "_clip_hand_craft_siglip-so400m-patch14-384.npy": ("ViT-SO400M-14-SigLIP-384",),
+}
+
+#: rows of a file without a model name that :func:`check_embedding_space` compares, and the mean
+#: cosine they must reach against the backbone's own text tower (one prompt against a file's
+#: ensemble of the same model: about 0.8-0.95; another CLIP's embedding space: about 0)
+SPOT_CHECK_ROWS, SPOT_CHECK_COSINE = 4, 0.5
+
+
 def _sidecar(path: Path) -> Path:
     return (
         path.with_name(path.name + ".json") if path.suffix != ".npy" else path.with_suffix(".json")
@@ -150,11 +174,14 @@ def load_text_embeddings(
     dim: int | None = None,
     model_name: str | None = None,
     rows: int | None = None,
+    weights: str | Callable[[], str] | None = None,
 ) -> torch.Tensor:
     """Read a ``.npy`` embedding file (the published layout: float32, one row per class),
-    checked against the vocabulary (``rows``, default its size), the model's embedding size and,
-    when a ``.json`` beside it says which model and classes it was made for, those. Never
-    unpickles."""
+    checked against the vocabulary (``rows``, default its size), the model's embedding size
+    ``dim``, and the model ``model_name`` (open_clip name) and text-tower digest ``weights``
+    (:func:`text_tower_digest`, or a function returning it, called only when the file's ``.json``
+    names its weights) when the file says which it was made with (:func:`embeddings_model`; the
+    ``.json`` beside it also names its classes). Never unpickles."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"text embedding file not found: {path}")
@@ -187,25 +214,62 @@ def load_text_embeddings(
             f"{path}: rows {bad[:10].tolist()} are not finite or all zero (classes cannot be "
             "scored against them)"
         )
-    _check_sidecar(path, vocabulary, model_name)
+    _check_sidecar(path, vocabulary, model_name, weights)
     return torch.from_numpy(arr.astype(np.float32, copy=False))
 
 
-def _check_sidecar(path: Path, vocabulary: Vocabulary | None, model_name: str | None) -> None:
-    """A ``.json`` written beside an embedding file names the model and classes it was made for:
-    a mismatch is an error naming both."""
+def _read_sidecar(path: Path) -> dict:
+    """The ``.json`` description written beside an embedding file, or ``{}`` without one."""
     meta_path = _sidecar(path)
     if not meta_path.is_file():
-        return
+        return {}
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{meta_path} (the description of {path}) cannot be read: {e}") from None
-    made_for = meta.get("model")
-    if model_name is not None and made_for is not None and made_for != model_name:
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path} (the description of {path}) is not a JSON object")
+    return meta
+
+
+def embeddings_model(path: str | os.PathLike) -> tuple[tuple[str, ...], str] | None:
+    """The model(s) an embedding file says it was made with, and where it says so (its ``.json``,
+    or its published release name); None when it says nothing."""
+    path = Path(path)
+    made_for = _read_sidecar(path).get("model")
+    if made_for:
+        return (str(made_for),), f"says {_sidecar(path).name}"
+    for suffix, models in PUBLISHED_EMBEDDINGS.items():
+        if path.name.endswith(suffix):
+            return models, "by its published file name"
+    return None
+
+
+def _check_sidecar(
+    path: Path,
+    vocabulary: Vocabulary | None,
+    model_name: str | None,
+    weights: str | Callable[[], str] | None,
+) -> None:
+    """What an embedding file says it was made for (model, text-tower weights, classes) against
+    what it is used with: a mismatch is an error naming both."""
+    made_for = embeddings_model(path)
+    if model_name is not None and made_for is not None and model_name not in made_for[0]:
         raise ValueError(
-            f"{path} holds text embeddings of {made_for} (says {meta_path.name}) but is used "
-            f"with {model_name}: embeddings of one CLIP cannot score another's features"
+            f"{path} holds text embeddings of {' / '.join(made_for[0])} ({made_for[1]}) but is "
+            f"used with {model_name}: embeddings of one CLIP cannot score another's features"
+        )
+    meta = _read_sidecar(path)
+    meta_path = _sidecar(path)
+    made_with = meta.get("weights")
+    if callable(weights) and made_with is not None:
+        weights = weights()
+    if weights is not None and made_with is not None and made_with != weights:
+        raise ValueError(
+            f"{path} was made with another text tower: {meta.get('model', '?')} with text-tower "
+            f"weights {made_with} (says {meta_path.name}), used with {model_name or 'a model'} "
+            f"whose text-tower weights are {weights}: recompute it with this checkpoint (or drop "
+            "'weights' from the .json if the difference is known to be harmless)"
         )
     names = meta.get("names")
     if vocabulary is not None and names is not None and list(names) != list(vocabulary.names):
@@ -214,6 +278,30 @@ def _check_sidecar(path: Path, vocabulary: Vocabulary | None, model_name: str | 
             f"{path} was made for other classes than the vocabulary of {vocabulary.source} "
             f"(says {meta_path.name}): first difference at index {diff}"
         )
+
+
+def check_embedding_space(
+    embeddings: torch.Tensor, vocabulary: Vocabulary, embedder: TextEmbedder, path
+) -> float:
+    """Check that class embeddings read from ``path`` (which names no model) live in
+    ``embedder``'s text space: its first :data:`SPOT_CHECK_ROWS` classes are embedded by the
+    backbone's text tower with one prompt and compared row by row; a mean cosine below
+    :data:`SPOT_CHECK_COSINE` is an error naming the backbone's model and the file's unknown one.
+    Returns the mean cosine."""
+    n = min(SPOT_CHECK_ROWS, len(vocabulary))
+    sample = Vocabulary.from_names(vocabulary.names[:n])
+    spec = TextSpec(prompts=("a photo of a {}.",))
+    mine = embedder.compute(sample, spec)
+    cosine = float(F.cosine_similarity(mine, embeddings[:n].float(), dim=-1).mean())
+    if cosine < SPOT_CHECK_COSINE:
+        raise ValueError(
+            f"{path} does not hold {embedder.model_name}'s text embeddings: its first {n} rows "
+            f"({', '.join(sample.names)}) agree with this CLIP's text tower by a mean cosine of "
+            f"{cosine:.2f} (the same model's: above {SPOT_CHECK_COSINE}), so it was made with "
+            "another model, which it does not name (no .json beside it, no published file name). "
+            "Give the file made for this CLIP, or let the text tower compute the embeddings"
+        )
+    return cosine
 
 
 def save_text_embeddings(
@@ -230,15 +318,25 @@ def save_text_embeddings(
     return path
 
 
-def _cache_problem(path: Path, rows: int, spec: TextSpec) -> str | None:
-    """What is wrong with a cache file, or None when it is intact."""
+def _cache_problem(
+    path: Path, rows: int, spec: TextSpec, dim: int, description: dict
+) -> str | None:
+    """What is wrong with a cache file, or None when it is intact: its array (type, rows, the
+    model's width ``dim``, finite values, norms) and the ``.json`` beside it (the model and
+    text-tower weights of ``description``, which its name is a digest of)."""
     try:
         arr = np.load(path, allow_pickle=False)
+        meta = _read_sidecar(path)
     except (OSError, ValueError, EOFError) as e:
         return f"unreadable: {e}"
+    said = {k: meta.get(k) for k in ("model", "weights")}
+    if said != {k: description[k] for k in said}:
+        return f"its .json describes {said}, not { ({k: description[k] for k in said}) }"
     ndim = 2 if spec.ensemble else 3
     if arr.dtype != np.float32 or arr.ndim != ndim or arr.shape[0] != rows:
         return f"{arr.dtype} array of shape {arr.shape}, expected float32 with {rows} rows"
+    if arr.shape[-1] != dim:
+        return f"{arr.shape[-1]}-d rows, but {description['model']} embeds in {dim}-d"
     if not np.isfinite(arr).all():
         return "non-finite values"
     norms = np.linalg.norm(arr, axis=-1)
@@ -455,12 +553,17 @@ class TextEmbedder:
         return self._memory[key].clone()  # what a caller does to its copy never reaches the cache
 
     def _disk_cached(self, vocabulary: Vocabulary, spec: TextSpec) -> torch.Tensor:
+        from .models import embed_dim_of
+
         path = self.cache_path(vocabulary, spec)
         if path is None:
             return self.compute(vocabulary, spec)
         rows = len(_units(vocabulary, spec.synonyms))
         if path.is_file():
-            problem = _cache_problem(path, rows, spec)
+            dim = embed_dim_of(self.model_name)
+            problem = _cache_problem(
+                path, rows, spec, dim, self.description(vocabulary.names, spec)
+            )
             if problem is None:
                 logger.info("text embeddings: cache hit %s", path)
                 return torch.from_numpy(np.load(path, allow_pickle=False))

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from detectron2.data import DatasetCatalog
 
-from ..clip.hub import check_weights_reference
+from ..clip.hub import check_weights_reference, check_zoo_model
 from ..clip.io import WeightFileNotFoundError
 
 __all__ = ["check_datasets", "check_run", "check_weights"]
@@ -63,6 +63,7 @@ def check_weights(
                 check_weights_reference(ref)
             except FileNotFoundError as e:
                 raise WeightFileNotFoundError(role, ref, str(e)) from None
+    _check_architectures(cfg, model_weights if not resuming else [])
     if cfg.MODEL.CLIP.RANDOM_INIT:
         return
     uses_clip = cfg.MODEL.BACKBONE.NAME in _CLIP_BACKBONES
@@ -81,6 +82,18 @@ def check_weights(
             "MODEL.CLIP.RANDOM_INIT True to run with random weights on purpose (tests, smoke "
             "runs, speed measurements)."
         )
+
+
+def _check_architectures(cfg, model_weights: Sequence[str]) -> None:
+    """Model-zoo names are of the architecture their CLIP is built as."""
+    if cfg.MODEL.BACKBONE.NAME not in _CLIP_BACKBONES:
+        return
+    name = cfg.MODEL.CLIP.MODEL_NAME
+    for ref in [cfg.MODEL.CLIP.CHECKPOINT, *model_weights]:
+        check_zoo_model(ref, name, "MODEL.CLIP.MODEL_NAME")
+    if cfg.MODEL.META_ARCHITECTURE == "DenseVLM":
+        teacher = cfg.MODEL.DENSEVLM.TEACHER
+        check_zoo_model(teacher.CHECKPOINT, teacher.MODEL_NAME, "MODEL.DENSEVLM.TEACHER.MODEL_NAME")
 
 
 def check_run(cfg, *, resume: bool = False, weights: Sequence[str] | None = None) -> None:

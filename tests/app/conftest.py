@@ -7,7 +7,6 @@ import pytest
 
 import densevlm_d2
 from app.catalogue import DEMO_REGISTER, register_files
-from tests.clip.test_hub import offline_hub  # noqa: F401 (the offline hub cache fixture)
 from tests.conftest import randomize_
 
 

@@ -10,7 +10,7 @@ from PIL import Image
 from app.catalogue import DEMO_MODELS, Catalogue
 from app.handlers import KEEP, Handlers, parse_box
 from densevlm_d2.data.vocabulary import dataset_vocabulary
-from tests.clip.test_hub import put_in_hub_cache
+from tests.helpers import put_in_hub_cache
 
 VOCAB = "ball, box, sky, grass, water"
 

@@ -10,7 +10,11 @@ from torch import nn
 
 import densevlm_d2
 from densevlm_d2.clip.checkpoint import load_checkpoint
-from densevlm_d2.clip.finetune import attention_qv_parameters, split_in_projection
+from densevlm_d2.clip.finetune import (
+    attention_qv_parameters,
+    attention_width,
+    split_in_projection,
+)
 from densevlm_d2.clip.models import build_clip_model
 from densevlm_d2.clip.text import encode_tokens
 from densevlm_d2.modeling import CLIPViTBackbone
@@ -76,7 +80,7 @@ def test_split_projection_keeps_outputs_and_checkpoint_layout(tmp_path):
     attention_qv_parameters(fresh)
     load_checkpoint(fresh, path)
     attn = fresh.visual.transformer.resblocks[0].attn
-    c = attn.embed_dim
+    c = attention_width(attn)
     torch.testing.assert_close(
         attn.v_proj_weight,
         before["visual.transformer.resblocks.0.attn.in_proj_weight"][2 * c :],

@@ -3,58 +3,16 @@ hub cache laid out exactly as huggingface_hub lays it out, with HF_HUB_OFFLINE=1
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
-import socket
-from pathlib import Path
 
 import pytest
 import torch
-from huggingface_hub import constants
 
 import densevlm_d2
 from densevlm_d2.clip.hub import MODEL_ZOO, is_cached, parse_hf_reference, resolve_weights
 from densevlm_d2.clip.io import WeightFileNotFoundError
 from densevlm_d2.model_zoo import main as zoo_main
-from tests.helpers import DEMO_REGISTER, ROOT, train_net
-
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def put_in_hub_cache(cache: Path, repo_id: str, filename: str, source: Path, commit=COMMIT):
-    """A file in huggingface_hub's cache layout: ``models--org--repo/blobs/<sha256>``, a
-    ``snapshots/<commit>/<filename>`` symlink to the blob, ``refs/main`` naming the commit."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    data = source.read_bytes()
-    blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-    blob.parent.mkdir(parents=True, exist_ok=True)
-    blob.write_bytes(data)
-    link = repo / "snapshots" / commit / filename
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if link.exists() or link.is_symlink():
-        link.unlink()
-    link.symlink_to(os.path.relpath(blob, link.parent))
-    (repo / "refs").mkdir(exist_ok=True)
-    (repo / "refs" / "main").write_text(commit)
-    return link
-
-
-@pytest.fixture
-def offline_hub(tmp_path, monkeypatch):
-    """An empty hub cache, offline, and a socket that fails the test if anything connects."""
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-
-    def no_network(*args, **kwargs):
-        raise AssertionError("something tried the network while offline")
-
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    return cache
+from tests.helpers import COMMIT, DEMO_REGISTER, ROOT, put_in_hub_cache, train_net
 
 
 def test_parse_references():

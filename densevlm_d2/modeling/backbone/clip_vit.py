@@ -46,7 +46,14 @@ from ...clip.checkpoint import (
 from ...clip.finetune import FINETUNE_MODES, attention_qv_parameters
 from ...clip.models import build_clip_model, open_clip_name
 from ...clip.precision import float32_state_dict, parse_precision, store_matmul_weights
-from ...clip.text import DEFAULT_TEXT_SPEC, TextEmbedder, TextSpec, load_text_embeddings
+from ...clip.text import (
+    DEFAULT_TEXT_SPEC,
+    TextEmbedder,
+    TextSpec,
+    check_embedding_space,
+    embeddings_model,
+    load_text_embeddings,
+)
 from ...clip.towers import EvaTower, TowerOutput, vision_tower
 from ...clip.vocabulary import Vocabulary
 
@@ -422,9 +429,23 @@ class CLIPViTBackbone(Backbone):
             )
         key = (path, vocabulary.names)  # read and checked once per file and vocabulary
         if key not in self._precomputed_files:
-            emb = load_text_embeddings(path, vocabulary, self.embed_dim, self.model_name)
+            digest = self.text_embedder.weights_digest
+            emb = load_text_embeddings(
+                path, vocabulary, self.embed_dim, self.model_name, weights=digest
+            )
+            if embeddings_model(path) is None:
+                self._check_embedding_space(emb, vocabulary, path)
             self._precomputed_files[key] = emb
         return self._precomputed_files[key].clone()
+
+    def _check_embedding_space(self, emb: torch.Tensor, vocabulary: Vocabulary, path) -> None:
+        """A file that names no model is compared with this CLIP's own text tower, once it has
+        weights (a randomly initialised CLIP has no text space to compare with)."""
+        if self.weights_source is None:
+            logger.info("%s names no model; not compared with a randomly initialised CLIP", path)
+            return
+        cosine = check_embedding_space(emb, vocabulary, self.text_embedder, path)
+        logger.info("%s agrees with %s's text tower (cosine %.2f)", path, self.model_name, cosine)
 
     def text_embeddings(
         self,
