@@ -88,15 +88,17 @@ def recipe_cfg(recipe: Recipe, checkpointing: bool, work: Path):
             node.GRAD_CHECKPOINTING = checkpointing
     if cfg.MODEL.META_ARCHITECTURE == "DenseVLM":
         cfg.MODEL.DENSEVLM.TEACHER.CHECKPOINT = ""
+        cfg.MODEL.DENSEVLM.THRESHOLD = 0.0  # every region distilled: the most memory, on a GPU too
         vocabulary = cfg.MODEL.DENSEVLM.VOCABULARY
         size = len(densevlm_d2.dataset_vocabulary(vocabulary).names)
         for node, who in ((cfg.MODEL.CLIP, "student"), (cfg.MODEL.DENSEVLM.TEACHER, "teacher")):
             path = work / f"{who}_{node.MODEL_NAME}.npy"
             np.save(path, np.ones((size, embed_dim_of(node.MODEL_NAME)), np.float32))
             node.TEXT_EMBEDDINGS = [[vocabulary, str(path)]]
-    if recipe.kind == "detection":  # the classes' count is what matters, not their names
+    if recipe.kind == "detection":  # the classes' count matters, not their names or prompts
         n = cfg.MODEL.ROI_HEADS.NUM_CLASSES
         cfg.MODEL.TEXT_CLASSIFIER.CLASS_NAMES = [f"class {i}" for i in range(n)]
+        cfg.MODEL.TEXT_CLASSIFIER.TEXT.PROMPTS = ["a photo of a {}."]
     return cfg
 
 

@@ -31,6 +31,7 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 from torch.utils._pytree import tree_flatten
+from torchvision.ops import boxes as tv_boxes
 
 __all__ = [
     "REAL_CONSTANT_NUMEL",
@@ -86,6 +87,10 @@ class _LargestSelections(TorchDispatchMode):
             return args[0].new_zeros((args[0].numel(), args[0].dim()), dtype=torch.long)
         if func is _aten.masked_select.default:
             return args[0].new_empty((math.prod(torch.broadcast_shapes(*(a.shape for a in args))),))
+        if func is _aten._unique2.default:  # every element distinct
+            x = args[0]
+            return (x.flatten().clone(), torch.zeros_like(x, dtype=torch.long),
+                    x.new_ones((x.numel(),), dtype=torch.long))  # fmt: skip
         if func in _INDEXING:
             return func(args[0], _long_indices(args[1]), *args[2:], **kwargs)
         if func.namespace == "torchvision" and func.overloadpacket.__name__ == "nms":
@@ -124,7 +129,14 @@ def fake_modes():
     ``(fake_mode, selections)``. ``Module.to`` to the CPU without a dtype is a no-op within (fake
     parameters cannot be swapped for themselves, as ``Module.to`` does)."""
     fake = FakeTensorMode(allow_non_fake_inputs=True)
-    with fake, _LargestSelections() as selections, mock.patch.object(nn.Module, "to", _cpu_to):
+    with (
+        fake,
+        _LargestSelections() as selections,
+        mock.patch.object(nn.Module, "to", _cpu_to),
+        # torchvision's batched NMS loops over the classes present (data-dependent) above 4000
+        # boxes on the CPU; its other route (one NMS over offset boxes) keeps as many here
+        mock.patch.object(tv_boxes, "_batched_nms_vanilla", tv_boxes._batched_nms_coordinate_trick),
+    ):
         yield fake, selections
 
 

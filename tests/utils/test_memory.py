@@ -1,6 +1,6 @@
 """The memory planner: saved-tensor accounting counted by hand on small models, real and fake;
-fake tensors' data-dependent sizes at their largest; the plan's arithmetic; tools/benchmark_memory.py
-on the tiny recipe, and on a full-size one (slow)."""
+fake tensors' data-dependent sizes at their largest; the plan's arithmetic; the tool on the tiny
+recipe, and on a full-size one (slow)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ F32 = 4
 
 def _stack() -> nn.Sequential:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
+    layers = [nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)]
+    return nn.Sequential(*layers)
 
 
 def _saved(model, x, checkpointed=False) -> int:
