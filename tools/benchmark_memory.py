@@ -34,6 +34,7 @@ from detectron2.utils.events import EventStorage
 
 from densevlm_d2.clip.models import embed_dim_of
 from densevlm_d2.engine import Trainer
+from densevlm_d2.modeling import get_clip_backbone
 from densevlm_d2.utils.memory import GiB, fake_modes, make_fake, measure_step, state_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,7 +155,8 @@ def fake_counts(recipe: Recipe, checkpointing: bool, work: Path) -> dict:
             step = functools.partial(_loss, model, batch, cfg, "cpu")
             steps[images] = measure_step(step, params, selections)
             model.zero_grad(set_to_none=True)
-        return {"state": state_bytes(model), "steps": steps, "cfg": cfg}
+        blocks = get_clip_backbone(model).tower.num_blocks
+        return {"state": state_bytes(model), "steps": steps, "cfg": cfg, "blocks": blocks}
 
 
 @dataclass
@@ -210,8 +212,7 @@ def _recompute(counts, checkpointing: bool) -> tuple[float, float]:
     spread over the student's blocks (each block is one segment)."""
     if not checkpointing:
         return 0.0, 0.0
-    blocks = counts[True]["cfg"].MODEL.CLIP
-    n = 24 if "L-14" in blocks.MODEL_NAME else 12
+    n = counts[True]["blocks"]
     saved = {k: counts[False]["steps"][k].saved - counts[True]["steps"][k].saved for k in (1, 2)}
     per = (saved[2] - saved[1]) / n
     return max(0.0, (saved[1] / n) - per), max(0.0, per)
