@@ -25,10 +25,12 @@ import logging
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
 from detectron2.config import get_cfg
+from detectron2.modeling.roi_heads import roi_heads as d2_roi_heads
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
@@ -143,10 +145,24 @@ def _loss(model, batch, cfg, device_type):
         return sum(model(batch).values())
 
 
+def _foreground_at_most(cfg):
+    """detectron2's foreground RoIs (mask head) at their largest: the sampler's positive share of
+    ``BATCH_SIZE_PER_IMAGE``, not every sampled RoI (fake values select everything)."""
+    h = cfg.MODEL.ROI_HEADS
+    most = int(h.BATCH_SIZE_PER_IMAGE * h.POSITIVE_FRACTION)
+
+    def select(proposals, bg_label):
+        kept = [p[:most] for p in proposals]
+        masks = [torch.arange(len(p)) < most for p in proposals]
+        return kept, masks
+
+    return mock.patch.object(d2_roi_heads, "select_foreground_proposals", select)
+
+
 def fake_counts(recipe: Recipe, checkpointing: bool, work: Path) -> dict:
     """State bytes, and the saved and largest bytes of one step at 1 and 2 images."""
     cfg = recipe_cfg(recipe, checkpointing, work)
-    with fake_modes() as (fake, selections), EventStorage(0):
+    with fake_modes() as (fake, selections), EventStorage(0), _foreground_at_most(cfg):
         model = make_fake(Trainer.build_model(cfg), fake).train()
         params = list(model.parameters())
         steps = {}
