@@ -37,7 +37,14 @@ from detectron2.utils.events import EventStorage
 from densevlm_d2.clip.models import embed_dim_of
 from densevlm_d2.engine import Trainer
 from densevlm_d2.modeling import get_clip_backbone
-from densevlm_d2.utils.memory import GiB, fake_modes, make_fake, measure_step, state_bytes
+from densevlm_d2.utils.memory import (
+    GiB,
+    fake_modes,
+    largest_batch,
+    make_fake,
+    measure_step,
+    state_bytes,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CARDS = (24, 40, 80)
@@ -188,11 +195,16 @@ class Plan:
     transient: dict  # False/True -> (fixed, per image) of the largest single tensor (+ recompute)
     largest: dict  # card GB -> (without, with checkpointing) largest micro-batch
 
-    def peak(self, images: int, checkpointing: bool) -> float:
-        """Predicted bytes at ``images`` per process: state + activations + transient."""
+    def costs(self, checkpointing: bool) -> tuple[float, float]:
+        """(fixed, per image) bytes of a process: state + activations + the transient."""
         t0, t1 = self.transient[checkpointing]
-        act = self.fixed[checkpointing] + images * self.per_image[checkpointing]
-        return sum(self.state.values()) + act + t0 + images * t1
+        fixed = sum(self.state.values()) + self.fixed[checkpointing] + t0
+        return fixed, self.per_image[checkpointing] + t1
+
+    def peak(self, images: int, checkpointing: bool) -> float:
+        """Predicted bytes at ``images`` per process."""
+        fixed, per_image = self.costs(checkpointing)
+        return fixed + images * per_image
 
 
 def budget(card_gb: float) -> float:
@@ -243,10 +255,7 @@ def _input_size(cfg, kind: str) -> str:
 
 
 def _fits(p: Plan, card: int, checkpointing: bool) -> int:
-    images = 0
-    while images < 4096 and p.peak(images + 1, checkpointing) <= budget(card):
-        images += 1
-    return images
+    return largest_batch(*p.costs(checkpointing), budget(card))
 
 
 def setting(p: Plan, card: int) -> dict | None:

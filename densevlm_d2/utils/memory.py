@@ -1,6 +1,6 @@
 """GPU memory of a training step, counted without a GPU and without allocating it.
 
-A model is built on the meta device and materialised as fake tensors
+A model is built under :func:`fake_modes`, its parameters fake tensors
 (``torch._subclasses.fake_tensor.FakeTensorMode``: shapes, dtypes and storages, no data), then one
 training forward and backward runs under autocast as the recipe says. What stays in memory between
 the forward and the backward is what autograd saves: :func:`measure_step` counts the bytes of the
@@ -12,11 +12,11 @@ hooks).
 
 Fake tensors have no values, so an op whose output *size* depends on values (``nonzero``, a boolean
 mask index, ``masked_select``, NMS) is answered at its largest (every element selected), and a
-value read back into Python (``.item()``) is 1; small constant tensors made from scratch
-(``linspace``, ``arange`` ..., at most :data:`REAL_CONSTANT_NUMEL` elements) are computed for real
-so that code reading them (timm's drop-path schedule) runs as usual. Selections at their largest
-make the count an upper bound where a recipe selects (DenseVLM's confident regions, detectron2's
-proposal sampling is bounded by its configured sizes anyway).
+value read back into Python (``.item()``) is 1; constant tensors made from scratch (``arange``,
+``linspace``, ``logspace``) and whatever is computed from real tensors alone are computed for
+real, so that code reading them (timm's drop-path schedule) runs as usual. Selections at their
+largest make the count an upper bound where a recipe selects (DenseVLM's confident regions;
+detectron2's proposal sampling is bounded by its configured sizes anyway).
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from torch.utils._pytree import tree_flatten
 from torchvision.ops import boxes as tv_boxes
 
 __all__ = [
-    "REAL_CONSTANT_NUMEL",
     "StepMemory",
     "count_saved_tensors",
     "fake_modes",
@@ -44,8 +43,6 @@ __all__ = [
     "state_bytes",
 ]
 
-#: tensors made from scratch up to this size are computed for real under :func:`fake_modes`
-REAL_CONSTANT_NUMEL = 4096
 GiB = 2**30
 
 _aten = torch.ops.aten
@@ -77,7 +74,7 @@ class _LargestSelections(TorchDispatchMode):
         if (
             tensors
             and not any(isinstance(t, FakeTensor) for t in tensors)
-            or (not tensors and _small_constant(func, args))
+            or (not tensors and _is_constant(func, args))
         ):
             with _disable_current_modes():  # real values, computed for real
                 return func(*args, **kwargs)
@@ -102,7 +99,7 @@ _INDEXING = {_aten.index.Tensor, _aten.index_put_.default, _aten.index_put.defau
 _CONSTANTS = {"arange", "linspace", "logspace", "scalar_tensor"}
 
 
-def _small_constant(func, args) -> bool:
+def _is_constant(func, args) -> bool:
     return func.overloadpacket.__name__ in _CONSTANTS
 
 
