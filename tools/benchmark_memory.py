@@ -93,9 +93,8 @@ def recipe_cfg(recipe: Recipe, checkpointing: bool, work: Path):
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.CLIP.RANDOM_INIT, cfg.MODEL.CLIP.CHECKPOINT = True, ""
     cfg.MODEL.CLIP.TEXT_CACHE.ENABLED = False  # fake weights have no digest to key a cache on
-    for node in (cfg.MODEL.CLIP, cfg.MODEL.get("CAT_SEG"), cfg.MODEL.get("FVIT")):
-        if node is not None and "GRAD_CHECKPOINTING" in node:
-            node.GRAD_CHECKPOINTING = checkpointing
+    for key in checkpointing_keys(cfg):
+        cfg.MODEL[key.split(".")[1]].GRAD_CHECKPOINTING = checkpointing
     if cfg.MODEL.META_ARCHITECTURE == "DenseVLM":
         cfg.MODEL.DENSEVLM.TEACHER.CHECKPOINT = ""
         cfg.MODEL.DENSEVLM.THRESHOLD = 0.0  # every region distilled: the most memory, on a GPU too
@@ -110,6 +109,13 @@ def recipe_cfg(recipe: Recipe, checkpointing: bool, work: Path):
         cfg.MODEL.TEXT_CLASSIFIER.CLASS_NAMES = [f"class {i}" for i in range(n)]
         cfg.MODEL.TEXT_CLASSIFIER.TEXT.PROMPTS = ["a photo of a {}."]
     return cfg
+
+
+def checkpointing_keys(cfg) -> list[str]:
+    """The config's gradient-checkpointing keys: the CLIP's, CAT-Seg's and F-ViT's it has."""
+    nodes = ("CLIP", "CAT_SEG", "FVIT")
+    return [f"MODEL.{n}.GRAD_CHECKPOINTING" for n in nodes
+            if "GRAD_CHECKPOINTING" in cfg.MODEL.get(n, {})]  # fmt: skip
 
 
 def make_batch(cfg, kind: str, images: int) -> list[dict]:
@@ -194,6 +200,7 @@ class Plan:
     fixed: dict  # False/True -> activation bytes independent of the batch
     transient: dict  # False/True -> (fixed, per image) of the largest single tensor (+ recompute)
     largest: dict  # card GB -> (without, with checkpointing) largest micro-batch
+    checkpointing_keys: list  # the config keys that turn checkpointing on
 
     def costs(self, checkpointing: bool) -> tuple[float, float]:
         """(fixed, per image) bytes of a process: state + activations + the transient."""
@@ -228,7 +235,7 @@ def plan(name: str, work: Path) -> Plan:
         recipe=name, input_size=_input_size(cfg, recipe.kind), batch=cfg.SOLVER.IMS_PER_BATCH,
         gpus=recipe.gpus, amp=cfg.SOLVER.AMP.PRECISION if cfg.SOLVER.AMP.ENABLED else "float32",
         state=counts[False]["state"], per_image=per_image, fixed=fixed, transient=transient,
-        largest={},
+        largest={}, checkpointing_keys=checkpointing_keys(cfg),
     )  # fmt: skip
     for card in CARDS:
         result.largest[card] = tuple(_fits(result, card, ckpt) for ckpt in (False, True))
@@ -289,7 +296,7 @@ def table(plans: list[Plan]) -> str:
             "/".join(f"{s[k] / GiB:.2f}" for k in ("weights", "grads", "optimizer")),
             f"{p.per_image[False] / GiB:.2f} ({p.per_image[True] / GiB:.2f})",
             " / ".join(f"{a} ({b})" for a, b in (p.largest[c] for c in CARDS)),
-            _describe(ckpt),
+            _describe(ckpt, p.checkpointing_keys),
         ))  # fmt: skip
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(COLUMNS))]
     lines = [
@@ -300,11 +307,11 @@ def table(plans: list[Plan]) -> str:
     return "\n".join(lines)
 
 
-def _describe(s: dict | None) -> str:
+def _describe(s: dict | None, keys: list[str]) -> str:
     if s is None:
         return "does not fit"
-    flags = "checkpointing" if s["checkpointing"] else "no checkpointing"
-    return (f"{flags}, ACCUMULATION_STEPS {s['accumulation_steps']}, "
+    flags = "".join(f"{k} True, " for k in keys) if s["checkpointing"] else ""
+    return (f"{flags}SOLVER.ACCUMULATION_STEPS {s['accumulation_steps']}, "
             f"{s['micro_batch']}/GPU (~{s['predicted_gb']} GB)")  # fmt: skip
 
 

@@ -98,6 +98,7 @@ def _plan(tool, per_image_gib, ckpt_gib, state_gib=4.0):
         state={"weights": state_gib * g, "grads": 0, "optimizer": 0},
         per_image={False: per_image_gib * g, True: ckpt_gib * g}, fixed={False: 0, True: 0},
         transient={False: (0, 0), True: (0, 0)}, largest={},
+        checkpointing_keys=["MODEL.CLIP.GRAD_CHECKPOINTING"],
     )  # fmt: skip
 
 
@@ -112,6 +113,17 @@ def test_the_24gb_setting_keeps_the_effective_batch():
     s = tool.setting(_plan(tool, 4.0, 2.0), 24)
     assert (s["checkpointing"], s["accumulation_steps"], s["micro_batch"]) == (True, 2, 8)
     assert tool.setting(_plan(tool, 4.0, 2.0, state_gib=30), 24) is None
+    assert tool._describe(s, ["MODEL.CLIP.GRAD_CHECKPOINTING"]) == (
+        "MODEL.CLIP.GRAD_CHECKPOINTING True, SOLVER.ACCUMULATION_STEPS 2, 8/GPU (~20.0 GB)"
+    )
+
+
+def test_a_gpu_check_needs_a_gpu(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is there")
+    with pytest.raises(SystemExit):
+        load_tool("benchmark_memory").main(["--gpu-check", "--recipes", "tiny-densevlm"])
+    assert "--gpu-check needs a CUDA GPU" in capsys.readouterr().err
 
 
 def test_the_tool_prints_the_table(capsys, tmp_path):
