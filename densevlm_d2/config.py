@@ -16,7 +16,8 @@ Each namespace belongs to the component that reads it:
   (:class:`~densevlm_d2.modeling.meta_arch.CLIPDenseSegmenter`; SCLIP's protocol);
 * ``MODEL.CAT_SEG``: CAT-Seg (:class:`~densevlm_d2.modeling.meta_arch.CATSeg`) and ``INPUT``'s
   semantic-segmentation training keys (crop area constraint, SSD colour augmentation, padding);
-* ``SOLVER``: AdamW, the schedule, AMP precision, the weight blend and the export at the end.
+* ``SOLVER``: AdamW, the schedule, AMP precision, gradient accumulation, the weight blend and the
+  export at the end.
 
 Every component that turns class names into text embeddings has a ``TEXT`` node with the same
 three keys (:func:`add_text_config`): the prompt set (``PROMPTS``), the prompt style and how
@@ -336,7 +337,8 @@ def add_fvit_config(cfg: CN) -> None:
 
 
 def add_solver_config(cfg: CN) -> None:
-    """``SOLVER``: the published optimiser and schedule, AMP precision, weight blend and export."""
+    """``SOLVER``: the published optimiser and schedule, AMP precision, gradient accumulation,
+    weight blend and export."""
     s = cfg.SOLVER
     # "WarmupCosine" (published DenseVLM) or a detectron2 schedule ("WarmupMultiStepLR" with
     # SOLVER.STEPS / GAMMA / WARMUP_FACTOR; published F-ViT: no decay). Gradient clipping is
@@ -351,6 +353,9 @@ def add_solver_config(cfg: CN) -> None:
     # AMP precision when SOLVER.AMP.ENABLED: "float16" (published, with a gradient scaler) or
     # "bfloat16".
     _add(s.AMP, "PRECISION", "float16")
+    # Gradient accumulation: micro-batches per optimiser step. SOLVER.IMS_PER_BATCH stays the images
+    # of one optimiser step over all processes; each micro-batch has IMS_PER_BATCH / this many.
+    _add(s, "ACCUMULATION_STEPS", 1)
     # Weight-space blend of saved/evaluated student weights: ALPHA * trained + (1 - ALPHA) *
     # initial; 1.0 = off.
     _add(s, "WEIGHT_BLEND_ALPHA", 1.0)

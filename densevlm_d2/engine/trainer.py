@@ -1,5 +1,6 @@
 """The detectron2 trainer of this project: DefaultTrainer with this project's evaluators,
-optimiser, schedule, AMP step, checkpointer, weight blending and export. The data of each model
+optimiser, schedule, AMP step (with gradient accumulation), checkpointer, weight blending and
+export. The data of each model
 comes from the model itself (:func:`~densevlm_d2.modeling.data_contract`)."""
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..evaluation import (
 )
 from ..modeling import data_contract, get_clip_backbone
 from ..modeling.meta_arch import set_detector_vocabulary
+from .accumulation import micro_batch_config
 from .amp_step import AMPTrainStep
 from .checkpointer import CLIPCheckpointer
 from .curves import PlotCurves
@@ -62,6 +64,7 @@ class Trainer(DefaultTrainer):
             optimizer,
             cfg.SOLVER.AMP.ENABLED,
             _PRECISIONS[cfg.SOLVER.AMP.PRECISION],
+            cfg.SOLVER.ACCUMULATION_STEPS,
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = CLIPCheckpointer(
@@ -76,11 +79,13 @@ class Trainer(DefaultTrainer):
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
         logger.info(
-            "training %s for %d iterations, %d images per iteration over %d processes",
+            "training %s for %d iterations, %d images per iteration over %d processes "
+            "(%d micro-batches each)",
             cfg.MODEL.META_ARCHITECTURE,
             self.max_iter,
             cfg.SOLVER.IMS_PER_BATCH,
             comm.get_world_size(),
+            cfg.SOLVER.ACCUMULATION_STEPS,
         )
 
     # detectron2 0.6's DefaultTrainer saves only the iteration and the hooks' states; the optimiser
@@ -157,8 +162,10 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        """The model's own training data (:class:`~densevlm_d2.modeling.DataContract`)."""
-        return data_contract(cfg).build_train_loader(cfg)
+        """The model's own training data (:class:`~densevlm_d2.modeling.DataContract`), in
+        micro-batches of ``SOLVER.IMS_PER_BATCH / SOLVER.ACCUMULATION_STEPS`` images over all
+        processes (the one place where every model's loader gets its batch size)."""
+        return data_contract(cfg).build_train_loader(micro_batch_config(cfg, comm.get_world_size()))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name: str, output_folder: str | None = None):

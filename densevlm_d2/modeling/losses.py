@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DenseVLMLossStats", "clipself_loss", "densevlm_loss", "regionclip_loss"]
+__all__ = [
+    "DenseVLMLossStats",
+    "clipself_loss",
+    "densevlm_loss",
+    "densevlm_loss_terms",
+    "densevlm_regions",
+    "regionclip_loss",
+]
 
 
 class DenseVLMLossStats(dict):
@@ -19,7 +26,37 @@ def _kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Ten
     )
 
 
-def densevlm_loss(
+def densevlm_loss(*args, **kwargs) -> tuple[torch.Tensor, DenseVLMLossStats]:
+    """DenseVLM's decoupled region distillation: the sum of :func:`densevlm_loss_terms` (same
+    arguments)."""
+    terms, stats = densevlm_loss_terms(*args, **kwargs)
+    return terms["thing"] + terms["stuff"], stats
+
+
+def densevlm_regions(
+    teacher_features: torch.Tensor,
+    teacher_text: torch.Tensor,
+    class_is_thing: torch.Tensor,
+    temperature: float = 0.01,
+    threshold: float = 0.3,
+    normalize_text: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The teacher's side of :func:`densevlm_loss_terms`, without gradients: (teacher logits
+    (R, K), thing regions (R,) bool, stuff regions (R,) bool); a region below the threshold is
+    neither."""
+    with torch.no_grad():
+        ft = F.normalize(teacher_features.float(), dim=-1)
+        tt = teacher_text.float()
+        if normalize_text:
+            tt = F.normalize(tt, dim=-1)
+        is_thing = class_is_thing.to(torch.bool).to(ft.device)
+        teacher_logits = ft @ tt.T / temperature
+        top_prob, label = teacher_logits.softmax(-1).max(-1)
+        keep = top_prob > threshold
+        return teacher_logits, is_thing[label] & keep, ~is_thing[label] & keep
+
+
+def densevlm_loss_terms(
     student_features: torch.Tensor,
     teacher_features: torch.Tensor,
     student_text: torch.Tensor,
@@ -29,8 +66,8 @@ def densevlm_loss(
     threshold: float = 0.3,
     stuff_classes: str = "all",
     normalize_text: bool = True,
-) -> tuple[torch.Tensor, DenseVLMLossStats]:
-    """DenseVLM's decoupled region distillation.
+) -> tuple[dict[str, torch.Tensor], DenseVLMLossStats]:
+    """DenseVLM's decoupled region distillation, its thing and stuff terms apart.
 
     The frozen teacher (P-VLM) labels each region: ``p = softmax(cos(teacher feature, teacher class
     embeddings) / temperature)``; regions whose top probability is not above ``threshold`` are
@@ -43,8 +80,8 @@ def densevlm_loss(
 
     each term is ``kl_div(log_softmax(student), softmax(teacher), reduction="batchmean")`` over its
     own regions, with cosine similarities divided by ``temperature`` on both sides; the loss is
-    their sum (a term with no region is left out). With no region above the threshold the loss is 0
-    (still attached to ``student_features`` so every parameter gets a gradient).
+    their sum (:func:`densevlm_loss`). A term with no region is 0 (still attached to
+    ``student_features`` so every parameter gets a gradient).
 
     Args:
         student_features: (R, D_s) student region features (normalised here).
@@ -54,7 +91,7 @@ def densevlm_loss(
         normalize_text: L2-normalise the class embeddings (the published code uses its 316-class
             files as they are, with row norms of about 0.9).
     Returns:
-        (loss, stats with the numbers of kept, thing and stuff regions).
+        ({"thing": loss, "stuff": loss}, stats with the numbers of kept, thing and stuff regions).
     """
     if student_features.shape[0] != teacher_features.shape[0]:
         raise ValueError(
@@ -70,33 +107,30 @@ def densevlm_loss(
         )
     if stuff_classes not in ("all", "stuff"):
         raise ValueError(f"stuff_classes must be 'all' or 'stuff', got {stuff_classes!r}")
+    teacher_logits, thing_region, stuff_region = densevlm_regions(
+        teacher_features, teacher_text, class_is_thing, temperature, threshold, normalize_text
+    )
     fs = F.normalize(student_features.float(), dim=-1)
-    ft = F.normalize(teacher_features.float(), dim=-1)
-    ts, tt = student_text.float(), teacher_text.float()
-    if normalize_text:
-        ts, tt = F.normalize(ts, dim=-1), F.normalize(tt, dim=-1)
+    ts = F.normalize(student_text.float(), dim=-1) if normalize_text else student_text.float()
     is_thing = class_is_thing.to(torch.bool).to(fs.device)
-    with torch.no_grad():
-        teacher_logits = ft @ tt.T / temperature
-        top_prob, label = teacher_logits.softmax(-1).max(-1)
-        keep = top_prob > threshold
-        thing_region = is_thing[label] & keep
-        stuff_region = ~is_thing[label] & keep
     student_logits = fs @ ts.T / temperature
     stats = DenseVLMLossStats(
-        kept=int(keep.sum()), thing=int(thing_region.sum()), stuff=int(stuff_region.sum())
+        kept=int((thing_region | stuff_region).sum()),
+        thing=int(thing_region.sum()),
+        stuff=int(stuff_region.sum()),
     )
-    loss = student_features.sum() * 0.0
+    zero = student_features.sum() * 0.0
+    terms = {"thing": zero, "stuff": zero}
     if thing_region.any():
-        loss = loss + _kl(
+        terms["thing"] = zero + _kl(
             student_logits[thing_region][:, is_thing], teacher_logits[thing_region][:, is_thing]
         )
     if stuff_region.any():
         columns = ~is_thing if stuff_classes == "stuff" else slice(None)
-        loss = loss + _kl(
+        terms["stuff"] = zero + _kl(
             student_logits[stuff_region][:, columns], teacher_logits[stuff_region][:, columns]
         )
-    return loss, stats
+    return terms, stats
 
 
 def clipself_loss(student_features: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
@@ -134,7 +168,7 @@ def regionclip_loss(
     target = torch.zeros_like(logits)
     target[torch.arange(len(labels), device=labels.device), labels] = 1.0
     appeared = torch.unique(labels)
-    if len(appeared) < num_sampled:
+    if len(appeared) < min(num_sampled, num_concepts):  # else every concept is already in
         weights = torch.ones(num_concepts, device=logits.device)
         weights[appeared] = 0
         extra = torch.multinomial(

@@ -243,13 +243,13 @@ def test_two_cpu_processes_keep_identical_weights(world, tmp_path):
 def test_non_finite_loss_stops_training(world, tmp_path, monkeypatch):
     from densevlm_d2.modeling.meta_arch import region_alignment
 
-    real = region_alignment.densevlm_loss
+    real = region_alignment.densevlm_loss_terms
 
     def nan_loss(*args, **kwargs):
-        loss, stats = real(*args, **kwargs)
-        return loss * float("nan"), stats
+        terms, stats = real(*args, **kwargs)
+        return {k: v * float("nan") for k, v in terms.items()}, stats
 
-    monkeypatch.setattr(region_alignment, "densevlm_loss", nan_loss)
+    monkeypatch.setattr(region_alignment, "densevlm_loss_terms", nan_loss)
     trainer = Trainer(_cfg(world, out=tmp_path))
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     with pytest.raises(

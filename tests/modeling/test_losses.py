@@ -112,3 +112,7 @@ def test_regionclip_loss_by_hand():
     # with fewer sampled concepts than the pool, the labels are always among them
     small = regionclip_loss(feats, labels, concepts, 10.0, num_sampled=2)
     assert small.item() == pytest.approx((bce(10, 1) + bce(0, 0)) * 2 / 2, rel=1e-5)
+    # every concept of the pool among the labels, fewer than num_sampled: all of them, none drawn
+    three = _unit([1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0])
+    every = regionclip_loss(three, torch.tensor([0, 1, 2]), concepts, 10.0, num_sampled=100)
+    assert every.item() == pytest.approx(bce(10, 1) + 2 * bce(0, 0), rel=1e-5)

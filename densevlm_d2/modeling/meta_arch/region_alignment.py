@@ -11,6 +11,10 @@ Their data (:class:`RegionAlignmentModel`'s :meth:`~RegionAlignmentModel.build_t
 the uint8 canvases and boxes of :class:`~densevlm_d2.data.mappers.RegionTrainMapper`, plus the
 region crops when the class says :attr:`~RegionAlignmentModel.needs_crops`; the student is
 ``model.backbone`` (:func:`~densevlm_d2.modeling.get_clip_backbone`).
+
+Their losses average over regions; :meth:`~RegionAlignmentModel.loss_counts` says over how many in a
+batch, so that gradient accumulation (``SOLVER.ACCUMULATION_STEPS``) averages over the regions of
+the effective batch (:mod:`densevlm_d2.engine.accumulation`).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from detectron2.utils.events import get_event_storage
 from ...data.mappers import RegionTrainMapper
 from ...data.vocabulary import dataset_vocabulary
 from ..backbone.clip_vit import CLIPViTBackbone, embeddings_files
-from ..losses import clipself_loss, densevlm_loss, regionclip_loss
+from ..losses import clipself_loss, densevlm_loss_terms, densevlm_regions, regionclip_loss
 from ..open_vocab import text_spec
 from ..region_pooling import BoxPooler
 from .base import training_dicts
@@ -59,6 +63,8 @@ class RegionAlignmentModel(CLIPRegionClassifier):
 
     #: whether the train mapper must cut region crops
     needs_crops: ClassVar[bool] = False
+    #: the losses that average over every box of the batch
+    box_losses: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -86,17 +92,28 @@ class RegionAlignmentModel(CLIPRegionClassifier):
                 module.eval()
         return self
 
-    def forward(self, batched_inputs):
-        if not self.training:
-            return super().forward(batched_inputs)
+    def canvases(self, batched_inputs) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """A training batch's uint8 canvases (B, 3, S, S) and boxes, on the model's device."""
         images = torch.stack([x["image"] for x in batched_inputs]).to(
             self.device, non_blocking=True
         )
         boxes = [x["boxes"].to(self.device) for x in batched_inputs]
         if sum(len(b) for b in boxes) == 0:
             raise ValueError("a training batch has no regions")
+        return images, boxes
+
+    def forward(self, batched_inputs):
+        if not self.training:
+            return super().forward(batched_inputs)
+        images, boxes = self.canvases(batched_inputs)
         dense = self.backbone(self.pixels(images))["dense"]
         return self.losses(batched_inputs, images, boxes, self.box_pooler(dense, boxes))
+
+    def loss_counts(self, batched_inputs) -> dict[str, int]:
+        """How many regions each loss averages over in this training batch (called without
+        gradients; :mod:`densevlm_d2.engine.accumulation`): the boxes, for :attr:`box_losses`."""
+        boxes = sum(len(x["boxes"]) for x in batched_inputs)
+        return dict.fromkeys(self.box_losses, boxes)
 
     def losses(self, batched_inputs, images, boxes, student_features) -> dict[str, torch.Tensor]:
         """The method's losses from the uint8 canvases, the boxes and the student box features."""
@@ -193,10 +210,34 @@ class DenseVLM(RegionAlignmentModel):
         dense = self.teacher.features(self.pixels(images), dense=True).dense
         return BoxPooler(stride)(dense, boxes)
 
-    def losses(self, batched_inputs, images, boxes, student_features):
+    def cached_teacher_features(self, batched_inputs, images, boxes) -> torch.Tensor:
+        """The teacher's box features of the batch: those :meth:`loss_counts` kept in the inputs
+        (``"teacher_features"``), else computed now."""
+        if all("teacher_features" in x for x in batched_inputs):
+            return torch.cat([x["teacher_features"] for x in batched_inputs])
         with torch.no_grad():
-            teacher = self.teacher_features(images, boxes)
-        loss, stats = densevlm_loss(
+            return self.teacher_features(images, boxes)
+
+    def loss_counts(self, batched_inputs) -> dict[str, int]:
+        """The thing and stuff regions the teacher keeps in this batch (each KL term averages over
+        its own). The teacher's box features are kept in the inputs for the forward pass."""
+        images, boxes = self.canvases(batched_inputs)
+        teacher = self.teacher_features(images, boxes)
+        for x, t in zip(batched_inputs, teacher.split([len(b) for b in boxes]), strict=True):
+            x["teacher_features"] = t
+        _, thing, stuff = densevlm_regions(
+            teacher,
+            self.teacher_text,
+            self.class_is_thing,
+            self.temperature,
+            self.threshold,
+            self.renormalize_text,
+        )
+        return {"loss_kl_thing": int(thing.sum()), "loss_kl_stuff": int(stuff.sum())}
+
+    def losses(self, batched_inputs, images, boxes, student_features):
+        teacher = self.cached_teacher_features(batched_inputs, images, boxes)
+        terms, stats = densevlm_loss_terms(
             student_features,
             teacher,
             self.student_text,
@@ -214,7 +255,7 @@ class DenseVLM(RegionAlignmentModel):
             logger.warning(
                 "no region passed the teacher's confidence threshold %s: zero loss", self.threshold
             )
-        return {"loss_kl": loss}
+        return {"loss_kl_thing": terms["thing"], "loss_kl_stuff": terms["stuff"]}
 
 
 @META_ARCH_REGISTRY.register()
@@ -223,6 +264,7 @@ class CLIPSelf(RegionAlignmentModel):
     the region crops by a frozen copy of the initial model. Needs crops from the train mapper."""
 
     needs_crops = True
+    box_losses = ("loss_cosine",)
 
     @configurable
     def __init__(self, *, cosine_weight: float = 1.0, **kwargs):
@@ -247,6 +289,8 @@ class CLIPSelf(RegionAlignmentModel):
 class RegionCLIP(RegionAlignmentModel):
     """RegionCLIP as re-implemented in the DenseVLM repository: box features classified against a
     concept pool with sigmoid BCE on pseudo labels and sampled negative concepts."""
+
+    box_losses = ("loss_contrast",)
 
     @configurable
     def __init__(
