@@ -315,23 +315,19 @@ def _describe(s: dict | None, keys: list[str]) -> str:
             f"{s['micro_batch']}/GPU (~{s['predicted_gb']} GB)")  # fmt: skip
 
 
-def measure_gpu(p: Plan, checkpointing: bool, images: int, work: Path) -> dict:
-    """The real peak of two training steps (forward, backward, AdamW step) on CUDA, against
-    :meth:`Plan.peak`; printed as one line."""
-    recipe = RECIPES[p.recipe]
-    cfg = recipe_cfg(recipe, bool(checkpointing), work)
-    cfg.MODEL.DEVICE = "cuda"
+def real_steps(cfg, kind: str, images: int, steps: int = 2) -> torch.optim.Optimizer:
+    """``steps`` real training steps (forward, backward, AdamW step) on ``cfg.MODEL.DEVICE``, as
+    the trainer runs them; returns the optimiser (its state exists after them)."""
+    device = torch.device(cfg.MODEL.DEVICE).type
+    model = Trainer.build_model(cfg).train()
+    optimizer = Trainer.build_optimizer(cfg, model)
+    amp = cfg.SOLVER.AMP
+    # memory does not depend on the scale: a small one skips no step (AdamW's state must exist)
+    fp16 = amp.ENABLED and amp.PRECISION == "float16"
+    scaler = torch.amp.GradScaler(device, init_scale=1.0) if fp16 else None
     with EventStorage(0):
-        model = Trainer.build_model(cfg).train()
-        optimizer = Trainer.build_optimizer(cfg, model)
-        amp = cfg.SOLVER.AMP
-        scaler = (
-            torch.amp.GradScaler("cuda") if amp.ENABLED and amp.PRECISION == "float16" else None
-        )
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        for _ in range(2):
-            loss = _loss(model, make_batch(cfg, recipe.kind, images), cfg, "cuda")
+        for _ in range(steps):
+            loss = _loss(model, make_batch(cfg, kind, images), cfg, device)
             optimizer.zero_grad(set_to_none=True)
             if scaler is None:
                 loss.backward()
@@ -340,9 +336,18 @@ def measure_gpu(p: Plan, checkpointing: bool, images: int, work: Path) -> dict:
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
-        torch.cuda.synchronize()
+    return optimizer
+
+
+def measure_gpu(p: Plan, checkpointing: bool, images: int, work: Path) -> dict:
+    """The real peak of :func:`real_steps` on CUDA against :meth:`Plan.peak`; printed too."""
+    cfg = recipe_cfg(RECIPES[p.recipe], bool(checkpointing), work)
+    cfg.MODEL.DEVICE = "cuda"
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    real_steps(cfg, RECIPES[p.recipe].kind, images)
+    torch.cuda.synchronize()
     peak, predicted = torch.cuda.max_memory_allocated(), p.peak(images, bool(checkpointing))
-    del model, optimizer, loss
     torch.cuda.empty_cache()
     result = {"images": images, "peak_gb": peak / GiB, "predicted_gb": predicted / GiB,
               "error": (predicted - peak) / peak}  # fmt: skip

@@ -171,3 +171,15 @@ def test_fake_and_real_count_the_same_towers(tmp_path):
         fake = tool.fake_counts(recipe, checkpointing, tmp_path)["steps"][2].saved
         extra.append(fake - sum(saved.values()))
     assert extra[0] == extra[1] > 0
+
+
+def test_the_gpu_checks_training_steps_run_on_the_cpu(tmp_path):
+    """--gpu-check's real steps (the trainer's model, AdamW, the float16 scaler) on the tiny recipe
+    with float16 AMP, on the CPU: AdamW's state exists after them (its bytes are predicted)."""
+    tool = load_tool("benchmark_memory")
+    cfg = tool.recipe_cfg(tool.RECIPES["tiny-densevlm"], True, tmp_path)
+    cfg.SOLVER.AMP.ENABLED = True
+    optimizer = tool.real_steps(cfg, "regions", images=2)
+    moments = [s["exp_avg"] for s in optimizer.state.values()]
+    trainable = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
+    assert moments and len(moments) == len(trainable)
