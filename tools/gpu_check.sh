@@ -3,12 +3,13 @@
 # project from the wheelhouse when its dependencies are missing (tools/wheelhouse.py), runs the CUDA
 # tests and the GPU benchmark, and writes everything to $OUT:
 #   env.txt  install.log  cuda_tests.xml  cuda_tests.log  gpu_benchmark.json  sem_seg_benchmark.json
-#   cat_seg_benchmark.json  app_benchmark.json  gpu_check.log
+#   cat_seg_benchmark.json  app_benchmark.json  memory_benchmark.json  gpu_check.log
 #
 #   OUT=output/gpu_check WHEELHOUSE=wheelhouse-cp312 tools/gpu_check.sh     (or: make gpu-check)
 # BENCH_ARGS passes options to tools/benchmark_gpu.py (e.g. "--skip largest"), SEG_ARGS to
-# tools/benchmark_sem_seg.py, CATSEG_ARGS to tools/benchmark_cat_seg.py; TEST_TIMEOUT, BENCH_TIMEOUT,
-# SEG_TIMEOUT, CATSEG_TIMEOUT and APP_TIMEOUT (seconds) bound the parts,
+# tools/benchmark_sem_seg.py, CATSEG_ARGS to tools/benchmark_cat_seg.py, MEMORY_RECIPES to
+# tools/benchmark_memory.py (which recipes' predicted peaks to check); TEST_TIMEOUT, BENCH_TIMEOUT,
+# SEG_TIMEOUT, CATSEG_TIMEOUT, APP_TIMEOUT and MEMORY_TIMEOUT (seconds) bound the parts,
 # so a hung step still leaves the others' results.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -52,3 +53,8 @@ echo "== CAT-Seg benchmark: exit $? after ${SECONDS} s"
 echo "== app latency (the demo's CLIP and EVA02-B/16 at 336 and 448 px; densevlm_d2.predictor)"
 timeout "${APP_TIMEOUT:-90}" $PY tools/benchmark_app.py --device cuda --out "$OUT/app_benchmark.json"
 echo "== app benchmark: exit $? after ${SECONDS} s"
+
+echo "== memory plan against the real peaks (one training step at 1 image, with and without checkpointing)"
+timeout "${MEMORY_TIMEOUT:-240}" $PY tools/benchmark_memory.py --gpu-check --gpu-batch 1 \
+    --recipes ${MEMORY_RECIPES:-densevlm-b16 catseg-b16 fvit-b16-ovcoco} --out "$OUT/memory_benchmark.json"
+echo "== memory benchmark: exit $? after ${SECONDS} s"

@@ -6,6 +6,10 @@ r"""Train and evaluate densevlm_d2 models through detectron2's launcher.
         MODEL.WEIGHTS checkpoints/EVA02_CLIP_B_psz16_s8B.pt
 
 ``--num-gpus N`` starts N processes (N CPU processes with gloo when no GPU is available).
+``--dist-timeout SECONDS`` bounds how long the processes wait for each other (30 min by default):
+when they cannot meet (a machine rank out of range, an address nobody listens at, a machine that
+never comes) the run ends with an error naming the address, the rank, the world size and the
+timeout.
 ``--register my_datasets.py`` runs a file that registers your own datasets (in every process)
 before the config is read: see docs/own_data.md.
 """
@@ -15,6 +19,8 @@ import densevlm_d2  # first: its import silences fvcore's import warnings before
 # isort: split
 
 import logging
+import sys
+from datetime import timedelta
 
 import torch
 from detectron2.config import get_cfg
@@ -23,6 +29,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from densevlm_d2.engine import CLIPCheckpointer, Trainer, check_run, launch
+from densevlm_d2.engine.launch import DEFAULT_TIMEOUT, ProcessesCannotMeet
 from densevlm_d2.utils.registration import add_register_argument, run_register_files
 
 
@@ -43,6 +50,14 @@ def argument_parser():
     parser = default_argument_parser()
     parser.description = __doc__  # printed as written (detectron2's parser keeps the layout)
     add_register_argument(parser)
+    parser.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT.total_seconds(),
+        metavar="SECONDS",
+        help="how long the processes wait for each other when they meet and in collectives "
+        "(default: %(default)g)",
+    )
     return parser
 
 
@@ -74,16 +89,22 @@ def parse_args(argv=None):
             f"{stray[0]} comes after the config options (KEY VALUE pairs), where it would be read "
             "as one: put the tool's options first"
         )
+    if args.dist_timeout <= 0:
+        parser.error(f"--dist-timeout must be positive, got {args.dist_timeout:g}")
     return args
 
 
 if __name__ == "__main__":
     args = parse_args()
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    try:
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+            timeout=timedelta(seconds=args.dist_timeout),
+        )
+    except ProcessesCannotMeet as e:
+        sys.exit(f"train_net.py: error: {e}")
