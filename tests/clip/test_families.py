@@ -245,7 +245,8 @@ def test_full_size_siglip2_one_token_and_text():
     with torch.no_grad():
         dense = tower.forward(x, normalize=False).dense
         torch.testing.assert_close(dense.flatten(1), model.encode_image(x), **CLOSE)
-XX
+    # CLIP's BPE at SigLIP's context length: ids below SigLIP's vocabulary
+    stand_in = open_clip.get_tokenizer("ViT-B-16", context_length=64)
     embedder = TextEmbedder(model, name, cache_dir=None, tokenizer=stand_in)
     texts = ["a photo of a cat.", "sky"]
     with torch.no_grad():
