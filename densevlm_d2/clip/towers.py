@@ -22,7 +22,8 @@ Towers pooled by timm's attention-pool (MAP) head instead of a CLS token (:class
 for SigLIP / SigLIP 2, :class:`PETower` for PE-Core) run every block as usual and take the value
 path in the pooling head instead (:class:`PooledTower`), so that a one-token input's dense
 feature is the model's image embedding; their position embeddings (and PE's RoPE table) are
-resized as timm resizes them for other input sizes. docs/students.md lists the families.
+resized as the families' own code does (SigLIP: timm; PE: Meta's PE code). docs/students.md lists
+the families.
 """
 
 from __future__ import annotations
@@ -60,18 +61,21 @@ DENSE_RESIDUALS = ("token", "cls")
 
 
 def resize_pos_embed(
-    pos_embed: torch.Tensor, src_grid: tuple[int, int], dst_grid: tuple[int, int]
+    pos_embed: torch.Tensor,
+    src_grid: tuple[int, int],
+    dst_grid: tuple[int, int],
+    mode: str = "bicubic",
 ) -> torch.Tensor:
     """Resize ``(1 + h*w, C)`` position embeddings (CLS first) as the published code does.
 
     Bicubic, ``align_corners=False``, no antialias: timm's ``resample_abs_pos_embed`` antialiases by
-    default and gives different values, even when upsampling.
+    default and gives different values, even when upsampling. ``mode="bilinear"``: Meta's PE code.
     """
     if tuple(src_grid) == tuple(dst_grid):
         return pos_embed
     cls_pe, grid_pe = pos_embed[:1], pos_embed[1:]
     grid_pe = grid_pe.T.reshape(1, -1, *src_grid)
-    grid_pe = F.interpolate(grid_pe, size=dst_grid, mode="bicubic", align_corners=False)
+    grid_pe = F.interpolate(grid_pe, size=dst_grid, mode=mode, align_corners=False)
     grid_pe = grid_pe.reshape(grid_pe.shape[1], -1).T
     return torch.cat([cls_pe, grid_pe], dim=0)
 
@@ -411,15 +415,6 @@ class PooledTower(VisionTower):
             probe = torch.zeros(1, pool.out_features, device=weight.device, dtype=weight.dtype)
             self.output_dim = int(self._head(probe).shape[-1])
 
-    def _pos_embed(self, grid: tuple[int, int]) -> torch.Tensor:
-        """The position embedding for ``grid`` as timm resizes it for other input sizes
-        (``dynamic_img_size``): bicubic, antialiased, prefix tokens kept."""
-        trunk = self.module
-        prefix = 0 if getattr(trunk, "no_embed_class", False) else self.num_prefix_tokens
-        return resample_abs_pos_embed(
-            trunk.pos_embed, list(grid), list(self.pretrained_grid), num_prefix_tokens=prefix
-        )[0]
-
     def _head(self, x: torch.Tensor) -> torch.Tensor:
         trunk = self.module
         return self.projection(trunk.head(trunk.head_drop(trunk.fc_norm(x))))
@@ -452,6 +447,15 @@ class SigLIPTower(PooledTower):
         if self.module.pos_embed is None:
             raise ValueError("SigLIPTower expects a trunk with absolute position embeddings")
 
+    def _pos_embed(self, grid: tuple[int, int]) -> torch.Tensor:
+        """The position embedding for ``grid`` as timm resizes it for other input sizes
+        (``dynamic_img_size``): bicubic, antialiased, over the full grid (no CLS entry)."""
+        trunk = self.module
+        prefix = 0 if trunk.no_embed_class else self.num_prefix_tokens
+        return resample_abs_pos_embed(
+            trunk.pos_embed, list(grid), list(self.pretrained_grid), num_prefix_tokens=prefix
+        )[0]
+
     def embed(self, x):
         x, grid = _timm_embed(self.module, x, self._pos_embed)
         return x, grid, None
@@ -462,10 +466,11 @@ class SigLIPTower(PooledTower):
 
 class PETower(PooledTower):
     """timm ``Eva`` with an attention-pool head (Perception Encoder, PE-Core, in open_clip,
-    ``model.visual``): CLS token and absolute position embedding resized as timm does, and a RoPE
-    table built for the actual grid with the trunk's own rotary settings (for PE: positions
-    offset by one, ``xy`` order, rescaled to the pretraining grid), as timm builds it for other
-    input sizes."""
+    ``model.visual``). Other input sizes as Meta's PE code handles them: the absolute position
+    embedding resized bilinearly (``align_corners=False``, no antialias, CLS entry kept), and RoPE
+    positions ``1 .. n`` per axis (the CLS token unrotated at 0) in the trunk's ``xy`` order, *not*
+    rescaled to the pretraining grid (timm's dynamic-size path rescales them; at the pretraining
+    grid both agree)."""
 
     def __init__(self, visual: nn.Module):
         super().__init__(visual)
@@ -479,26 +484,33 @@ class PETower(PooledTower):
     def rope_table(self, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
         key = (grid, device)
         if key not in self._rope_cache:
-            self._rope_cache[key] = timm_rope_table(self.module.rope, grid).to(device)
+            table = timm_rope_table(self.module.rope, grid, rescale=False)
+            self._rope_cache[key] = table.to(device)
         return self._rope_cache[key]
 
     def embed(self, x):
-        x, grid = _timm_embed(self.module, x, self._pos_embed)
+        pos_embed = self.module.pos_embed[0]
+        x, grid = _timm_embed(
+            self.module,
+            x,
+            lambda g: resize_pos_embed(pos_embed, self.pretrained_grid, g, mode="bilinear"),
+        )
         return x, grid, self.rope_table(grid, x.device)
 
     def block(self, index, x, ctx):
         return self.module.blocks[index](x, rope=ctx)
 
 
-def timm_rope_table(rope: nn.Module, grid: tuple[int, int]) -> torch.Tensor:
+def timm_rope_table(rope: nn.Module, grid: tuple[int, int], rescale: bool = True) -> torch.Tensor:
     """The ``[sin | cos]`` table of a timm ``RotaryEmbeddingCat`` for a ``grid = (H, W)``, built
     from the module's own settings as the module builds it when it holds no cached table
-    (``get_embed(shape)`` of a model made with ``dynamic_img_size``)."""
+    (``get_embed(shape)`` of a model made with ``dynamic_img_size``). ``rescale=False``: positions
+    are not rescaled to the module's reference grid (``ref_feat_shape``), they extrapolate."""
     sin, cos = build_rotary_pos_embed(
         list(grid),
         bands=rope.bands,
         in_pixels=rope.in_pixels,
-        ref_feat_shape=rope.ref_feat_shape,
+        ref_feat_shape=rope.ref_feat_shape if rescale else None,
         grid_offset=rope.grid_offset,
         grid_indexing=rope.grid_indexing,
         rotate_half=rope.rotate_half,

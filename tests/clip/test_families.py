@@ -14,6 +14,7 @@ import open_clip
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 from detectron2.config import get_cfg
 from timm.layers import resample_abs_pos_embed
 
@@ -106,11 +107,10 @@ def test_siglip_one_token_image_equals_encode_image():
     torch.testing.assert_close(dense.flatten(1), model.encode_image(x), **CLOSE)
 
 
-@pytest.mark.parametrize("name", sorted(TINY_POOLED))
-def test_other_sizes_resized_as_timm_does(name):
-    """Position embeddings (and PE's RoPE table) at a non-square, non-native grid: the same tokens
-    as timm's own trunk built for dynamic input sizes."""
-    model = _model(name)
+def test_siglip_other_sizes_resized_as_timm_does():
+    """Position embeddings at a non-square, non-native grid: the same tokens as timm's own trunk
+    built for dynamic input sizes."""
+    model = _model("ViT-Tiny-16-MAP")
     tower = vision_tower(model.visual)
     twin = _dynamic_trunk(model.visual)
     x = torch.randn(1, 3, 160, 288)
@@ -124,11 +124,35 @@ def test_other_sizes_resized_as_timm_does(name):
     assert out.grid == (10, 18)
 
 
-def test_pe_rope_table_is_the_module_table_at_the_pretrained_grid():
-    rope = _model("PE-Core-Tiny-16").visual.trunk.rope
+def test_pe_rope_at_other_sizes_extrapolates_as_metas_code():
+    """Meta's PE code gives the patch at row r, column c the RoPE positions (c + 1, r + 1) whatever
+    the grid; timm's dynamic-size path rescales them to the 14 x 14 pretraining grid instead."""
+    model = _model("PE-Core-Tiny-16")
+    rope = model.visual.trunk.rope
+    tower = vision_tower(model.visual)
     assert (rope.grid_offset, rope.grid_indexing) == (1.0, "xy")  # PE's settings, not EVA's
-    torch.testing.assert_close(timm_rope_table(rope, (14, 14)), rope.get_embed(), atol=0, rtol=0)
-    assert not torch.equal(timm_rope_table(rope, (10, 18))[:10], rope.get_embed()[:10])
+    native = tower.rope_table((14, 14), torch.device("cpu"))
+    torch.testing.assert_close(native, rope.get_embed(), atol=0, rtol=0)
+    other = tower.rope_table((10, 18), torch.device("cpu")).reshape(10, 18, -1)
+    torch.testing.assert_close(other[:, :14], native.reshape(14, 14, -1)[:10], atol=1e-6, rtol=0)
+    rescaled = timm_rope_table(rope, (10, 18)).reshape(10, 18, -1)
+    assert not torch.allclose(rescaled[:, :14], other[:, :14], atol=1e-3)
+
+
+def test_pe_position_embedding_at_other_sizes_is_bilinear_as_metas_code():
+    model = _model("PE-Core-Tiny-16")
+    trunk = model.visual.trunk
+    x = torch.randn(1, 3, 160, 288)
+    pe = trunk.pos_embed[0]
+    grid = pe[1:].T.reshape(1, -1, 14, 14)
+    resized = F.interpolate(grid, size=(10, 18), mode="bilinear", align_corners=False)
+    pos = torch.cat([pe[:1], resized.flatten(2)[0].T])
+    with torch.no_grad():
+        tokens, grid_shape, _ = vision_tower(model.visual).embed(x)
+        patches = trunk.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        expected = trunk.norm_pre(torch.cat([trunk.cls_token, patches], dim=1) + pos)
+    assert grid_shape == (10, 18)
+    torch.testing.assert_close(tokens, expected, **CLOSE)
 
 
 def test_pooled_tower_refuses_the_cls_residual_and_freezes_the_latent_query():
