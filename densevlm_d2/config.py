@@ -195,6 +195,11 @@ def add_region_training_config(cfg: CN) -> None:
     # run under autocast in it, as the published AMP runs it (half the weight memory; region
     # features float32 for the loss). docs/training.md gives the measured differences.
     _add(t, "PRECISION", "float32")
+    # The teacher's pixel normalisation (0-255 scale) where it differs from the student's
+    # MODEL.PIXEL_MEAN / PIXEL_STD (e.g. a SigLIP or PE student, mean = std = 127.5, with an EVA
+    # teacher, OpenAI's); [] = the student's.
+    _add(t, "PIXEL_MEAN", [])
+    _add(t, "PIXEL_STD", [])
 
     s = _node(cfg.MODEL, "CLIPSELF")
     _add(s, "COSINE_WEIGHT", 1.0)

@@ -20,6 +20,7 @@ the effective batch (:mod:`densevlm_d2.engine.accumulation`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
@@ -35,6 +36,7 @@ from ...data.vocabulary import dataset_vocabulary
 from ..backbone.clip_vit import CLIPViTBackbone, embeddings_files
 from ..losses import clipself_loss, densevlm_loss_terms, densevlm_regions, regionclip_loss
 from ..open_vocab import text_spec
+from ..pixels import PixelNormalizer
 from ..region_pooling import BoxPooler
 from .base import training_dicts
 from .region_classifier import CLIPRegionClassifier
@@ -121,6 +123,17 @@ class RegionAlignmentModel(CLIPRegionClassifier):
         raise NotImplementedError
 
 
+def teacher_normalizer(mean: Sequence[float], std: Sequence[float]) -> PixelNormalizer | None:
+    """``MODEL.DENSEVLM.TEACHER.PIXEL_MEAN`` / ``PIXEL_STD`` as the teacher's normaliser; None when
+    both are empty (the teacher normalises as the student does)."""
+    if bool(len(mean)) != bool(len(std)):
+        raise ValueError(
+            "MODEL.DENSEVLM.TEACHER.PIXEL_MEAN and PIXEL_STD are set together or not at all, got "
+            f"{list(mean)} and {list(std)}"
+        )
+    return PixelNormalizer(mean, std) if len(mean) else None
+
+
 @META_ARCH_REGISTRY.register()
 class DenseVLM(RegionAlignmentModel):
     """Unbiased region-language alignment (docs/published_code.md, "Training" and "DenseVLM's
@@ -144,9 +157,13 @@ class DenseVLM(RegionAlignmentModel):
         threshold: float = 0.3,
         stuff_classes: str = "all",
         renormalize_text: bool = True,
+        teacher_pixels: PixelNormalizer | None = None,
         **kwargs,
     ):
+        """``teacher_pixels``: the teacher's own pixel normalisation where it differs from the
+        student's (None: the student's)."""
         super().__init__(**kwargs)
+        self.teacher_pixels = teacher_pixels
         if not teacher.is_teacher:
             raise ValueError("DenseVLM's teacher must be a CLIPViTBackbone(teacher=True)")
         self.teacher = teacher.eval()
@@ -165,6 +182,7 @@ class DenseVLM(RegionAlignmentModel):
         c = cfg.MODEL.DENSEVLM
         student = ret["backbone"]
         parse_precision(c.TEACHER.PRECISION, "MODEL.DENSEVLM.TEACHER.PRECISION")
+        teacher_pixels = teacher_normalizer(c.TEACHER.PIXEL_MEAN, c.TEACHER.PIXEL_STD)
         teacher = CLIPViTBackbone(
             model_name=c.TEACHER.MODEL_NAME,
             checkpoint=c.TEACHER.CHECKPOINT,
@@ -197,6 +215,7 @@ class DenseVLM(RegionAlignmentModel):
             threshold=c.THRESHOLD,
             stuff_classes=c.STUFF_CLASSES,
             renormalize_text=renormalize,
+            teacher_pixels=teacher_pixels,
         )
         return ret
 
@@ -210,7 +229,8 @@ class DenseVLM(RegionAlignmentModel):
             images, stride = F.pad(images, (0, extra, 0, extra)), p
         else:
             stride = size / (size // p)
-        dense = self.teacher.features(self.pixels(images), dense=True).dense
+        pixels = self.teacher_pixels if self.teacher_pixels is not None else self.pixels
+        dense = self.teacher.features(pixels(images), dense=True).dense
         return BoxPooler(stride)(dense, boxes)
 
     def cached_teacher_features(self, batched_inputs, images, boxes) -> torch.Tensor:
