@@ -71,6 +71,9 @@ RECIPES = {
         "regions",
         ("MODEL.CLIP.MODEL_NAME", "EVA02-CLIP-L-14", "MODEL.CLIP.TRAINABLE_BLOCKS", "24"),
     ),  # fmt: skip
+    "densevlm-openai-l14-336": Recipe(
+        "configs/coco/densevlm_openai_l14_336.yaml", 4, "regions"
+    ),  # fmt: skip
     "clipself-b16": Recipe("configs/coco/clipself_eva02_b16.yaml", 4, "regions"),
     "catseg-b16": Recipe("configs/cat_seg/eva02_b16.yaml", 4, "sem_seg"),
     "catseg-l14": Recipe("configs/cat_seg/eva02_l14_336.yaml", 4, "sem_seg"),
@@ -93,7 +96,7 @@ def recipe_cfg(recipe: Recipe, checkpointing: bool, work: Path):
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.CLIP.RANDOM_INIT, cfg.MODEL.CLIP.CHECKPOINT = True, ""
     cfg.MODEL.CLIP.TEXT_CACHE.ENABLED = False  # fake weights have no digest to key a cache on
-    for key in checkpointing_keys(cfg):
+    for key in checkpointing_keys(cfg, recipe.kind):
         cfg.MODEL[key.split(".")[1]].GRAD_CHECKPOINTING = checkpointing
     if cfg.MODEL.META_ARCHITECTURE == "DenseVLM":
         cfg.MODEL.DENSEVLM.TEACHER.CHECKPOINT = ""
@@ -111,10 +114,14 @@ def recipe_cfg(recipe: Recipe, checkpointing: bool, work: Path):
     return cfg
 
 
-def checkpointing_keys(cfg) -> list[str]:
-    """The config's gradient-checkpointing keys: the CLIP's, CAT-Seg's and F-ViT's it has."""
-    nodes = ("CLIP", "CAT_SEG", "FVIT")
-    return [f"MODEL.{n}.GRAD_CHECKPOINTING" for n in nodes
+#: the parts each kind of recipe trains, whose activations checkpointing recomputes (F-ViT's CLIP is
+#: frozen: its key would change nothing)
+CHECKPOINTED_PARTS = {"regions": ("CLIP",), "sem_seg": ("CLIP", "CAT_SEG"), "detection": ("FVIT",)}
+
+
+def checkpointing_keys(cfg, kind: str) -> list[str]:
+    """The gradient-checkpointing keys of what a recipe of ``kind`` trains, those the config has."""
+    return [f"MODEL.{n}.GRAD_CHECKPOINTING" for n in CHECKPOINTED_PARTS[kind]
             if "GRAD_CHECKPOINTING" in cfg.MODEL.get(n, {})]  # fmt: skip
 
 
@@ -235,7 +242,7 @@ def plan(name: str, work: Path) -> Plan:
         recipe=name, input_size=_input_size(cfg, recipe.kind), batch=cfg.SOLVER.IMS_PER_BATCH,
         gpus=recipe.gpus, amp=cfg.SOLVER.AMP.PRECISION if cfg.SOLVER.AMP.ENABLED else "float32",
         state=counts[False]["state"], per_image=per_image, fixed=fixed, transient=transient,
-        largest={}, checkpointing_keys=checkpointing_keys(cfg),
+        largest={}, checkpointing_keys=checkpointing_keys(cfg, recipe.kind),
     )  # fmt: skip
     for card in CARDS:
         result.largest[card] = tuple(_fits(result, card, ckpt) for ckpt in (False, True))

@@ -430,6 +430,10 @@ class PooledTower(VisionTower):
             probe = torch.zeros(1, pool.out_features, device=weight.device, dtype=weight.dtype)
             self.output_dim = int(self._head(probe).shape[-1])
 
+    @property
+    def blocks(self):
+        return self.module.blocks
+
     def _head(self, x: torch.Tensor) -> torch.Tensor:
         trunk = self.module
         return self.projection(trunk.head(trunk.head_drop(trunk.fc_norm(x))))
