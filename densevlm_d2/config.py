@@ -190,6 +190,11 @@ def add_region_training_config(cfg: CN) -> None:
     # "pad": the canvas is padded to a multiple of the teacher's patch (boxes aligned); "published":
     # the canvas as is (a 14-px patch covers 504 of 512 px while boxes span 512).
     _add(t, "INPUT", "pad")
+    # The teacher's pixel normalisation (0-255 scale) where it differs from the student's
+    # MODEL.PIXEL_MEAN / PIXEL_STD (e.g. a SigLIP or PE student, mean = std = 127.5, with an EVA
+    # teacher, OpenAI's); [] = the student's.
+    _add(t, "PIXEL_MEAN", [])
+    _add(t, "PIXEL_STD", [])
 
     s = _node(cfg.MODEL, "CLIPSELF")
     _add(s, "COSINE_WEIGHT", 1.0)

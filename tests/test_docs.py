@@ -135,6 +135,7 @@ SKIP: list[tuple[str, str, str]] = [
         'pretrained="densevlm_b16_open_clip.pt"',
         "reads the converter's output (the command above, not run)",
     ),  # fmt: skip
+    ("docs/students.md", "configs/coco/densevlm_siglip2_b16.yaml --num-gpus 4", _GPUS),
     ("docs/own_data.md", "my_datasets.py", _OWN),
     ("docs/own_data.md", "register_sem_seg(", _OWN),
     ("docs/own_data.md", "output/my_densevlm/clip_final_eva_clip.pt", _OWN),

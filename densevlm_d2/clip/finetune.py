@@ -82,9 +82,10 @@ def attention_qv_parameters(clip: nn.Module) -> list[nn.Parameter]:
         if isinstance(module, nn.MultiheadAttention):
             split_in_projection(module)
             params += [module.q_proj_weight, module.v_proj_weight]
-        elif hasattr(module, "q_proj") and hasattr(module, "v_proj") and hasattr(module, "qkv"):
-            # timm's EVA attention: separate projections unless built with qkv_fused
-            if module.q_proj is None:
+        elif hasattr(module, "qkv"):
+            # timm's attention: EVA's has separate projections unless built with qkv_fused;
+            # ViT's (SigLIP) and PE's have the fused one only
+            if getattr(module, "q_proj", None) is None:
                 raise ValueError(
                     f"{name}: fused qkv projection; attention fine-tuning needs a model built "
                     "with separate query/key/value projections"

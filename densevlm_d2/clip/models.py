@@ -5,10 +5,16 @@ Names accepted by :func:`build_clip_model` (case-sensitive):
 * ``EVA02-CLIP-B-16`` (open_clip ``EVA02-B-16``): EVA02-CLIP-B/16, the DenseVLM/CLIPSelf student;
 * ``EVA02-CLIP-L-14`` (``EVA02-L-14``): EVA02-CLIP-L/14 at 224 px;
 * ``EVA02-CLIP-L-14-336`` (``EVA02-L-14-336``): EVA02-CLIP-L/14-336, the DenseVLM teacher;
-* ``ViT-B-16``: OpenAI-style ViT-B/16 with GELU (open_clip's own weights);
-* ``ViT-B-16-quickgelu``: the same with QuickGELU, which OpenAI's released weights need;
-* ``EVA02-Tiny-16``, ``ViT-Tiny-16`` (configs shipped here): tiny versions of those, for tests and
-  smoke runs.
+* ``ViT-B-16``, ``ViT-L-14``, ``ViT-L-14-336``: OpenAI-style ViTs with GELU (open_clip's own
+  weights);
+* ``ViT-B-16-quickgelu``, ``ViT-L-14-quickgelu``, ``ViT-L-14-336-quickgelu``: the same with
+  QuickGELU, which OpenAI's released weights need;
+* ``ViT-B-16-SigLIP2``: SigLIP 2 B/16 (timm ``VisionTransformer``, attention-pool head, no CLS);
+* ``PE-Core-B-16``: Perception Encoder core B/16 (timm ``Eva`` with RoPE, attention-pool head);
+* ``EVA02-Tiny-16``, ``ViT-Tiny-16``, ``ViT-Tiny-16-MAP``, ``PE-Core-Tiny-16`` (configs shipped
+  here): tiny versions of those layouts (the same timm classes), for tests and smoke runs.
+
+docs/students.md says how each family's dense features are defined.
 
 open_clip's own names (``EVA02-B-16`` ...) are accepted too, and so is any model registered with
 :func:`register_model_config` (the CPU demo registers its ``EVA02-Demo-16`` so). Models are always
@@ -21,12 +27,15 @@ from __future__ import annotations
 
 import logging
 import re
+from functools import partial
 from pathlib import Path
 
 import open_clip
 import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.eva import Eva, checkpoint_filter_fn
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 
 __all__ = [
     "MODEL_ALIASES",
@@ -54,8 +63,16 @@ _SUPPORTED = (
     "EVA02-L-14-336",
     "ViT-B-16",
     "ViT-B-16-quickgelu",
+    "ViT-L-14",
+    "ViT-L-14-quickgelu",
+    "ViT-L-14-336",
+    "ViT-L-14-336-quickgelu",
+    "ViT-B-16-SigLIP2",
+    "PE-Core-B-16",
     "EVA02-Tiny-16",
     "ViT-Tiny-16",
+    "ViT-Tiny-16-MAP",
+    "PE-Core-Tiny-16",
 )
 # configs registered at run time (register_model_config)
 _REGISTERED: set[str] = set()
@@ -66,6 +83,8 @@ open_clip.add_model_config(_CONFIG_DIR)
 default_cfgs = generate_default_cfgs(
     {
         "densevlm_eva02_tiny_patch16_clip_224": {"num_classes": 64},
+        "densevlm_vit_tiny_patch16_map_224": {"num_classes": 0},
+        "densevlm_pe_tiny_patch16_224": {"num_classes": 64},
     }
 )
 
@@ -114,6 +133,50 @@ def small_eva02(
 def densevlm_eva02_tiny_patch16_clip_224(pretrained: bool = False, **kwargs) -> Eva:
     """Width 128, 2 blocks: for tests."""
     return small_eva02("densevlm_eva02_tiny_patch16_clip_224", pretrained, 224, 128, 2, 2, **kwargs)
+
+
+@register_model
+def densevlm_vit_tiny_patch16_map_224(pretrained: bool = False, **kwargs) -> VisionTransformer:
+    """SigLIP's vision layout (timm ``VisionTransformer``, attention-pool head, no class token) at
+    width 64 with 2 blocks; no pretrained weights: for tests and the demo."""
+    if pretrained:
+        raise ValueError("densevlm_vit_tiny_patch16_map_224 has no pretrained weights")
+    model_args = dict(
+        patch_size=16, embed_dim=64, depth=2, num_heads=2, class_token=False, global_pool="map"
+    )
+    return build_model_with_cfg(
+        VisionTransformer,
+        "densevlm_vit_tiny_patch16_map_224",
+        pretrained=False,
+        **dict(model_args, **kwargs),
+    )
+
+
+@register_model
+def densevlm_pe_tiny_patch16_224(pretrained: bool = False, **kwargs) -> Eva:
+    """PE-Core's vision layout (timm ``Eva``: CLS token, RoPE offset by one in ``xy`` order,
+    pre-norm, attention-pool head) at width 64 with 2 blocks; no pretrained weights: for tests."""
+    if pretrained:
+        raise ValueError("densevlm_pe_tiny_patch16_224 has no pretrained weights")
+    model_args = dict(
+        patch_size=16,
+        embed_dim=64,
+        depth=2,
+        num_heads=2,
+        global_pool="map",
+        attn_type="rope",
+        use_pre_transformer_norm=True,
+        use_rot_pos_emb=True,
+        ref_feat_shape=(14, 14),
+        rope_grid_offset=1.0,
+        rope_grid_indexing="xy",
+        attn_pool_num_heads=2,
+        attn_pool_mlp_ratio=4.0,
+        norm_layer=partial(nn.LayerNorm, eps=1e-5),
+    )
+    return build_model_with_cfg(
+        Eva, "densevlm_pe_tiny_patch16_224", pretrained=False, **dict(model_args, **kwargs)
+    )
 
 
 def register_model_config(path: str | Path) -> list[str]:

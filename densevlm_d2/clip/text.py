@@ -59,6 +59,7 @@ __all__ = [
     "default_cache_dir",
     "encode_tokens",
     "load_text_embeddings",
+    "load_tokenizer",
     "save_text_embeddings",
     "text_tower_digest",
 ]
@@ -317,6 +318,27 @@ def encode_tokens(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
 
 
+def load_tokenizer(model_name: str):
+    """open_clip's tokenizer for an open_clip config name; a clear error when it cannot be made.
+
+    SigLIP 2 (and other models whose config names a Hugging Face tokenizer) need the
+    ``transformers`` package and the tokenizer's files in the Hugging Face cache: nothing is
+    downloaded where there is no network, and no other tokenizer is substituted."""
+    try:
+        return open_clip.get_tokenizer(model_name)
+    except (ImportError, OSError, ValueError) as e:
+        text_cfg = (open_clip.get_model_config(model_name) or {}).get("text_cfg", {})
+        source = text_cfg.get("hf_tokenizer_name") or "its Hugging Face tokenizer"
+        raise RuntimeError(
+            f"the text tokenizer of {model_name} cannot be loaded ({type(e).__name__}: {e}). It "
+            f"is the Hugging Face tokenizer {source!r}: it needs the `transformers` package and "
+            "the tokenizer's files in the Hugging Face cache (HF_HOME; set HF_HUB_OFFLINE=1 "
+            "without network). Without it, give this CLIP's class embeddings precomputed "
+            "(MODEL.CLIP.TEXT_EMBEDDINGS, or TEACHER.TEXT_EMBEDDINGS for a teacher) or pass a "
+            "tokenizer explicitly (TextEmbedder(tokenizer=...))"
+        ) from e
+
+
 class TextEmbedder:
     """Vocabularies -> text embeddings with an open_clip model's text tower, cached in memory and
     (``cache_dir``; None: no disk cache) on disk; see the module docstring."""
@@ -330,12 +352,15 @@ class TextEmbedder:
         model_name: str,
         cache_dir: str | os.PathLike | None = "default",
         batch_size: int = 256,
+        tokenizer=None,
     ):
+        """``tokenizer``: texts -> token ids for this text tower; default: the model's own
+        (:func:`load_tokenizer`)."""
         from .models import open_clip_name
 
         self.model = model
         self.model_name = open_clip_name(model_name)
-        self.tokenizer = open_clip.get_tokenizer(self.model_name)
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(self.model_name)
         self.cache_dir = (
             default_cache_dir()
             if cache_dir == "default"

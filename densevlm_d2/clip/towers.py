@@ -17,6 +17,12 @@ the tower's own modules in the order of the published DenseVLM/CLIPSelf ``encode
 
 The same pass also gives the CLS image embedding (last block run normally) and intermediate block
 outputs for detectors, sharing the first ``L-1`` blocks.
+
+Towers pooled by timm's attention-pool (MAP) head instead of a CLS token (:class:`SigLIPTower`
+for SigLIP / SigLIP 2, :class:`PETower` for PE-Core) run every block as usual and take the value
+path in the pooling head instead (:class:`PooledTower`), so that a one-token input's dense
+feature is the model's image embedding; their position embeddings (and PE's RoPE table) are
+resized as timm resizes them for other input sizes. docs/students.md lists the families.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from timm.layers import AttentionPoolLatent, resample_abs_pos_embed
 from timm.layers.pos_embed_sincos import build_rotary_pos_embed
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -33,10 +40,16 @@ from .finetune import value_weight
 
 __all__ = [
     "DENSE_RESIDUALS",
+    "EvaTower",
+    "OpenAIViTTower",
+    "PETower",
+    "PooledTower",
+    "SigLIPTower",
     "TowerOutput",
     "VisionTower",
     "eva_rope_table",
     "resize_pos_embed",
+    "timm_rope_table",
     "vision_tower",
 ]
 
@@ -115,6 +128,11 @@ class VisionTower:
     width: int
     output_dim: int
     num_blocks: int
+    #: tokens before the patch tokens (a CLS token: 1; SigLIP: 0)
+    num_prefix_tokens: int = 1
+    #: whether the dense path replaces the last block's attention by its value path (CLS-token
+    #: towers) or runs that block as usual, the value path being in a pooling head (pooled towers)
+    value_path_in_last_block: bool = True
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int], object]:
         """Image -> (tokens with CLS first, token grid, per-pass context such as a RoPE table)."""
@@ -135,7 +153,7 @@ class VisionTower:
         raise NotImplementedError
 
     def project_cls(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled CLS embedding of the full token sequence (B, 1+N, C) -> (B, D)."""
+        """The image embedding of the full token sequence (B, prefix + N, C) -> (B, D)."""
         raise NotImplementedError
 
     def dense_unused_parameters(self) -> list[nn.Parameter]:
@@ -169,6 +187,12 @@ class VisionTower:
             raise ValueError(
                 f"dense_residual must be one of {DENSE_RESIDUALS}, got {dense_residual!r}"
             )
+        if dense_residual != "token" and not self.value_path_in_last_block:
+            raise ValueError(
+                f"dense_residual {dense_residual!r} changes the last block's value path; "
+                f"{type(self).__name__} runs that block as usual (its value path is in the "
+                "pooling head): use 'token'"
+            )
         last = self.num_blocks - 1
         for i in block_indices:
             if not 0 <= i <= last:
@@ -179,21 +203,28 @@ class VisionTower:
         out = TowerOutput(grid=grid)
         wanted = set(block_indices)
         stop = last if (dense or image or last in wanted) else max(wanted, default=-1) + 1
+        p = self.num_prefix_tokens
         for i in range(min(stop, last)):
             tokens = self._run_block(self.block, i, tokens, ctx)
             if i in wanted:
-                out.blocks[i] = self._to_map(tokens[:, 1:], grid)
+                out.blocks[i] = self._to_map(tokens[:, p:], grid)
+        value = None
         if dense or last in wanted:
-            value = self._run_block(self.value_block, last, tokens, ctx, dense_residual)
+            if self.value_path_in_last_block:
+                value = self._run_block(self.value_block, last, tokens, ctx, dense_residual)
+            else:
+                value = self._run_block(self.block, last, tokens, ctx)
             if last in wanted:
-                out.blocks[last] = self._to_map(value[:, 1:], grid)
+                out.blocks[last] = self._to_map(value[:, p:], grid)
             if dense:
-                projected = self.project_tokens(value[:, 1:])
+                projected = self.project_tokens(value[:, p:])
                 out.dense = self._to_map(
                     F.normalize(projected, dim=-1) if normalize else projected, grid
                 )
         if image:
-            out.image = self.project_cls(self._run_block(self.block, last, tokens, ctx))
+            if value is None or self.value_path_in_last_block:
+                value = self._run_block(self.block, last, tokens, ctx)
+            out.image = self.project_cls(value)
         return out
 
     @staticmethod
@@ -241,13 +272,10 @@ class EvaTower(VisionTower):
         return self._rope_cache[key]
 
     def embed(self, x):
-        trunk = self.module
-        x = trunk.patch_embed.proj(x)
-        grid = (x.shape[-2], x.shape[-1])
-        x = trunk.patch_embed.norm(x.flatten(2).transpose(1, 2))
-        x = torch.cat([trunk.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
-        x = x + resize_pos_embed(trunk.pos_embed[0], self.pretrained_grid, grid).to(x.dtype)
-        x = trunk.norm_pre(trunk.pos_drop(x))
+        pos_embed = self.module.pos_embed[0]
+        x, grid = _timm_embed(
+            self.module, x, lambda g: resize_pos_embed(pos_embed, self.pretrained_grid, g)
+        )
         return x, grid, self.rope_table(grid, x.device)
 
     def block(self, index, x, ctx):
@@ -340,6 +368,157 @@ class OpenAIViTTower(VisionTower):
         return vis.ln_post(x[:, 0]) @ vis.proj
 
 
+class PooledTower(VisionTower):
+    """A timm trunk whose image embedding is pooled by timm's attention-pool (MAP) head: a learned
+    latent query attends over all tokens, then the pool's output projection, a residual MLP
+    ``x + mlp(norm(x))``, timm's ``fc_norm`` and ``head``, and open_clip's own projection
+    (``visual.head``) if any. Subclasses say how to embed and run a block.
+
+    Dense feature of a token: the image embedding the model would give if the pool attended to
+    that token alone (softmax over one key is 1). The token's value through the pool's value and
+    output projections, then the pool's residual MLP, ``fc_norm``, ``head`` and open_clip's
+    projection, exactly as they act on the pooled latent. So for a one-token input the dense
+    feature *is* the image embedding. The trunk's last block runs as usual: the pool is the
+    attention that makes the image embedding, so it is where the value path belongs (MaskCLIP
+    does the same for ResNet CLIPs, whose attention pool it replaces by its value path).
+    """
+
+    value_path_in_last_block = False
+
+    def __init__(self, visual: nn.Module):
+        trunk = visual.trunk
+        super().__init__(trunk)
+        pool = getattr(trunk, "attn_pool", None)
+        if not isinstance(pool, AttentionPoolLatent):
+            name = type(self).__name__
+            raise ValueError(f"{name} needs a trunk with timm's attention pool (map)")
+        if pool.latent_len != 1 or pool.pos_embed is not None or pool.pool != "token":
+            raise ValueError(
+                "the attention pool must have one latent query and no position embedding of its own"
+            )
+        if getattr(trunk, "reg_token", None) is not None:
+            raise ValueError(f"{type(self).__name__} does not support register tokens")
+        self.pool = pool
+        self.projection = visual.head  # open_clip's projection after the trunk (often empty)
+        self.num_prefix_tokens = 0 if trunk.cls_token is None else 1
+        self.patch_size = int(trunk.patch_embed.patch_size[0])
+        self.pretrained_grid = tuple(int(g) for g in trunk.patch_embed.grid_size)
+        self.width = trunk.embed_dim
+        self.num_blocks = len(trunk.blocks)
+        weight = pool.kv.weight
+        with torch.no_grad():  # the output size, whatever the head's layers are
+            probe = torch.zeros(1, pool.out_features, device=weight.device, dtype=weight.dtype)
+            self.output_dim = int(self._head(probe).shape[-1])
+
+    def _pos_embed(self, grid: tuple[int, int]) -> torch.Tensor:
+        """The position embedding for ``grid`` as timm resizes it for other input sizes
+        (``dynamic_img_size``): bicubic, antialiased, prefix tokens kept."""
+        trunk = self.module
+        prefix = 0 if getattr(trunk, "no_embed_class", False) else self.num_prefix_tokens
+        return resample_abs_pos_embed(
+            trunk.pos_embed, list(grid), list(self.pretrained_grid), num_prefix_tokens=prefix
+        )[0]
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        trunk = self.module
+        return self.projection(trunk.head(trunk.head_drop(trunk.fc_norm(x))))
+
+    def project_tokens(self, x):
+        pool = self.pool
+        c = pool.kv.out_features // 2  # kv rows: keys, then values
+        bias = None if pool.kv.bias is None else pool.kv.bias[c:]
+        v = pool.proj_drop(pool.proj(F.linear(self.module.norm(x), pool.kv.weight[c:], bias)))
+        if pool.mlp is not None:
+            v = v + pool.mlp(pool.norm(v))
+        return self._head(v)
+
+    def project_cls(self, x):
+        return self._head(self.pool(self.module.norm(x)))
+
+    def dense_unused_parameters(self):
+        # the latent query and its projection only weigh tokens; the keys share the fused kv
+        # tensor with the values (zero gradients, not none)
+        return [self.pool.latent, *self.pool.q.parameters()]
+
+
+class SigLIPTower(PooledTower):
+    """timm ``VisionTransformer`` with an attention-pool head and no class token (SigLIP and
+    SigLIP 2 in open_clip, ``model.visual``): position embeddings of the full grid resized as timm
+    does."""
+
+    def __init__(self, visual: nn.Module):
+        super().__init__(visual)
+        if self.module.pos_embed is None:
+            raise ValueError("SigLIPTower expects a trunk with absolute position embeddings")
+
+    def embed(self, x):
+        x, grid = _timm_embed(self.module, x, self._pos_embed)
+        return x, grid, None
+
+    def block(self, index, x, ctx):
+        return self.module.blocks[index](x)
+
+
+class PETower(PooledTower):
+    """timm ``Eva`` with an attention-pool head (Perception Encoder, PE-Core, in open_clip,
+    ``model.visual``): CLS token and absolute position embedding resized as timm does, and a RoPE
+    table built for the actual grid with the trunk's own rotary settings (for PE: positions
+    offset by one, ``xy`` order, rescaled to the pretraining grid), as timm builds it for other
+    input sizes."""
+
+    def __init__(self, visual: nn.Module):
+        super().__init__(visual)
+        trunk = self.module
+        if trunk.pos_embed is None or trunk.rope is None or trunk.no_embed_class:
+            raise ValueError(
+                "PETower expects a PE trunk: position embedding covering the CLS token, RoPE"
+            )
+        self._rope_cache: dict[tuple, torch.Tensor] = {}
+
+    def rope_table(self, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
+        key = (grid, device)
+        if key not in self._rope_cache:
+            self._rope_cache[key] = timm_rope_table(self.module.rope, grid).to(device)
+        return self._rope_cache[key]
+
+    def embed(self, x):
+        x, grid = _timm_embed(self.module, x, self._pos_embed)
+        return x, grid, self.rope_table(grid, x.device)
+
+    def block(self, index, x, ctx):
+        return self.module.blocks[index](x, rope=ctx)
+
+
+def timm_rope_table(rope: nn.Module, grid: tuple[int, int]) -> torch.Tensor:
+    """The ``[sin | cos]`` table of a timm ``RotaryEmbeddingCat`` for a ``grid = (H, W)``, built
+    from the module's own settings as the module builds it when it holds no cached table
+    (``get_embed(shape)`` of a model made with ``dynamic_img_size``)."""
+    sin, cos = build_rotary_pos_embed(
+        list(grid),
+        bands=rope.bands,
+        in_pixels=rope.in_pixels,
+        ref_feat_shape=rope.ref_feat_shape,
+        grid_offset=rope.grid_offset,
+        grid_indexing=rope.grid_indexing,
+        rotate_half=rope.rotate_half,
+        grid_type=rope.grid_type,
+        normalize_coords=rope.normalize_coords,
+    )
+    return torch.cat([sin, cos], dim=-1)
+
+
+def _timm_embed(trunk: nn.Module, x: torch.Tensor, pos_embed) -> tuple[torch.Tensor, tuple]:
+    """A timm trunk's patch embedding, CLS token (if any), position embedding ``pos_embed(grid)``
+    (``(prefix + H*W, C)``) and pre-norm, for any input size."""
+    x = trunk.patch_embed.proj(x)
+    grid = (x.shape[-2], x.shape[-1])
+    x = trunk.patch_embed.norm(x.flatten(2).transpose(1, 2))
+    if trunk.cls_token is not None:
+        x = torch.cat([trunk.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
+    x = x + pos_embed(grid).to(x.dtype)
+    return trunk.norm_pre(trunk.pos_drop(x)), grid
+
+
 def _residual(x: torch.Tensor, kind: str) -> torch.Tensor:
     """The value path's residual: every token's own input, or the CLS token's for all."""
     return x if kind == "token" else x[:, :1].expand_as(x)
@@ -350,7 +529,13 @@ def vision_tower(visual: nn.Module) -> VisionTower:
     from open_clip.timm_model import TimmModel
     from open_clip.transformer import VisionTransformer
     from timm.models.eva import Eva
+    from timm.models.vision_transformer import VisionTransformer as TimmViT
 
+    if isinstance(visual, TimmModel) and getattr(visual.trunk, "attn_pool", None) is not None:
+        if isinstance(visual.trunk, Eva):
+            return PETower(visual)
+        if isinstance(visual.trunk, TimmViT):
+            return SigLIPTower(visual)
     if isinstance(visual, TimmModel) and isinstance(visual.trunk, Eva):
         if len(visual.head) > 0:
             raise ValueError(

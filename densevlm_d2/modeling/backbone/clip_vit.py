@@ -121,13 +121,16 @@ class CLIPViTBackbone(Backbone):
         model: nn.Module | None = None,
         checkpoint_role: str = "CLIP checkpoint",
         random_init: bool = False,
+        tokenizer=None,
     ):
         """``model``: an open_clip model of that architecture built already (default: a new one).
         ``checkpoint_role``: what ``checkpoint`` is, for error messages (e.g. its config key).
         ``random_init``: a new model without ``checkpoint`` is randomly initialised on purpose, or
         gets its weights afterwards from a caller that checks them (the config path: detectron2's
         checkpointer with ``MODEL.CLIP.RANDOM_INIT``); otherwise such a model is built with a
-        warning, as :func:`~densevlm_d2.load_clip` refuses it without ``random_init=True``."""
+        warning, as :func:`~densevlm_d2.load_clip` refuses it without ``random_init=True``.
+        ``tokenizer``: the text tower's tokenizer (default: the model's own; see
+        :func:`~densevlm_d2.clip.text.load_tokenizer`)."""
         super().__init__()
         self.model_name = open_clip_name(model_name)
         if not checkpoint and model is None and not random_init:
@@ -163,6 +166,7 @@ class CLIPViTBackbone(Backbone):
         self.text_embeddings_files = {
             str(k): str(v) for k, v in (text_embeddings_files or {}).items()
         }
+        self._tokenizer = tokenizer
         self._text_embedder: TextEmbedder | None = None
         self._precomputed_files: dict[tuple, torch.Tensor] = {}
         self.initial_state: dict[str, torch.Tensor] = {}
@@ -374,7 +378,9 @@ class CLIPViTBackbone(Backbone):
     def text_embedder(self) -> TextEmbedder:
         """The text classifier on this CLIP's text tower (disk cache in ``text_cache_dir``)."""
         if self._text_embedder is None:
-            self._text_embedder = TextEmbedder(self.model, self.model_name, self.text_cache_dir)
+            self._text_embedder = TextEmbedder(
+                self.model, self.model_name, self.text_cache_dir, tokenizer=self._tokenizer
+            )
         return self._text_embedder
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:

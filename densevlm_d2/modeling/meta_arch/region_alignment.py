@@ -16,6 +16,7 @@ region crops when the class says :attr:`~RegionAlignmentModel.needs_crops`; the 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
@@ -30,6 +31,7 @@ from ...data.vocabulary import dataset_vocabulary
 from ..backbone.clip_vit import CLIPViTBackbone, embeddings_files
 from ..losses import clipself_loss, densevlm_loss, regionclip_loss
 from ..open_vocab import text_spec
+from ..pixels import PixelNormalizer
 from ..region_pooling import BoxPooler
 from .base import training_dicts
 from .region_classifier import CLIPRegionClassifier
@@ -126,9 +128,21 @@ class DenseVLM(RegionAlignmentModel):
         threshold: float = 0.3,
         stuff_classes: str = "all",
         renormalize_text: bool = True,
+        teacher_pixel_mean: Sequence[float] = (),
+        teacher_pixel_std: Sequence[float] = (),
         **kwargs,
     ):
+        """``teacher_pixel_mean`` / ``teacher_pixel_std``: the teacher's own pixel normalisation
+        (0-255 scale) where it differs from the student's; empty: the student's."""
         super().__init__(**kwargs)
+        if bool(len(teacher_pixel_mean)) != bool(len(teacher_pixel_std)):
+            raise ValueError(
+                "MODEL.DENSEVLM.TEACHER.PIXEL_MEAN and PIXEL_STD are set together or not at all"
+            )
+        #: the teacher's pixel normalisation (None: the student's)
+        self.teacher_pixels = (
+            PixelNormalizer(teacher_pixel_mean, teacher_pixel_std) if teacher_pixel_mean else None
+        )
         if not teacher.is_teacher:
             raise ValueError("DenseVLM's teacher must be a CLIPViTBackbone(teacher=True)")
         self.teacher = teacher.eval()
@@ -177,6 +191,8 @@ class DenseVLM(RegionAlignmentModel):
             threshold=c.THRESHOLD,
             stuff_classes=c.STUFF_CLASSES,
             renormalize_text=renormalize,
+            teacher_pixel_mean=list(c.TEACHER.PIXEL_MEAN),
+            teacher_pixel_std=list(c.TEACHER.PIXEL_STD),
         )
         return ret
 
@@ -190,7 +206,8 @@ class DenseVLM(RegionAlignmentModel):
             images, stride = F.pad(images, (0, extra, 0, extra)), p
         else:
             stride = size / (size // p)
-        dense = self.teacher.features(self.pixels(images), dense=True).dense
+        pixels = self.teacher_pixels if self.teacher_pixels is not None else self.pixels
+        dense = self.teacher.features(pixels(images), dense=True).dense
         return BoxPooler(stride)(dense, boxes)
 
     def losses(self, batched_inputs, images, boxes, student_features):
