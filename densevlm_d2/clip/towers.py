@@ -135,7 +135,8 @@ class VisionTower:
     value_path_in_last_block: bool = True
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int], object]:
-        """Image -> (tokens with CLS first, token grid, per-pass context such as a RoPE table)."""
+        """Image -> (tokens with the prefix (CLS) tokens first, token grid, per-pass context such as
+        a RoPE table)."""
         raise NotImplementedError
 
     def block(self, index: int, x: torch.Tensor, ctx: object) -> torch.Tensor:

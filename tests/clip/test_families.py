@@ -14,6 +14,7 @@ import open_clip
 import pytest
 import timm
 import torch
+from detectron2.config import get_cfg
 from timm.layers import resample_abs_pos_embed
 
 import densevlm_d2
@@ -22,6 +23,7 @@ from densevlm_d2.clip.finetune import attention_qv_parameters
 from densevlm_d2.clip.text import TextEmbedder, TextSpec, load_tokenizer
 from densevlm_d2.clip.towers import PETower, SigLIPTower, timm_rope_table, vision_tower
 from densevlm_d2.modeling import CLIPViTBackbone
+from tests.helpers import ROOT
 
 TINY_POOLED = {"ViT-Tiny-16-MAP": SigLIPTower, "PE-Core-Tiny-16": PETower}
 CLOSE = dict(atol=1e-5, rtol=1e-5)
@@ -288,3 +290,43 @@ def test_full_size_pe_core_head_one_token_image_and_export():
         torch.testing.assert_close(out.image, model.encode_image(x), **CLOSE)
     assert out.dense.shape == (1, 1024, 14, 14)
     _export_and_load_upstream(model, name)
+
+
+# -- the family configs ----------------------------------------------------------------------------
+FAMILY_CONFIGS = [
+    ROOT / "configs" / "coco" / f"{method}_{family}.yaml"
+    for method in ("densevlm", "clipself")
+    for family in ("openai_b16", "openai_l14_336", "siglip2_b16", "pe_core_b16")
+]
+
+
+def _released_pixels(name: str) -> tuple[list[float], list[float]]:
+    """Mean and std (0-255) of the family's released weights, as open_clip records them."""
+    name = densevlm_d2.clip.models.open_clip_name(name)
+    cfg = open_clip.get_pretrained_cfg(name, open_clip.list_pretrained_tags_by_model(name)[0])
+    return [255 * m for m in cfg["mean"]], [255 * s for s in cfg["std"]]
+
+
+@pytest.mark.parametrize("path", FAMILY_CONFIGS, ids=lambda p: p.stem)
+def test_family_config(path):
+    """Each family's config: its student is supported, the canvas is a whole number of its
+    patches, the trained blocks exist, and student and teacher normalise pixels as their released
+    weights expect."""
+    cfg = densevlm_d2.add_densevlm_config(get_cfg())
+    cfg.merge_from_file(str(path))
+    c = cfg.MODEL.CLIP
+    assert c.MODEL_NAME in densevlm_d2.clip.models.available_models()
+    assert cfg.INPUT.REGIONS.IMAGE_SIZE % densevlm_d2.clip.models.patch_size_of(c.MODEL_NAME) == 0
+    with torch.device("meta"):
+        depth = vision_tower(open_clip.create_model(c.MODEL_NAME, device="meta").visual).num_blocks
+    assert c.FINETUNE == "blocks" and 0 < c.TRAINABLE_BLOCKS <= depth
+    mean, std = _released_pixels(c.MODEL_NAME)
+    torch.testing.assert_close(list(cfg.MODEL.PIXEL_MEAN), mean, atol=1e-4, rtol=0)
+    torch.testing.assert_close(list(cfg.MODEL.PIXEL_STD), std, atol=1e-4, rtol=0)
+    teacher = cfg.MODEL.DENSEVLM.TEACHER
+    t_mean, t_std = _released_pixels(teacher.MODEL_NAME)
+    if teacher.PIXEL_MEAN:
+        torch.testing.assert_close(list(teacher.PIXEL_MEAN), t_mean, atol=1e-4, rtol=0)
+        torch.testing.assert_close(list(teacher.PIXEL_STD), t_std, atol=1e-4, rtol=0)
+    else:
+        torch.testing.assert_close(mean, t_mean, atol=1e-4, rtol=0)

@@ -3,7 +3,8 @@ other families (random weights): OpenAI ViT-L/14-336 and SigLIP 2 B/16, from the
 
 The teacher is the tiny EVA02 (EVA02-Tiny-16), not the configs' EVA02-CLIP-L/14-336: a full-size
 L/14-336 teacher beside a full-size L/14 student, its optimiser state and checkpoint would take
-more memory and time than these tests may (see docs/students.md). One prompt template, not 63.
+more memory and time than these tests may (see docs/students.md). The teacher embeds the classes
+with one prompt template, not 63; the student's come precomputed.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ ONE_STEP = ("MODEL.CLIP.RANDOM_INIT", "True", "MODEL.CLIP.CHECKPOINT", "",
             "MODEL.DENSEVLM.TEACHER.MODEL_NAME", "EVA02-Tiny-16",
             "MODEL.DENSEVLM.TEACHER.CHECKPOINT", "",
             "MODEL.DENSEVLM.TEXT.PROMPTS", '["a photo of a {}."]',
-            "SOLVER.IMS_PER_BATCH", "1", "SOLVER.MAX_ITER", "1", "SOLVER.WARMUP_ITERS", "1",
+            "SOLVER.IMS_PER_BATCH", "1", "SOLVER.MAX_ITER", "1", "SOLVER.WARMUP_ITERS", "0",
             "SOLVER.CHECKPOINT_PERIOD", "100", "SOLVER.AMP.ENABLED", "False",
             "SOLVER.PLOT_CURVES", "False", "DATASETS.TEST", "()",
             "DATALOADER.NUM_WORKERS", "0", "SEED", "0")  # fmt: skip
@@ -34,13 +35,23 @@ ONE_STEP = ("MODEL.CLIP.RANDOM_INIT", "True", "MODEL.CLIP.CHECKPOINT", "",
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
+    """Two images, and random unit class embeddings (316 x 768, the embedding size of both
+    students) for the student: its text tower would take a minute or more of a shared CPU, and
+    SigLIP 2's needs a Hugging Face tokenizer that is not here."""
     root = tmp_path_factory.mktemp("data")
     images = root / "coco" / "train2017"
     images.mkdir(parents=True)
     photo = (ROOT / "densevlm_d2" / "assets" / "chelsea.jpg").read_bytes()
     for i in range(2):
         (images / f"{i:012d}.jpg").write_bytes(photo)
+    rows = np.random.default_rng(0).standard_normal((316, 768)).astype(np.float32)
+    np.save(root / "student_316.npy", rows / np.linalg.norm(rows, axis=1, keepdims=True))
     return root
+
+
+def _student_text(data) -> tuple[str, str]:
+    pairs = f'[["densevlm_coco_stuff_ade20k_316", "{data / "student_316.npy"}"]]'
+    return ("MODEL.CLIP.TEXT_EMBEDDINGS", pairs)
 
 
 def _trained_one_step(out, log: str) -> None:
@@ -54,6 +65,7 @@ def test_openai_l14_336_student_one_step(data, tmp_path):
     run = train_net(
         CONFIGS / "densevlm_openai_l14_336.yaml", *ONE_STEP,
         "INPUT.REGIONS.IMAGE_SIZE", "112",  # 8 x 8 tokens of 14 px
+        *_student_text(data),
         "SOLVER.EXPORT_CLIP", "False",
         "OUTPUT_DIR", str(out),
         datasets=data,
@@ -64,17 +76,12 @@ def test_openai_l14_336_student_one_step(data, tmp_path):
 
 
 def test_siglip2_student_one_step_and_export(data, tmp_path):
-    """SigLIP 2's class embeddings come precomputed (its Hugging Face tokenizer is not here); the
-    exported student loads into upstream open_clip strictly."""
-    embeddings = tmp_path / "siglip2_316.npy"
-    rng = np.random.default_rng(0)
-    rows = rng.standard_normal((316, 768)).astype(np.float32)
-    np.save(embeddings, rows / np.linalg.norm(rows, axis=1, keepdims=True))
+    """The exported student loads into upstream open_clip strictly."""
     out = tmp_path / "siglip2"
     run = train_net(
         CONFIGS / "densevlm_siglip2_b16.yaml", *ONE_STEP,
         "INPUT.REGIONS.IMAGE_SIZE", "128",  # 8 x 8 tokens of 16 px
-        "MODEL.CLIP.TEXT_EMBEDDINGS", f'[["densevlm_coco_stuff_ade20k_316", "{embeddings}"]]',
+        *_student_text(data),
         "OUTPUT_DIR", str(out),
         datasets=data,
     )  # fmt: skip

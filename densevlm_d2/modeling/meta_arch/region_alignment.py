@@ -105,6 +105,17 @@ class RegionAlignmentModel(CLIPRegionClassifier):
         raise NotImplementedError
 
 
+def teacher_normalizer(mean: Sequence[float], std: Sequence[float]) -> PixelNormalizer | None:
+    """``MODEL.DENSEVLM.TEACHER.PIXEL_MEAN`` / ``PIXEL_STD`` as the teacher's normaliser; None when
+    both are empty (the teacher normalises as the student does)."""
+    if bool(len(mean)) != bool(len(std)):
+        raise ValueError(
+            "MODEL.DENSEVLM.TEACHER.PIXEL_MEAN and PIXEL_STD are set together or not at all, got "
+            f"{list(mean)} and {list(std)}"
+        )
+    return PixelNormalizer(mean, std) if len(mean) else None
+
+
 @META_ARCH_REGISTRY.register()
 class DenseVLM(RegionAlignmentModel):
     """Unbiased region-language alignment (docs/published_code.md, "Training" and "DenseVLM's
@@ -128,21 +139,13 @@ class DenseVLM(RegionAlignmentModel):
         threshold: float = 0.3,
         stuff_classes: str = "all",
         renormalize_text: bool = True,
-        teacher_pixel_mean: Sequence[float] = (),
-        teacher_pixel_std: Sequence[float] = (),
+        teacher_pixels: PixelNormalizer | None = None,
         **kwargs,
     ):
-        """``teacher_pixel_mean`` / ``teacher_pixel_std``: the teacher's own pixel normalisation
-        (0-255 scale) where it differs from the student's; empty: the student's."""
+        """``teacher_pixels``: the teacher's own pixel normalisation where it differs from the
+        student's (None: the student's)."""
         super().__init__(**kwargs)
-        if bool(len(teacher_pixel_mean)) != bool(len(teacher_pixel_std)):
-            raise ValueError(
-                "MODEL.DENSEVLM.TEACHER.PIXEL_MEAN and PIXEL_STD are set together or not at all"
-            )
-        #: the teacher's pixel normalisation (None: the student's)
-        self.teacher_pixels = (
-            PixelNormalizer(teacher_pixel_mean, teacher_pixel_std) if teacher_pixel_mean else None
-        )
+        self.teacher_pixels = teacher_pixels
         if not teacher.is_teacher:
             raise ValueError("DenseVLM's teacher must be a CLIPViTBackbone(teacher=True)")
         self.teacher = teacher.eval()
@@ -160,6 +163,7 @@ class DenseVLM(RegionAlignmentModel):
         ret = super().from_config(cfg)
         c = cfg.MODEL.DENSEVLM
         student = ret["backbone"]
+        teacher_pixels = teacher_normalizer(c.TEACHER.PIXEL_MEAN, c.TEACHER.PIXEL_STD)
         teacher = CLIPViTBackbone(
             model_name=c.TEACHER.MODEL_NAME,
             checkpoint=c.TEACHER.CHECKPOINT,
@@ -191,8 +195,7 @@ class DenseVLM(RegionAlignmentModel):
             threshold=c.THRESHOLD,
             stuff_classes=c.STUFF_CLASSES,
             renormalize_text=renormalize,
-            teacher_pixel_mean=list(c.TEACHER.PIXEL_MEAN),
-            teacher_pixel_std=list(c.TEACHER.PIXEL_STD),
+            teacher_pixels=teacher_pixels,
         )
         return ret
 
