@@ -417,7 +417,7 @@ def run_demo(
 
     _map_family(cfg, demo, world, models, runs, logs, env, stage)
 
-    stage("evaluation of the four models on the val split (tools/train_net.py --eval-only)")
+    stage("evaluation of the six models on the val split (tools/train_net.py --eval-only)")
     table = {}
     for name in MODELS:
         table[name] = evaluate(
