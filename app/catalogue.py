@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from demo.pipeline import architecture as demo_architecture
 from densevlm_d2.predictor import OpenVocabPredictor
 
 __all__ = ["DEMO_MODELS", "ROOT", "Catalogue", "ModelChoice", "register_files"]
@@ -39,6 +40,8 @@ DEMO_MODELS = {
     "student": "demo: pretrained student",
     "clipself": "demo: CLIPSelf",
     "teacher": "demo: teacher",
+    "map_densevlm": "demo: SigLIP-style + DenseVLM",
+    "map_student": "demo: SigLIP-style student",
 }
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 
@@ -82,7 +85,11 @@ class Catalogue:
             for stem, label in DEMO_MODELS.items():
                 if (models / f"{stem}.pt").is_file():
                     choices[label] = ModelChoice(
-                        label, DEMO_CONFIG, str(models / f"{stem}.pt"), register=(DEMO_REGISTER,)
+                        label,
+                        DEMO_CONFIG,
+                        str(models / f"{stem}.pt"),
+                        opts=("MODEL.CLIP.MODEL_NAME", demo_architecture(stem)),
+                        register=(DEMO_REGISTER,),
                     )
         if zoo:
             for label, choice in _cached_zoo_entries().items():

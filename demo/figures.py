@@ -10,12 +10,14 @@ from PIL import Image
 
 __all__ = ["bar_chart", "dense_predictions", "format_table"]
 
-_ORDER = ("student", "teacher", "clipself", "densevlm")
+_ORDER = ("student", "teacher", "clipself", "densevlm", "map_student", "map_densevlm")
 _LABELS = {
     "student": "pretrained student",
     "teacher": "teacher",
     "clipself": "CLIPSelf",
     "densevlm": "DenseVLM",
+    "map_student": "SigLIP-style student",
+    "map_densevlm": "SigLIP-style + DenseVLM",
 }
 
 

@@ -1,5 +1,5 @@
 """``python -m demo.openclip_train <open_clip_train arguments>``: upstream open_clip's
-training script with the demo's model config (EVA02-Demo-16) registered."""
+training script with the demo's model configs (EVA02-Demo-16, ViT-MAP-Demo-16) registered."""
 
 import sys
 

@@ -13,7 +13,11 @@ Stages (each cached in the demo folder; ``rebuild`` starts over):
    for the paper's much stronger region-aware teacher, so it may use the world's labels);
 4. ``clipself`` and ``densevlm``: the student fine-tuned by ``tools/train_net.py`` with
    ``configs/demo/{clipself,densevlm}.yaml``;
-5. ``evaluate``: ``tools/train_net.py --eval-only`` on the val split for the four models: region
+4b. ``map_student`` and ``map_densevlm``: another student family, a SigLIP-style CLIP (an
+   attention-pooled ViT without a class token, trained on the captions with the sigmoid loss by
+   ``open_clip_train --siglip``), and its DenseVLM fine-tuning from the same teacher
+   (``configs/demo/densevlm_map.yaml``);
+5. ``evaluate``: ``tools/train_net.py --eval-only`` on the val split for the six models: region
    accuracy (``configs/demo/eval.yaml``) and training-free segmentation
    (``configs/demo/sem_seg.yaml``);
 6. ``draw``: the table, a bar chart and dense predictions before / after, as PNG files.
@@ -40,7 +44,16 @@ TRAIN_NET = ROOT / "tools" / "train_net.py"
 # the world's datasets and the demo's model, registered in every train_net process
 REGISTER = ROOT / "demo" / "register.py"
 CONFIGS = ROOT / "configs" / "demo"
-MODELS = ("student", "teacher", "clipself", "densevlm")
+MODELS = ("student", "teacher", "clipself", "densevlm", "map_student", "map_densevlm")
+#: the demo's two student families: the EVA02-CLIP (every model but those below) and a
+#: SigLIP-style CLIP (an attention-pooled ViT without a class token, trained with the sigmoid loss)
+EVA, MAP = "EVA02-Demo-16", "ViT-MAP-Demo-16"
+ARCHITECTURES = {"map_student": MAP, "map_densevlm": MAP}
+
+
+def architecture(name: str) -> str:
+    """The open_clip model name of one of the demo's :data:`MODELS`."""
+    return ARCHITECTURES.get(name, EVA)
 
 
 # open_clip_train (stages 2 and 3) imports these, from open_clip's [training] extra; `make env`
@@ -132,7 +145,18 @@ def _show(log: Path, pos: int, keep) -> int:
         return f.tell()
 
 
-def _open_clip_train(csv: Path, name: str, epochs: int, out: Path, env: dict, log: Path) -> Path:
+def _open_clip_train(
+    csv: Path,
+    name: str,
+    epochs: int,
+    out: Path,
+    env: dict,
+    log: Path,
+    model: str = EVA,
+    *extra: str,
+) -> Path:
+    """Train ``model`` from scratch on ``csv`` (image, caption) with upstream open_clip_train;
+    ``extra``: more of its arguments (``--siglip``: the sigmoid loss)."""
     runs = out / "open_clip_train"
     shutil.rmtree(runs / name, ignore_errors=True)
     cmd = [
@@ -150,7 +174,7 @@ def _open_clip_train(csv: Path, name: str, epochs: int, out: Path, env: dict, lo
         "--csv-separator",
         ",",
         "--model",
-        "EVA02-Demo-16",
+        model,
         "--batch-size",
         "64",
         "--epochs",
@@ -177,6 +201,7 @@ def _open_clip_train(csv: Path, name: str, epochs: int, out: Path, env: dict, lo
         "0",
         "--log-every-n-steps",
         "10",
+        *extra,
     ]
     _run(cmd, log, env)
     return runs / name / "checkpoints" / f"epoch_{epochs}.pt"
@@ -190,14 +215,16 @@ def _cached(path: Path) -> bool:
     return False
 
 
-def _export(checkpoint: Path, target: Path) -> Path:
+def _export(checkpoint: Path, target: Path, model: str = EVA) -> Path:
+    """open_clip_train's checkpoint of ``model`` as a plain state dict: the EVA-CLIP release layout
+    for the EVA02 model, open_clip's for the others."""
     import densevlm_d2
 
-    from . import register  # noqa: F401  (the demo's model)
+    from . import register  # noqa: F401  (the demo's models)
 
-    model = densevlm_d2.build_clip_model("EVA02-Demo-16")
-    densevlm_d2.load_checkpoint(model, checkpoint)
-    return densevlm_d2.save_checkpoint(model, target, "eva_clip")
+    clip = densevlm_d2.build_clip_model(model)
+    densevlm_d2.load_checkpoint(clip, checkpoint)
+    return densevlm_d2.save_checkpoint(clip, target, "eva_clip" if model == EVA else "open_clip")
 
 
 def _schedule(iters: int | None) -> list[str]:
@@ -222,11 +249,13 @@ def _train_net(config: str, out_dir: Path, env: dict, log: Path, *opts: str) -> 
     _run(cmd, log, env)
 
 
-def evaluate(checkpoint: Path, out: Path, env: dict, logs: Path, name: str) -> dict:
+def evaluate(
+    checkpoint: Path, out: Path, env: dict, logs: Path, name: str, model: str = EVA
+) -> dict:
     """Region accuracy (configs/demo/eval.yaml) and training-free segmentation
-    (configs/demo/sem_seg.yaml) of one checkpoint on the val split: one dict of metrics, the
-    segmentation's as ``sem_seg.mIoU`` and ``sem_seg.pACC``."""
-    weights = ("--eval-only", "MODEL.WEIGHTS", str(checkpoint))
+    (configs/demo/sem_seg.yaml) of one checkpoint of ``model`` on the val split: one dict of
+    metrics, the segmentation's as ``sem_seg.mIoU`` and ``sem_seg.pACC``."""
+    weights = ("--eval-only", "MODEL.WEIGHTS", str(checkpoint), "MODEL.CLIP.MODEL_NAME", model)
     _train_net("eval.yaml", out, env, logs / f"eval_{name}.log", *weights)
     inference = out / "inference"
     metrics = json.loads((inference / "densevlm_demo_world_val" / "region_macc.json").read_text())
@@ -259,6 +288,39 @@ def write_semantic_views(world: Path) -> list[Path]:
     return folders
 
 
+def _map_family(cfg, demo, world, models, runs, logs, env, stage) -> None:
+    """Stages 6 and 7: the same method on another student family, a SigLIP-style CLIP (an
+    attention-pooled ViT without a class token, sigmoid loss) trained on the same captions, then
+    distilled from the same teacher (``configs/demo/densevlm_map.yaml``)."""
+    stage("SigLIP-style student: an attention-pooled ViT trained on the captions, sigmoid loss")
+    if not _cached(models / "map_student.pt"):
+        ckpt = _open_clip_train(
+            world / "captions_train.csv",
+            "map_student",
+            cfg.student_epochs,
+            demo,
+            env,
+            logs / "map_student.log",
+            MAP,
+            "--siglip",
+        )
+        _export(ckpt, models / "map_student.pt", MAP)
+    stage("DenseVLM on the SigLIP-style student, the same teacher (tools/train_net.py)")
+    if not _cached(models / "map_densevlm.pt"):
+        opts = [
+            "MODEL.CLIP.CHECKPOINT",
+            str(models / "map_student.pt"),
+            "MODEL.DENSEVLM.TEACHER.CHECKPOINT",
+            str(models / "teacher.pt"),
+            *_schedule(cfg.finetune_iters),
+            "DATASETS.TEST",
+            "()",
+        ]
+        out = runs / "map_densevlm"
+        _train_net("densevlm_map.yaml", out, env, logs / "map_densevlm.log", *opts)
+        shutil.copy(out / "clip_final_open_clip.pt", models / "map_densevlm.pt")
+
+
 def run_demo(
     demo_dir: str | os.PathLike = "output/demo",
     cfg: DemoConfig | None = None,
@@ -288,7 +350,7 @@ def run_demo(
         MKL_NUM_THREADS=str(cfg.threads),
     )
     env.setdefault("DENSEVLM_CACHE", str(demo / "cache"))
-    stage = _Stage(7)
+    stage = _Stage(9)
     world = data_root / "demo_world"
 
     stage("the world: scenes, panoptic annotations, captions, segmentation labels")
@@ -353,10 +415,14 @@ def run_demo(
             _train_net(f"{name}.yaml", runs / name, env, logs / f"{name}.log", *opts)
             shutil.copy(runs / name / "clip_final_eva_clip.pt", models / f"{name}.pt")
 
-    stage("evaluation of the four models on the val split (tools/train_net.py --eval-only)")
+    _map_family(cfg, demo, world, models, runs, logs, env, stage)
+
+    stage("evaluation of the six models on the val split (tools/train_net.py --eval-only)")
     table = {}
     for name in MODELS:
-        table[name] = evaluate(models / f"{name}.pt", runs / f"eval_{name}", env, logs, name)
+        table[name] = evaluate(
+            models / f"{name}.pt", runs / f"eval_{name}", env, logs, name, architecture(name)
+        )
     (demo / "results.json").write_text(json.dumps(table, indent=1))
 
     stage("pictures: bar chart and dense predictions before / after")

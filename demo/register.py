@@ -22,8 +22,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from timm.models import generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.eva import Eva
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from densevlm_d2.clip.models import register_model_config, small_eva02
 from densevlm_d2.data.datasets import (
@@ -59,9 +60,12 @@ CATEGORIES = [
 #: the open-vocabulary detection split trains on the other four things' boxes only
 NOVEL_THINGS = ("ring", "cross")
 
-# timm looks up a module-level ``default_cfgs`` when registering models; this one has no weights
+# timm looks up a module-level ``default_cfgs`` when registering models; these have no weights
 _TRUNK = "densevlm_eva02_small_patch16_clip_128"
-default_cfgs = generate_default_cfgs({_TRUNK: {"num_classes": 128}})
+_SIGLIP_TRUNK = "densevlm_vit_small_patch16_siglip_128"
+default_cfgs = generate_default_cfgs(
+    {_TRUNK: {"num_classes": 128}, _SIGLIP_TRUNK: {"num_classes": 0}}
+)
 
 
 @register_model
@@ -70,7 +74,31 @@ def densevlm_eva02_small_patch16_clip_128(pretrained: bool = False, **kwargs) ->
     return small_eva02(_TRUNK, pretrained, 128, 192, 4, 3, **kwargs)
 
 
-register_model_config(Path(__file__).resolve().parent / "model_configs" / "EVA02-Demo-16.json")
+@register_model
+def densevlm_vit_small_patch16_siglip_128(pretrained: bool = False, **kwargs) -> VisionTransformer:
+    """SigLIP's vision tower (no class token, attention-pool head) at the demo's size: width 192,
+    4 blocks, 128-px input."""
+    if pretrained:
+        raise ValueError(f"{_SIGLIP_TRUNK} has no pretrained weights")
+    model_args = dict(
+        img_size=128,
+        patch_size=16,
+        embed_dim=192,
+        depth=4,
+        num_heads=3,
+        class_token=False,
+        global_pool="map",
+    )
+    return build_model_with_cfg(
+        VisionTransformer,
+        _SIGLIP_TRUNK,
+        pretrained=False,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        **dict(model_args, **kwargs),
+    )
+
+
+register_model_config(Path(__file__).resolve().parent / "model_configs")
 
 
 #: the datasets root that ``make demo`` (``python -m demo``, default ``--demo-dir output/demo``)
