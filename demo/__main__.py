@@ -3,9 +3,9 @@ with the project.
 
 Builds the world, pretrains a small CLIP on captions (the foreground-biased student) and a teacher
 on named region crops, fine-tunes the student with CLIPSelf and with DenseVLM through
-tools/train_net.py, does the same for a second student family (a SigLIP-style CLIP: attention-pooled,
-sigmoid loss) with DenseVLM, evaluates the six models and draws the results. Stages are cached in
---demo-dir; a second run only re-evaluates and redraws (--rebuild starts over).
+tools/train_net.py, does the same with DenseVLM for a second student family (a SigLIP-style CLIP:
+attention-pooled, sigmoid loss), evaluates the six models and draws the results. Stages are cached
+in --demo-dir; a second run only re-evaluates and redraws (--rebuild starts over).
 """
 
 import argparse
