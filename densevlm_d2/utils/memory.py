@@ -55,7 +55,8 @@ def _tensor_bytes(t: torch.Tensor) -> int:
 class _LargestSelections(TorchDispatchMode):
     """Above a :class:`FakeTensorMode`: data-dependent sizes at their largest, ``.item()`` of a
     fake tensor 1, ops on real tensors and small constants real, and the largest tensor any op
-    makes (:attr:`largest`, bytes)."""
+    makes (:attr:`largest`, bytes; views such as an ``expand`` of a weight over a batch allocate
+    nothing and are left out)."""
 
     def __init__(self):
         super().__init__()
@@ -64,6 +65,8 @@ class _LargestSelections(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = self._answer(func, args, kwargs)
+        if getattr(func, "is_view", False):
+            return out  # a view (expand, transpose, ...) allocates nothing: its size is no peak
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
                 self.largest = max(self.largest, t.numel() * t.element_size())

@@ -80,6 +80,16 @@ def test_fake_selections_are_at_their_largest():
     assert step == StepMemory(saved=(5 * 4 + 5 * 2) * F32, largest=5 * 2 * F32)
 
 
+def test_views_are_no_transient_peak():
+    """A weight expanded over a batch (what a batched matmul of a big token grid does) is a view:
+    no memory, so not the step's largest tensor; the product it feeds is."""
+    with fake_modes() as (_, selections):
+        w = torch.zeros(4, 6)  # frozen: the backward makes no 1000 x 4 x 6 gradient either
+        x = torch.zeros(1000, 3, 4, requires_grad=True)
+        step = measure_step(lambda: torch.bmm(x, w.expand(1000, 4, 6)).sum(), [], selections)
+    assert step.largest == 1000 * 3 * 6 * F32  # the product, not the 1000 x 4 x 6 expand
+
+
 def test_state_bytes_and_largest_batch():
     model = nn.Sequential(nn.Linear(10, 10), nn.Linear(10, 1))
     model[0].requires_grad_(False)
