@@ -36,7 +36,8 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from densevlm_d2.data.datasets.panoptic import DatasetLayoutError
-from densevlm_d2.engine import CLIPCheckpointer, Trainer, launch
+from densevlm_d2.engine import CLIPCheckpointer, Trainer
+from densevlm_d2.engine.launch import add_dist_timeout_argument, launch_tool
 from densevlm_d2.engine.preflight import check_weights
 from densevlm_d2.modeling.meta_arch import CLIPDenseSegmenter
 from densevlm_d2.utils.registration import add_register_argument, run_register_files
@@ -166,17 +167,10 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-machines", type=int, default=1)
     parser.add_argument("--machine-rank", type=int, default=0)
     parser.add_argument("--dist-url", default="auto")
+    add_dist_timeout_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser
 
 
 if __name__ == "__main__":
-    args = argument_parser().parse_args()
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    launch_tool(main, argument_parser().parse_args(), "eval_sem_seg.py")

@@ -19,8 +19,6 @@ import densevlm_d2  # first: its import silences fvcore's import warnings before
 # isort: split
 
 import logging
-import sys
-from datetime import timedelta
 
 import torch
 from detectron2.config import get_cfg
@@ -28,8 +26,8 @@ from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from densevlm_d2.engine import CLIPCheckpointer, Trainer, check_run, launch
-from densevlm_d2.engine.launch import DEFAULT_TIMEOUT, ProcessesCannotMeet
+from densevlm_d2.engine import CLIPCheckpointer, Trainer, check_run
+from densevlm_d2.engine.launch import add_dist_timeout_argument, launch_tool
 from densevlm_d2.utils.registration import add_register_argument, run_register_files
 
 
@@ -50,14 +48,7 @@ def argument_parser():
     parser = default_argument_parser()
     parser.description = __doc__  # printed as written (detectron2's parser keeps the layout)
     add_register_argument(parser)
-    parser.add_argument(
-        "--dist-timeout",
-        type=float,
-        default=DEFAULT_TIMEOUT.total_seconds(),
-        metavar="SECONDS",
-        help="how long the processes wait for each other when they meet and in collectives "
-        "(default: %(default)g)",
-    )
+    add_dist_timeout_argument(parser)
     return parser
 
 
@@ -95,16 +86,4 @@ def parse_args(argv=None):
 
 
 if __name__ == "__main__":
-    args = parse_args()
-    try:
-        launch(
-            main,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-            timeout=timedelta(seconds=args.dist_timeout),
-        )
-    except ProcessesCannotMeet as e:
-        sys.exit(f"train_net.py: error: {e}")
+    launch_tool(main, parse_args(), "train_net.py")

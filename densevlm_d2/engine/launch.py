@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 from datetime import timedelta
 from urllib.parse import urlparse
 
@@ -22,13 +23,51 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from detectron2.utils import comm
 
-__all__ = ["DEFAULT_TIMEOUT", "ProcessesCannotMeet", "launch"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "ProcessesCannotMeet",
+    "add_dist_timeout_argument",
+    "launch",
+    "launch_tool",
+]
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 
 
 class ProcessesCannotMeet(RuntimeError):
     """The processes of a run cannot form their process group (ranks, address or timeout)."""
+
+
+def add_dist_timeout_argument(parser) -> None:
+    """``--dist-timeout SECONDS`` (default 30 min), the ``timeout`` of :func:`launch_tool`."""
+    parser.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT.total_seconds(),
+        metavar="SECONDS",
+        help="how long the processes wait for each other when they meet and in collectives "
+        "(default: %(default)g)",
+    )
+
+
+def launch_tool(main_func, args, tool: str):
+    """:func:`launch` of ``main_func(args)`` with a tool's parsed ``--num-gpus``,
+    ``--num-machines``, ``--machine-rank``, ``--dist-url`` and ``--dist-timeout``; processes that
+    cannot meet end the tool with one error line (exit status 1), not a traceback."""
+    if args.dist_timeout <= 0:
+        sys.exit(f"{tool}: error: --dist-timeout must be positive, got {args.dist_timeout:g}")
+    try:
+        return launch(
+            main_func,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+            timeout=timedelta(seconds=args.dist_timeout),
+        )
+    except ProcessesCannotMeet as e:
+        sys.exit(f"{tool}: error: {e}")
 
 
 def _free_port() -> int:

@@ -173,3 +173,15 @@ def test_an_option_among_the_config_options_is_an_error(data, tmp_path):
                     check=False)  # fmt: skip
     assert proc.returncode == 2
     assert "--machine-rank comes after the config options" in proc.stderr
+
+
+def test_eval_sem_seg_ends_with_the_same_clear_error(tmp_path):
+    """The other tool that launches processes: the same launch and error line."""
+    url = f"tcp://127.0.0.1:{_port()}"
+    proc = run_tool("eval_sem_seg", "--clip", "eva02_b16", "--benchmarks", "voc21",
+                    "--output-dir", tmp_path, "--num-machines", "2", "--machine-rank", "1",
+                    "--dist-url", url, "--dist-timeout", "3", check=False, timeout=60)  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error.startswith("eval_sem_seg.py: error: ")
+    assert f"could not meet at {url} within 3 s: this process is rank 1 of world size 2" in error
