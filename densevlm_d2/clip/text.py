@@ -453,12 +453,13 @@ class TextEmbedder:
         tokenizer=None,
     ):
         """``tokenizer``: texts -> token ids for this text tower; default: the model's own
-        (:func:`load_tokenizer`)."""
+        (:func:`load_tokenizer`), loaded when first needed (reading precomputed embeddings, or
+        checking them against the weights' digest, needs none)."""
         from .models import open_clip_name
 
         self.model = model
         self.model_name = open_clip_name(model_name)
-        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(self.model_name)
+        self._tokenizer = tokenizer
         self.cache_dir = (
             default_cache_dir()
             if cache_dir == "default"
@@ -467,6 +468,12 @@ class TextEmbedder:
         self.batch_size = batch_size
         self._weights_digest: tuple[tuple, str] | None = None
         self._memory: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.model_name)
+        return self._tokenizer
 
     # -- identity of the text tower ------------------------------------------------------------
     def weights_digest(self) -> str:
