@@ -85,7 +85,7 @@ SKIP: list[tuple[str, str, str]] = [
         "tools/measure_checkpointing.py memory --methods densevlm fvit",
         _FULL_SIZE,
     ),  # fmt: skip
-    ("README.md", "make demo", "13 minutes; tests/demo runs a reduced make demo"),
+    ("README.md", "make demo", "20 minutes; tests/demo runs a reduced make demo"),
     ("README.md", "make test", "the test suite itself"),
     ("README.md", "configs/eval/coco_panoptic_eva02_b16.yaml --eval-only", _COCO),
     ("README.md", "configs/coco/densevlm_eva02_b16.yaml --num-gpus 4", _GPUS),
@@ -158,7 +158,7 @@ SKIP: list[tuple[str, str, str]] = [
         "tools/predict.py --model EVA02-CLIP-B-16",
         _B16 + "; tests/test_visualization.py runs tools/predict.py with a tiny model",
     ),  # fmt: skip
-    ("docs/app.md", "make demo", "13 minutes; tests/demo runs a reduced make demo"),
+    ("docs/app.md", "make demo", "20 minutes; tests/demo runs a reduced make demo"),
     (
         "docs/app.md",
         "make app",
