@@ -288,23 +288,29 @@ def write_semantic_views(world: Path) -> list[Path]:
     return folders
 
 
+def _caption_student(name, model, cfg, demo, world, models, env, logs, *extra) -> None:
+    """``models/<name>.pt``: ``model`` trained on the world's captions by open_clip_train (its
+    ``extra`` arguments), unless cached."""
+    if not _cached(models / f"{name}.pt"):
+        ckpt = _open_clip_train(
+            world / "captions_train.csv",
+            name,
+            cfg.student_epochs,
+            demo,
+            env,
+            logs / f"{name}.log",
+            model,
+            *extra,
+        )
+        _export(ckpt, models / f"{name}.pt", model)
+
+
 def _map_family(cfg, demo, world, models, runs, logs, env, stage) -> None:
     """Stages 6 and 7: the same method on another student family, a SigLIP-style CLIP (an
     attention-pooled ViT without a class token, sigmoid loss) trained on the same captions, then
     distilled from the same teacher (``configs/demo/densevlm_map.yaml``)."""
     stage("SigLIP-style student: an attention-pooled ViT trained on the captions, sigmoid loss")
-    if not _cached(models / "map_student.pt"):
-        ckpt = _open_clip_train(
-            world / "captions_train.csv",
-            "map_student",
-            cfg.student_epochs,
-            demo,
-            env,
-            logs / "map_student.log",
-            MAP,
-            "--siglip",
-        )
-        _export(ckpt, models / "map_student.pt", MAP)
+    _caption_student("map_student", MAP, cfg, demo, world, models, env, logs, "--siglip")
     stage("DenseVLM on the SigLIP-style student, the same teacher (tools/train_net.py)")
     if not _cached(models / "map_densevlm.pt"):
         opts = [
@@ -363,16 +369,7 @@ def run_demo(
     write_semantic_views(world)
 
     stage("student: a small EVA02-CLIP trained on the captions with open_clip_train")
-    if not _cached(models / "student.pt"):
-        ckpt = _open_clip_train(
-            world / "captions_train.csv",
-            "student",
-            cfg.student_epochs,
-            demo,
-            env,
-            logs / "student.log",
-        )
-        _export(ckpt, models / "student.pt")
+    _caption_student("student", EVA, cfg, demo, world, models, env, logs)
 
     stage("teacher: the same CLIP trained on named region crops, then on labelled regions")
     if not _cached(models / "teacher.pt"):

@@ -16,6 +16,17 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO_REGISTER = ROOT / "demo" / "register.py"
 
 
+def coco_train_photos(root: Path, count: int) -> Path:
+    """``root/coco/train2017/`` holding ``count`` copies of a real photo under COCO file names (the
+    training data of ``configs/coco/tiny_densevlm_cpu.yaml``); returns ``root``."""
+    images = root / "coco" / "train2017"
+    images.mkdir(parents=True)
+    photo = (ROOT / "densevlm_d2" / "assets" / "chelsea.jpg").read_bytes()
+    for i in range(count):
+        (images / f"{i:012d}.jpg").write_bytes(photo)
+    return root
+
+
 def run_tool(
     name: str,
     *args: str,

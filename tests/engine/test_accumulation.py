@@ -26,7 +26,7 @@ from tests.cat_seg.test_model import CLASSES as CAT_SEG_CLASSES
 from tests.cat_seg.test_model import tiny_cfg as cat_seg_cfg
 from tests.engine.test_training import _cfg, _register
 from tests.engine.test_training import world as world  # noqa: F401  (the test world fixture)
-from tests.helpers import ROOT, train_net
+from tests.helpers import ROOT, coco_train_photos, train_net
 
 
 def _one_step(model, micro_batches, k):
@@ -313,11 +313,7 @@ def test_ddp_all_reduces_only_the_last_micro_batch(world, tmp_path):
 
 @pytest.mark.slow
 def test_train_net_with_accumulation(tmp_path):
-    images = tmp_path / "coco" / "train2017"
-    images.mkdir(parents=True)
-    photo = (ROOT / "densevlm_d2" / "assets" / "chelsea.jpg").read_bytes()
-    for i in range(4):
-        (images / f"{i:012d}.jpg").write_bytes(photo)
+    coco_train_photos(tmp_path, 4)
     out = tmp_path / "out"
     proc = train_net(
         ROOT / "configs" / "coco" / "tiny_densevlm_cpu.yaml",

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from densevlm_d2.engine.curves import read_metrics
-from tests.helpers import ROOT, run_tool
+from tests.helpers import ROOT, coco_train_photos, run_tool
 
 pytestmark = pytest.mark.slow
 
@@ -27,13 +27,7 @@ CONFIG = ("--config-file", "configs/coco/tiny_densevlm_cpu.yaml")
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    images = root / "coco" / "train2017"
-    images.mkdir(parents=True)
-    photo = (ROOT / "densevlm_d2" / "assets" / "chelsea.jpg").read_bytes()
-    for i in range(4):
-        (images / f"{i:012d}.jpg").write_bytes(photo)
-    return root
+    return coco_train_photos(tmp_path_factory.mktemp("data"), 4)
 
 
 def _port() -> int:

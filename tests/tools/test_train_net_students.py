@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from densevlm_d2.engine.curves import read_metrics
-from tests.helpers import ROOT, train_net
+from tests.helpers import ROOT, coco_train_photos, train_net
 
 pytestmark = pytest.mark.slow
 
@@ -38,12 +38,7 @@ def data(tmp_path_factory):
     """Two images, and random unit class embeddings (316 x 768, the embedding size of both
     students) for the student: its text tower would take a minute or more of a shared CPU, and
     SigLIP 2's needs a Hugging Face tokenizer that is not here."""
-    root = tmp_path_factory.mktemp("data")
-    images = root / "coco" / "train2017"
-    images.mkdir(parents=True)
-    photo = (ROOT / "densevlm_d2" / "assets" / "chelsea.jpg").read_bytes()
-    for i in range(2):
-        (images / f"{i:012d}.jpg").write_bytes(photo)
+    root = coco_train_photos(tmp_path_factory.mktemp("data"), 2)
     rows = np.random.default_rng(0).standard_normal((316, 768)).astype(np.float32)
     np.save(root / "student_316.npy", rows / np.linalg.norm(rows, axis=1, keepdims=True))
     return root
